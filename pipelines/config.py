@@ -1,0 +1,60 @@
+"""AppConfig: every setting the app has, in one frozen object.
+
+Only app.py reads the command line and the environment; it builds this object once and hands it to
+the services. Each field carries a description (shown by `--help` and checked against the README by a
+test), so a setting cannot exist without being documented.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def setting(default, help: str, cli_type: type | None = None):  # noqa: A002 - "help" mirrors argparse
+    """A config field with its description; cli_type is needed only where the default is None."""
+    return field(default=default, metadata={"help": help, "type": cli_type or type(default)})
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    models_dir: Path = setting(
+        Path("models"),
+        "Folder with checkpoints/, loras/, vae/, embeddings/ (an A1111 or ComfyUI models folder works too).",
+    )
+    output_dir: Path = setting(Path("outputs"), "Where images and the history index are written.")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps.")
+    precision: str = setting("auto", "auto, fp32, fp16 or bf16 (auto: bf16 on CUDA and on CPUs with native bf16).")
+    default_model: str | None = setting(
+        None,
+        "Checkpoint used when a request names none: a file name in models/checkpoints or a hub id "
+        "(default: the first checkpoint found).",
+        str,
+    )
+    hub_model: str = setting(
+        "stabilityai/sdxl-turbo",
+        "Hub id offered for download when no checkpoint is installed.",
+    )
+    cache_budget_gb: float | None = setting(
+        None,
+        "Memory for loaded models, in GiB (default: 60% of RAM on CPU, of GPU memory on CUDA).",
+        float,
+    )
+    max_queue: int = setting(100, "Most jobs waiting at once; more are refused with a clear message.")
+    host: str = setting("127.0.0.1", "Address to serve on (--listen sets 0.0.0.0).")
+    port: int = setting(7865, "Port to serve on.")
+    share: bool = setting(False, "Ask Gradio for a public share link.")
+    cache_dir: Path | None = setting(None, "Folder for derived files (materialized configs, hashes); default output_dir/.cache.", Path)
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else self.output_dir / ".cache"
+
+    def replace(self, **changes) -> AppConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        """Field name -> help text, for --help and the docs test."""
+        return {f.name: f.metadata["help"] for f in dataclasses.fields(cls)}

@@ -1,0 +1,242 @@
+"""Typed values that cross the boundary between the UI/API and the pipeline manager.
+
+Everything a caller can ask for is a field of `GenerationRequest`; everything it gets back is a
+`GenerationResult` made of `ImageResult`s. They are plain dataclasses so that the UI, the HTTP API and
+the metadata writer all read the same names, and so that `dataclasses.asdict` gives the JSON we store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class Architecture(str, enum.Enum):
+    """Model families told apart by the tensors in a checkpoint."""
+
+    SD1 = "sd1"
+    SD2 = "sd2"
+    SDXL = "sdxl"
+    SDXL_REFINER = "sdxl_refiner"
+    UNKNOWN = "unknown"
+
+    @property
+    def label(self) -> str:
+        return _ARCH_LABELS[self]
+
+
+_ARCH_LABELS = {
+    Architecture.SD1: "SD 1.x",
+    Architecture.SD2: "SD 2.x",
+    Architecture.SDXL: "SDXL",
+    Architecture.SDXL_REFINER: "SDXL refiner",
+    Architecture.UNKNOWN: "unknown",
+}
+
+
+class ModelKind(str, enum.Enum):
+    CHECKPOINT = "checkpoint"
+    LORA = "lora"
+    VAE = "vae"
+    EMBEDDING = "embedding"
+    UNKNOWN = "unknown"
+
+
+class ModelFormat(str, enum.Enum):
+    SINGLE_FILE = "single_file"  # .safetensors / .ckpt in the original (A1111/CivitAI) key layout
+    DIFFUSERS = "diffusers"  # a folder with model_index.json
+    HUB = "hub"  # a Hugging Face hub id, downloaded on first use
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A model found on disk (or named on the hub), identified but not loaded."""
+
+    name: str  # what users pick and what metadata records: path relative to its folder, no suffix
+    kind: ModelKind
+    architecture: Architecture
+    format: ModelFormat
+    path: Path | None  # None for hub ids not yet downloaded
+    hub_id: str | None = None
+    size_bytes: int = 0
+    config_dir: Path | None = None  # a diffusers config folder beside a single file (non-standard sizes)
+    note: str = ""  # why a file is unusable, shown in the UI
+
+    @property
+    def usable(self) -> bool:
+        return not self.note
+
+
+@dataclass(frozen=True)
+class LoraRef:
+    name: str
+    weight: float = 1.0
+    enabled: bool = True
+
+
+class SeedBehavior(str, enum.Enum):
+    """How image i of a batch gets its seed."""
+
+    INCREMENT = "increment"  # seed + i, as A1111 does
+    RANDOM = "random"  # a fresh random seed per image
+    FIXED = "fixed"  # the same seed for every image (useful with wildcards)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One job: what the user asked for, before styles, wildcards and seeds are resolved."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: tuple[str, ...] = ()
+    model: str | None = None  # checkpoint name, or a hub id; None = the configured default
+    refiner: str | None = None
+    refiner_switch: float = 0.8  # fraction of the steps done by the base model
+    vae: str | None = None
+    loras: tuple[LoraRef, ...] = ()
+    performance: str | None = None  # a performance mode name; None keeps steps/cfg/sampler as given
+    width: int = 512
+    height: int = 512
+    steps: int = 30
+    cfg_scale: float = 7.0
+    sampler: str = "DPM++ 2M"
+    scheduler: str = "Karras"
+    seed: int = -1  # -1: random
+    seed_behavior: SeedBehavior = SeedBehavior.INCREMENT
+    image_count: int = 1
+    clip_skip: int = 1
+    output_format: str = "png"
+    skip_invalid_loras: bool = False  # go on without a LoRA that cannot be applied instead of failing
+    save_images: bool = True
+
+    def replace(self, **changes: Any) -> GenerationRequest:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
+        """Build from JSON-like data; unknown keys are ignored so old metadata keeps loading."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if "loras" in kwargs:
+            kwargs["loras"] = tuple(
+                item if isinstance(item, LoraRef) else LoraRef(**{k: v for k, v in item.items() if k in ("name", "weight", "enabled")})
+                for item in kwargs["loras"] or ()
+            )
+        if "styles" in kwargs:
+            kwargs["styles"] = tuple(kwargs["styles"] or ())
+        if "seed_behavior" in kwargs:
+            kwargs["seed_behavior"] = SeedBehavior(kwargs["seed_behavior"])
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class AppliedLora:
+    name: str
+    weight: float
+    hash: str  # A1111's short hash of the file (first 12 hex digits of sha256)
+
+
+@dataclass(frozen=True)
+class ImageParams:
+    """Everything needed to re-create one image exactly, and what its metadata carries."""
+
+    prompt: str  # the final positive prompt (styles applied, wildcards expanded)
+    negative_prompt: str
+    steps: int
+    sampler: str
+    scheduler: str
+    cfg_scale: float
+    seed: int
+    width: int
+    height: int
+    model: str
+    model_hash: str
+    architecture: str = ""
+    prompt_template: str = ""  # what the user typed, when it differs from `prompt`
+    negative_template: str = ""
+    styles: tuple[str, ...] = ()
+    loras: tuple[AppliedLora, ...] = ()
+    vae: str | None = None
+    vae_hash: str | None = None
+    refiner: str | None = None
+    refiner_switch: float | None = None
+    clip_skip: int = 1
+    performance: str | None = None
+    batch_index: int = 0
+    version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageParams:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["loras"] = tuple(AppliedLora(**lo) if isinstance(lo, dict) else lo for lo in kwargs.get("loras") or ())
+        kwargs["styles"] = tuple(kwargs.get("styles") or ())
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    path: Path | None  # None when the request asked not to save
+    params: ImageParams
+    infotext: str
+    image: Any = field(default=None, repr=False, compare=False)  # the PIL image, kept in memory for callers
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def done(self) -> bool:
+        return self in (JobState.FINISHED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass
+class GenerationResult:
+    job_id: str
+    images: list[ImageResult] = field(default_factory=list)
+    skipped: int = 0  # images skipped by the user
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A snapshot of one job, as status() reports it."""
+
+    job_id: str
+    state: JobState
+    position: int  # 0 = running, 1 = next, ...; -1 when done
+    request: GenerationRequest
+    submitted_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    step: int = 0
+    total_steps: int = 0
+    image_index: int = 0
+    image_count: int = 0
+    error: str | None = None
+    result: GenerationResult | None = None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    return value
