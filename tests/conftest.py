@@ -1,0 +1,110 @@
+"""Shared fixtures: offline environment, tiny models on disk the way users keep them, reference pipelines.
+
+The whole session runs with the Hugging Face hub switched off (set before diffusers or transformers is
+imported, since huggingface_hub reads these variables at import time), so a test that would download
+anything fails instead of passing on a developer's warm cache.
+
+Model files are written once per session; tests must not modify them (copy to `tmp_path` first).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import socket  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+TINY_SD15_NAME = "tiny-sd15"
+TINY_SDXL_NAME = "tiny-sdxl"
+USER_MODEL_FOLDERS = ("checkpoints", "loras", "vae", "embeddings")
+
+
+@pytest.fixture(scope="session")
+def tiny_models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty models folder with the sub-folders users have; the tiny_* fixtures fill checkpoints/."""
+    root = tmp_path_factory.mktemp("models")
+    for folder in USER_MODEL_FOLDERS:
+        (root / folder).mkdir()
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15_reference():
+    """The in-memory tiny SD1.5 pipeline (seed 0) that the files on disk were written from."""
+    from tests.support.tiny_models import tiny_sd15_pipeline
+
+    return tiny_sd15_pipeline(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_reference():
+    """The in-memory tiny SDXL pipeline (seed 0) that the files on disk were written from."""
+    from tests.support.tiny_models import tiny_sdxl_pipeline
+
+    return tiny_sdxl_pipeline(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15_file(tiny_models_root: Path, tiny_sd15_reference) -> Path:
+    """`checkpoints/tiny-sd15.safetensors` in the LDM layout, with its `tiny-sd15.config.json` sidecar."""
+    from tests.support.ckpt_export import save_single_file
+
+    return save_single_file(tiny_sd15_reference, tiny_models_root / "checkpoints" / f"{TINY_SD15_NAME}.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_file(tiny_models_root: Path, tiny_sdxl_reference) -> Path:
+    """`checkpoints/tiny-sdxl.safetensors` in the SDXL (sgm) layout, with its sidecar."""
+    from tests.support.ckpt_export import save_single_file
+
+    return save_single_file(tiny_sdxl_reference, tiny_models_root / "checkpoints" / f"{TINY_SDXL_NAME}.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15_diffusers(tiny_models_root: Path, tiny_sd15_reference) -> Path:
+    """`checkpoints/tiny-sd15-diffusers/`: the same model as a diffusers folder (model_index.json, safetensors)."""
+    from tests.support.ckpt_export import write_diffusers_folder
+
+    return write_diffusers_folder(tiny_sd15_reference, tiny_models_root / "checkpoints" / f"{TINY_SD15_NAME}-diffusers")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_diffusers(tiny_models_root: Path, tiny_sdxl_reference) -> Path:
+    """`checkpoints/tiny-sdxl-diffusers/`: the tiny SDXL model as a diffusers folder."""
+    from tests.support.ckpt_export import write_diffusers_folder
+
+    return write_diffusers_folder(tiny_sdxl_reference, tiny_models_root / "checkpoints" / f"{TINY_SDXL_NAME}-diffusers")
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(
+    tiny_models_root: Path, tiny_sd15_file, tiny_sdxl_file, tiny_sd15_diffusers, tiny_sdxl_diffusers
+) -> Path:
+    """A models folder as users lay it out, with all four tiny models in `checkpoints/`:
+
+    checkpoints/tiny-sd15.safetensors (+ .config.json), checkpoints/tiny-sdxl.safetensors (+ .config.json),
+    checkpoints/tiny-sd15-diffusers/, checkpoints/tiny-sdxl-diffusers/; loras/, vae/, embeddings/ empty.
+    """
+    return tiny_models_root
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Make any outgoing connection fail loudly, to prove a code path never touches the network."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    yield

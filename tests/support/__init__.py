@@ -1,0 +1,1 @@
+"""Test helpers: tiny and full-size random models, single-file checkpoint export."""
