@@ -1,0 +1,84 @@
+"""The composition root of the engine: the only place that names the concrete classes.
+
+app.py builds one `Services` from an AppConfig; the UI and the HTTP API receive it and use its
+members. Tests build their own with a tiny model folder, so nothing here reads globals.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from . import devices
+from .config import AppConfig
+from .conditioning import PlainEncoder
+from .devices import DevicePlan
+from .hashing import HashCache
+from .history import History
+from .image_store import ImageStore
+from .job_queue import JobQueue
+from .loader import ModelLoader
+from .manager import PipelineManager
+from .model_cache import ModelCache
+from .registry import ModelRegistry
+from .samplers import SamplerTable
+
+log = logging.getLogger(__name__)
+
+GIB = 1024**3
+
+
+@dataclass
+class Services:
+    config: AppConfig
+    plan: DevicePlan
+    registry: ModelRegistry
+    cache: ModelCache
+    manager: PipelineManager
+    queue: JobQueue
+    history: History
+    samplers: SamplerTable
+
+    def close(self) -> None:
+        self.queue.stop()
+        self.cache.clear()
+
+
+def cache_budgets(cfg: AppConfig, plan: DevicePlan) -> tuple[int, int]:
+    """(device budget, host budget) in bytes: the configured size, else 60% of what the machine has."""
+    host = int(0.6 * (devices.total_memory_bytes(torch.device("cpu")) or 16 * GIB))
+    if cfg.cache_budget_gb is not None:
+        return int(cfg.cache_budget_gb * GIB), host
+    if plan.device.type == "cpu":
+        return host, 0
+    device_total = devices.total_memory_bytes(plan.device) or 8 * GIB
+    return int(0.6 * device_total), host
+
+
+def build_services(cfg: AppConfig, start_worker: bool = True) -> Services:
+    plan = devices.choose(cfg.device, cfg.precision)
+    log.info("device: %s (%s)", plan.label, plan.reason)
+    cache_dir = cfg.resolved_cache_dir
+    registry = ModelRegistry(cfg.models_dir, cache_dir, hub_model=cfg.hub_model)
+    registry.ensure_folders()
+    registry.refresh()
+    device_budget, host_budget = cache_budgets(cfg, plan)
+    cache = ModelCache(plan.device, device_budget, host_budget)
+    samplers = SamplerTable.load()
+    history = History(cfg.output_dir / "history.sqlite")
+    manager = PipelineManager(
+        registry=registry,
+        loader=ModelLoader(plan, cache_dir, HashCache(cache_dir / "hashes.json")),
+        cache=cache,
+        samplers=samplers,
+        encoder=PlainEncoder(),
+        store=ImageStore(cfg.output_dir),
+        history=history,
+        default_model=cfg.default_model,
+    )
+    queue = JobQueue(manager.run, max_queue=cfg.max_queue)
+    if start_worker:
+        queue.start()
+    return Services(cfg, plan, registry, cache, manager, queue, history, samplers)
