@@ -1,0 +1,96 @@
+"""Easel: run `python app.py` and open http://127.0.0.1:7865.
+
+The composition root: the command line becomes one AppConfig, which builds the services; the UI and
+the HTTP server are built on them. Nothing else reads argv or the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import webbrowser
+from typing import Sequence
+
+from pipelines import APP_NAME, __version__
+from pipelines.config import AppConfig
+
+EXTRA_FLAGS = {
+    "listen": "Serve on all interfaces (0.0.0.0) so other machines on the network can connect.",
+    "inbrowser": "Open the page in the default browser once the server is up.",
+}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[AppConfig, argparse.Namespace]:
+    parser = argparse.ArgumentParser(prog="app.py", description=f"{APP_NAME} {__version__}: local image generation.")
+    defaults = AppConfig()
+    for f in dataclasses.fields(AppConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind, text = f.metadata["type"], f.metadata["help"].replace("%", "%%")
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", default=getattr(defaults, f.name), help=text)
+        else:
+            parser.add_argument(flag, type=kind, default=getattr(defaults, f.name), help=text)
+    for name, text in EXTRA_FLAGS.items():
+        parser.add_argument("--" + name, action="store_true", help=text)
+    args = parser.parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(AppConfig)}
+    if args.listen:
+        values["host"] = "0.0.0.0"
+    return AppConfig(**values), args
+
+
+def quiet_libraries() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3", "diffusers", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import diffusers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg, args = parse_args(argv)
+    quiet_libraries()
+
+    from pipelines.services import build_services
+    from ui.gradio_app import CSS, build_ui
+    from ui.server import Server, build_http_app, open_share_link
+
+    try:
+        services = build_services(cfg)
+    except ValueError as exc:  # a bad --device/--precision and the like
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{APP_NAME} {__version__} on {services.plan.label}: {services.plan.reason}")
+    for path, why in services.registry.skipped:
+        print(f"  skipped {path}: {why}")
+    if not any(r.usable for r in services.registry.checkpoints()):
+        print("  " + services.registry.missing_checkpoint_message())
+
+    server = Server(build_http_app(cfg, build_ui(services), CSS), cfg.host, cfg.port)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        services.close()
+        return 1
+    print(f"Running on {server.local_url}")
+    if cfg.share:
+        link = open_share_link(cfg.host, cfg.port)
+        print(f"Public link: {link}" if link else "No share link could be made (offline?); serving locally only.")
+    if args.inbrowser:
+        webbrowser.open(server.local_url)
+    try:
+        server.wait()
+    finally:
+        services.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The Gradio front end. It talks to the engine only through `pipelines.services.Services`."""
