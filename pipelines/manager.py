@@ -76,7 +76,7 @@ class PipelineManager:
         store: ImageStore,
         history: History,
         default_model: str | None = None,
-        preview_every: int = 1,
+        preview_interval: float = 0.25,
     ):
         self.registry = registry
         self.loader = loader
@@ -86,7 +86,7 @@ class PipelineManager:
         self.store = store
         self.history = history
         self.default_model = default_model
-        self.preview_every = preview_every
+        self.preview_interval = preview_interval
 
     def validate(self, request: GenerationRequest) -> GenerationRequest:
         return validate(request, self.samplers)
@@ -112,7 +112,7 @@ class PipelineManager:
         preview = latent_preview(model.architecture)
         cache: dict[tuple[str, str], Conditioning] = {}
         for plan in plans:
-            callback = StepCallback(control, timer, plan.index, len(plans), request.steps, preview, self.preview_every)
+            callback = StepCallback(control, timer, plan.index, len(plans), request.steps, preview, self.preview_interval)
             try:
                 callback.start()
                 image = self.generate_one(model, request, choice, plan, callback, cache)

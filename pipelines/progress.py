@@ -89,7 +89,8 @@ class StepCallback:
         image_count: int,
         total_steps: int,
         preview: PreviewFn | None = None,
-        preview_every: int = 1,
+        preview_interval: float = 0.25,
+        clock: Callable[[], float] = time.perf_counter,
     ):
         self.control = control
         self.timer = timer
@@ -97,7 +98,9 @@ class StepCallback:
         self.image_count = image_count
         self.total_steps = total_steps
         self.preview = preview
-        self.preview_every = max(1, preview_every)
+        self.preview_interval = preview_interval  # seconds: previews faster than a screen can show are waste
+        self._clock = clock
+        self._last_preview = -float("inf")
         self.steps_done = 0
 
     def start(self) -> None:
@@ -111,9 +114,14 @@ class StepCallback:
         self.steps_done = step_index + 1
         image = None
         latents = tensors.get("latents")
-        if self.preview is not None and latents is not None and (
-            self.steps_done % self.preview_every == 0 and self.steps_done < self.total_steps
+        now = self._clock()
+        if (
+            self.preview is not None
+            and latents is not None
+            and self.steps_done < self.total_steps
+            and now - self._last_preview >= self.preview_interval
         ):
+            self._last_preview = now
             try:
                 image = self.preview(latents)
             except Exception:  # a preview must never break a generation

@@ -157,7 +157,8 @@ class RecordingControl:
         pass
 
 
-def test_progress_events_carry_steps_eta_and_previews(engine):
+def test_progress_events_carry_steps_eta_and_previews(engine, monkeypatch):
+    monkeypatch.setattr(engine.manager, "preview_interval", 0.0)  # a preview at every step
     control = RecordingControl(GenerationRequest(model="tiny-sd15", prompt="p", steps=4, image_count=2, seed=3, **SIZE))
     result = engine.manager.run(control)
     assert len(result.images) == 2
