@@ -47,6 +47,7 @@ def quiet_libraries() -> None:
     for noisy in ("httpx", "httpcore", "urllib3", "diffusers", "transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import diffusers
 
     diffusers.utils.logging.set_verbosity_error()
