@@ -50,7 +50,7 @@ UNSUPPORTED_WHEN_NOT: dict[str, tuple[Any, ...]] = {
     "script_args": ([],),
     "alwayson_scripts": ({},),
     "firstpass_image": (None, ""),
-    "eta": (None,),
+    "eta": (None, 1, 1.0),  # A1111's default eta for ancestral samplers, which diffusers uses too
     "s_churn": (None, 0, 0.0),
     "s_noise": (None, 1, 1.0),
 }
