@@ -102,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.api:
         protected = " (HTTP Basic, --api-auth)" if cfg.api_auth else ""
         print(f"A1111-compatible API at {server.local_url}/sdapi/v1{protected}; docs at {server.local_url}/docs")
+        if not cfg.api_auth and (cfg.host not in ("127.0.0.1", "localhost", "::1") or cfg.share):
+            print("  The API is reachable from other machines: protect it with --api-auth user:password, or use --no-api.")
     if cfg.share:
         link = open_share_link(cfg.host, cfg.port)
         print(f"Public link: {link}" if link else "No share link could be made (offline?); serving locally only.")
