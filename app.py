@@ -12,10 +12,13 @@ import logging
 import os
 import sys
 import webbrowser
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from pipelines import APP_NAME, __version__
 from pipelines.config import AppConfig
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 EXTRA_FLAGS = {
     "listen": "Serve on all interfaces (0.0.0.0) so other machines on the network can connect.",
@@ -29,17 +32,34 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[AppConfig, argparse.N
     for f in dataclasses.fields(AppConfig):
         flag = "--" + f.name.replace("_", "-")
         kind, text = f.metadata["type"], f.metadata["help"].replace("%", "%%")
-        if kind is bool:
-            parser.add_argument(flag, action="store_true", default=getattr(defaults, f.name), help=text)
+        if kind is bool:  # a setting on by default also gets its --no-... form
+            action = argparse.BooleanOptionalAction if getattr(defaults, f.name) else "store_true"
+            parser.add_argument(flag, action=action, default=getattr(defaults, f.name), help=text)
         else:
             parser.add_argument(flag, type=kind, default=getattr(defaults, f.name), help=text)
     for name, text in EXTRA_FLAGS.items():
         parser.add_argument("--" + name, action="store_true", help=text)
     args = parser.parse_args(argv)
+    from ui.api.auth import parse_credentials
+
+    try:
+        parse_credentials(args.api_auth)
+    except ValueError as exc:
+        parser.error(str(exc))
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(AppConfig)}
     if args.listen:
         values["host"] = "0.0.0.0"
     return AppConfig(**values), args
+
+
+def build_app(cfg: AppConfig, services) -> FastAPI:
+    """The one HTTP app: the page at /, and the A1111-compatible API (unless --no-api) with its docs at /docs."""
+    from ui.api import build_api_router, parse_credentials
+    from ui.gradio_app import CSS, build_ui
+    from ui.server import build_http_app
+
+    routers = (build_api_router(services, parse_credentials(cfg.api_auth)),) if cfg.api else ()
+    return build_http_app(cfg, build_ui(services), CSS, routers=routers)
 
 
 def quiet_libraries() -> None:
@@ -59,8 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries()
 
     from pipelines.services import build_services
-    from ui.gradio_app import CSS, build_ui
-    from ui.server import Server, build_http_app, open_share_link
+    from ui.server import Server, open_share_link
 
     try:
         services = build_services(cfg)
@@ -73,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not any(r.usable for r in services.registry.checkpoints()):
         print("  " + services.registry.missing_checkpoint_message())
 
-    server = Server(build_http_app(cfg, build_ui(services), CSS), cfg.host, cfg.port)
+    server = Server(build_app(cfg, services), cfg.host, cfg.port)
     try:
         server.start()
     except RuntimeError as exc:
@@ -81,6 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         services.close()
         return 1
     print(f"Running on {server.local_url}")
+    if cfg.api:
+        protected = " (HTTP Basic, --api-auth)" if cfg.api_auth else ""
+        print(f"A1111-compatible API at {server.local_url}/sdapi/v1{protected}; docs at {server.local_url}/docs")
+        if not cfg.api_auth and (cfg.host not in ("127.0.0.1", "localhost", "::1") or cfg.share):
+            print("  The API is reachable from other machines: protect it with --api-auth user:password, or use --no-api.")
     if cfg.share:
         link = open_share_link(cfg.host, cfg.port)
         print(f"Public link: {link}" if link else "No share link could be made (offline?); serving locally only.")

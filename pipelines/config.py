@@ -45,6 +45,17 @@ class AppConfig:
     host: str = setting("127.0.0.1", "Address to serve on (--listen sets 0.0.0.0).")
     port: int = setting(7865, "Port to serve on.")
     share: bool = setting(False, "Ask Gradio for a public share link.")
+    api: bool = setting(
+        True,
+        "Serve the AUTOMATIC1111-compatible HTTP API under /sdapi/v1 (docs at /docs), on the same queue as the "
+        "page; on by default, --no-api turns it off.",
+    )
+    api_auth: str | None = setting(
+        None,
+        "Protect the /sdapi/v1 API with HTTP Basic: user:password, several separated by commas "
+        "(the page and /docs stay open).",
+        str,
+    )
     cache_dir: Path | None = setting(None, "Folder for derived files (materialized configs, hashes); default output_dir/.cache.", Path)
 
     @property

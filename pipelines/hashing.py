@@ -57,6 +57,22 @@ class HashCache:
         is_st = path.suffix.lower() == ".safetensors"
         return self._get(path, "addnet" if is_st else "sha256", lambda: sha256_file(path, skip_safetensors_header=is_st))
 
+    def known_model_hash(self, path: Path) -> str | None:
+        """The cached sha256 of a checkpoint when it was computed before for this size and mtime; never reads the file.
+
+        Listings (the API's sd-models, options) show a hash only once it is known, as A1111 does, so that
+        listing a large collection does not hash every file.
+        """
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        with self._lock:
+            entry = self._data.get(str(path.resolve()))
+        if entry and entry.get("stamp") == [stat.st_size, stat.st_mtime_ns]:
+            return entry.get("sha256")
+        return None
+
     def _get(self, path: Path, kind: str, compute) -> str:
         stat = path.stat()
         key = str(path.resolve())

@@ -15,7 +15,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from .errors import EaselError, ImageSkipped, InvalidRequest, JobInterrupted, OutOfMemory
 from .events import (
@@ -81,6 +81,7 @@ class _Job:
     events: list[Event] = field(default_factory=list)
     progress: JobProgress | None = None
     progress_version: int = 0
+    preview: Any = None  # the latest preview image, kept while later progress events carry none
     cancel_requested: bool = False
     skip_requested: bool = False
     started_at: float | None = None
@@ -234,6 +235,15 @@ class JobQueue:
         with self._cond:
             return self._running.progress if self._running else None
 
+    def latest_preview(self) -> Any:
+        """The running job's most recent preview image (a step's progress may carry none), or None."""
+        with self._cond:
+            return self._running.preview if self._running else None
+
+    def running(self) -> JobInfo | None:
+        with self._cond:
+            return self._info(self._running) if self._running else None
+
     # -- the worker ---------------------------------------------------------------------------------
 
     def _work(self) -> None:
@@ -286,6 +296,8 @@ class JobQueue:
             if isinstance(event, JobProgress):
                 job.progress = event
                 job.progress_version += 1
+                if event.preview is not None:
+                    job.preview = event.preview
             else:
                 self._append(job, event)
             self._cond.notify_all()
@@ -296,6 +308,7 @@ class JobQueue:
     def _end(self, job: _Job, state: JobState, event: Event, result: GenerationResult | None = None) -> None:
         job.state = state
         job.finished_at = time.time()
+        job.preview = None
         job.result = result if result is not None else getattr(event, "result", None)
         self._append(job, event)
         self._finished.append(job.job_id)
@@ -338,6 +351,8 @@ class JobQueue:
             image_count=progress.image_count if progress else job.request.image_count,
             error=job.error,
             result=job.result,
+            cancel_requested=job.cancel_requested,
+            skip_requested=job.skip_requested,
         )
 
 

@@ -7,6 +7,7 @@ pipelines it drives. It owns no threads and no UI; what it needs is handed in by
 from __future__ import annotations
 
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ import torch
 
 from . import APP_NAME, __version__
 from .conditioning import Conditioning, PromptEncoder
-from .errors import ImageSkipped
+from .errors import ImageSkipped, InvalidRequest
 from .events import ImageReady, JobStatus
 from .history import History
 from .image_store import ImageStore
@@ -26,7 +27,7 @@ from .model_cache import ModelCache
 from .progress import StepCallback, StepTimer, latent_preview
 from .registry import ModelRegistry
 from .samplers import SamplerChoice, SamplerTable
-from .types import GenerationRequest, GenerationResult, ImageParams, ImageResult, ModelKind, SeedBehavior
+from .types import GenerationRequest, GenerationResult, ImageParams, ImageResult, ModelKind, ModelRecord, SeedBehavior
 from .validation import validate
 
 MAX_SEED = 2**32 - 1  # random seeds stay in A1111's range so other tools can reuse them
@@ -85,8 +86,40 @@ class PipelineManager:
         self.encoder = encoder
         self.store = store
         self.history = history
-        self.default_model = default_model
         self.preview_interval = preview_interval
+        self._default_lock = threading.Lock()
+        self._default_model = default_model
+
+    # -- the current default model (what a request without a model uses; the UI and the API can change it)
+
+    @property
+    def default_model(self) -> str | None:
+        with self._default_lock:
+            return self._default_model
+
+    def set_default_model(self, name: str | None) -> ModelRecord:
+        """Make `name` the model of requests that name none; None goes back to the first usable one.
+
+        The name is checked now (ModelNotFound / InvalidRequest); loading happens on the worker, when the
+        next job needs it, so switching never blocks a caller or the device.
+        """
+        record = self.registry.find(ModelKind.CHECKPOINT, name) if name else self.registry.default_checkpoint()
+        if not record.usable:
+            raise InvalidRequest(f"{record.name} cannot be used: {record.note}.", field="model")
+        with self._default_lock:
+            self._default_model = record.name if name else None
+        return record
+
+    def default_record(self) -> ModelRecord:
+        """The checkpoint a request without a model runs on now (raises ModelNotFound when there is none)."""
+        return self.registry.default_checkpoint(self.default_model)
+
+    def known_hash(self, record: ModelRecord) -> str | None:
+        """A checkpoint's full sha256 when already known (loaded, or hashed before); never hashes a file."""
+        for model in self.cache.loaded():
+            if model.record == record and model.model_hash:
+                return model.model_hash
+        return self.loader.hashes.known_model_hash(record.path) if record.path is not None else None
 
     def validate(self, request: GenerationRequest) -> GenerationRequest:
         return validate(request, self.samplers)
@@ -128,8 +161,7 @@ class PipelineManager:
     # -- steps ------------------------------------------------------------------------------------
 
     def model_for(self, request: GenerationRequest, control: JobControl) -> LoadedModel:
-        name = request.model or self.default_model
-        record = self.registry.find(ModelKind.CHECKPOINT, name) if name else self.registry.default_checkpoint()
+        record = self.registry.find(ModelKind.CHECKPOINT, request.model) if request.model else self.default_record()
 
         def status(message: str, fraction: float | None = None) -> None:
             control.emit(JobStatus(control.job_id, message, fraction))

@@ -45,6 +45,13 @@ class SamplerTable:
     def schedules(self) -> list[str]:
         return list(self._schedules)
 
+    def sampler_aliases(self, sampler: str) -> list[str]:
+        """Other names that mean exactly this sampler (no schedule attached), as other tools send them."""
+        return [alias for alias, target in self._sampler_aliases.items() if target == sampler]
+
+    def schedule_aliases(self, schedule: str) -> list[str]:
+        return [alias for alias, target in self._schedule_aliases.items() if target == schedule]
+
     def scheduler_class(self, sampler: str) -> type:
         return getattr(diffusers, self._samplers[sampler]["class"])
 

@@ -228,6 +228,8 @@ class JobInfo:
     image_count: int = 0
     error: str | None = None
     result: GenerationResult | None = None
+    cancel_requested: bool = False  # stop asked for, not yet taken effect (A1111's "interrupted")
+    skip_requested: bool = False  # skip of the current image asked for, not yet taken effect
 
 
 def _jsonable(value: Any) -> Any:
