@@ -34,11 +34,16 @@ TOKENIZER_DIR = CONFIG_ROOT / "tokenizer"
 CLIP_MAX_LENGTH = 77
 SIDECAR_SUFFIX = ".config.json"
 
-_ARCH_DIRS: dict[Architecture, str] = {Architecture.SD1: "sd15", Architecture.SDXL: "sdxl"}
+_ARCH_DIRS: dict[Architecture, str] = {
+    Architecture.SD1: "sd15",
+    Architecture.SDXL: "sdxl",
+    Architecture.SDXL_REFINER: "sdxl_refiner",
+}
 # Components a sidecar may override, per architecture, and the file diffusers reads each config from.
 _COMPONENTS: dict[Architecture, tuple[str, ...]] = {
     Architecture.SD1: ("unet", "vae", "text_encoder", "scheduler"),
     Architecture.SDXL: ("unet", "vae", "text_encoder", "text_encoder_2", "scheduler"),
+    Architecture.SDXL_REFINER: ("unet", "vae", "text_encoder_2", "scheduler"),  # OpenCLIP bigG only
 }
 ALL_COMPONENTS: tuple[str, ...] = ("unet", "vae", "text_encoder", "text_encoder_2", "scheduler")
 
@@ -53,8 +58,8 @@ def _arch_dir_name(arch: Architecture) -> str:
     except (KeyError, ValueError):
         label = arch.label if isinstance(arch, Architecture) else str(arch)
         raise ModelLoadError(
-            f"No bundled configuration for {label} models: only SD 1.x and SDXL checkpoints can be loaded "
-            "from a single file offline."
+            f"No bundled configuration for {label} models: only SD 1.x, SDXL and SDXL refiner checkpoints "
+            "can be loaded from a single file offline."
         ) from None
 
 
@@ -79,10 +84,15 @@ def clip_tokenizer(pad_token: str = "<|endoftext|>") -> CLIPTokenizer:
 
 
 def tokenizer_kwargs(arch: Architecture) -> dict[str, CLIPTokenizer]:
-    """Tokenizers to pass to `from_single_file`, so it never looks for them on the hub."""
+    """Tokenizers to pass to `from_single_file`, so it never looks for them on the hub.
+
+    SD1.x has one (CLIP ViT-L), SDXL two, the SDXL refiner only the second (OpenCLIP bigG, padded with "!").
+    """
     name = _arch_dir_name(arch)
-    kwargs = {"tokenizer": clip_tokenizer()}
-    if name == "sdxl":
+    kwargs = {}
+    if name in ("sd15", "sdxl"):
+        kwargs["tokenizer"] = clip_tokenizer()
+    if name in ("sdxl", "sdxl_refiner"):
         kwargs["tokenizer_2"] = clip_tokenizer("!")
     return kwargs
 

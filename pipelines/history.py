@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import InvalidRequest
 from .image_store import iter_images, time_from_name
-from .metadata import ImageMetadata, parse_name_list, read_metadata, request_fields_from_params
+from .metadata import ImageMetadata, parse_name_list, read_metadata, request_fields_from_params, split_hashed_name
 from .types import AppliedLora, GenerationRequest, ImageParams
 
 SCHEMA_VERSION = 1
@@ -80,13 +80,14 @@ def params_from_metadata(meta: ImageMetadata) -> ImageParams | None:
         loras.append(AppliedLora(name, weight, hashes.get(name, "")))
     text = {k: str(p[k]) for k in ("VAE", "VAE hash", "Refiner", "Performance") if p.get(k)}
     switch = p.get("Refiner switch at")
+    refiner, refiner_hash = split_hashed_name(text["Refiner"]) if "Refiner" in text else (None, None)
     return ImageParams(
         prompt=str(p.get("Prompt", "")), negative_prompt=str(p.get("Negative prompt", "")),
         steps=f.get("steps", 0), sampler=f.get("sampler", ""), scheduler=f.get("scheduler", ""),
         cfg_scale=f.get("cfg_scale", 0.0), seed=f.get("seed", -1), width=f.get("width", 0), height=f.get("height", 0),
         model=f.get("model", ""), model_hash=str(p.get("Model hash", "")), loras=tuple(loras),
         styles=tuple(p["Styles"]) if isinstance(p.get("Styles"), list) else (), vae=text.get("VAE"),
-        vae_hash=text.get("VAE hash"), refiner=text.get("Refiner"), performance=text.get("Performance"),
+        vae_hash=text.get("VAE hash"), refiner=refiner, refiner_hash=refiner_hash, performance=text.get("Performance"),
         refiner_switch=float(switch) if isinstance(switch, (int, float)) and not isinstance(switch, bool) else None,
         clip_skip=f.get("clip_skip", 1), version=str(p.get("Version", "")),
     )

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 StatusFn = Callable[[str, float | None], None]
 
-SUPPORTED = (Architecture.SD1, Architecture.SDXL)
+SUPPORTED = (Architecture.SD1, Architecture.SDXL, Architecture.SDXL_REFINER)
 
 
 @dataclass
@@ -36,6 +36,7 @@ class LoadedModel:
     model_hash: str  # full sha256; A1111 shows the first 10 digits
     size_bytes: int
     scheduler_config: Any = None  # the checkpoint's own scheduler config: every sampler is built from it
+    config_dir: Path | None = None  # the diffusers config folder it was built from (a VAE override reuses its vae/)
 
     @property
     def name(self) -> str:
@@ -53,6 +54,8 @@ def pipeline_class(arch: Architecture):
         return diffusers.StableDiffusionPipeline
     if arch is Architecture.SDXL:
         return diffusers.StableDiffusionXLPipeline
+    if arch is Architecture.SDXL_REFINER:  # no text-to-image of its own: it refines the base model's latents
+        return diffusers.StableDiffusionXLImg2ImgPipeline
     raise ModelLoadError(f"{arch.label} models are not supported; use an SD 1.x or SDXL checkpoint.")
 
 
@@ -105,7 +108,7 @@ class ModelLoader:
             torch_dtype=self.plan.dtype,
             **arch_configs.tokenizer_kwargs(arch),
         )
-        return self._finish(record, arch, pipe, status)
+        return self._finish(record, arch, pipe, status, config_dir=config_dir)
 
     def _load_folder(self, record: ModelRecord, path: Path, status: StatusFn, variant: str | None = None) -> LoadedModel:
         probe = probe_diffusers_folder(path)
@@ -120,14 +123,22 @@ class ModelLoader:
         if arch is Architecture.SD1:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         pipe = cls.from_pretrained(str(path), **kwargs)
-        return self._finish(record, arch, pipe, status, files=path)
+        return self._finish(record, arch, pipe, status, files=path, config_dir=path)
 
     def _load_hub(self, record: ModelRecord, status: StatusFn) -> LoadedModel:
         assert record.hub_id is not None
         path, variant = hub.download(record.hub_id, status)
         return self._load_folder(record, path, status, variant)
 
-    def _finish(self, record: ModelRecord, arch: Architecture, pipe: Any, status: StatusFn, files: Path | None = None) -> LoadedModel:
+    def _finish(
+        self,
+        record: ModelRecord,
+        arch: Architecture,
+        pipe: Any,
+        status: StatusFn,
+        files: Path | None = None,
+        config_dir: Path | None = None,
+    ) -> LoadedModel:
         pipe.set_progress_bar_config(disable=True)
         pipe.to(self.plan.device)
         files = files or record.path
@@ -142,4 +153,5 @@ class ModelLoader:
             model_hash=digest,
             size_bytes=module_bytes(pipe),
             scheduler_config=pipe.scheduler.config,
+            config_dir=Path(config_dir) if config_dir is not None else None,
         )

@@ -25,9 +25,11 @@ from .loader import LoadedModel, ModelLoader
 from .metadata import infotext
 from .model_cache import ModelCache
 from .progress import StepCallback, StepTimer, latent_preview
+from .refiner import RefinerStage, check_request, find_refiner, refiner_name
 from .registry import ModelRegistry
 from .samplers import SamplerChoice, SamplerTable
 from .types import GenerationRequest, GenerationResult, ImageParams, ImageResult, ModelKind, ModelRecord, SeedBehavior
+from .vae import LoadedVae, VaeLoader, find_vae, swapped_vae, vae_name
 from .validation import validate
 
 MAX_SEED = 2**32 - 1  # random seeds stay in A1111's range so other tools can reuse them
@@ -87,6 +89,7 @@ class PipelineManager:
         self.store = store
         self.history = history
         self.preview_interval = preview_interval
+        self.vaes = VaeLoader(loader.hashes)
         self._default_lock = threading.Lock()
         self._default_model = default_model
 
@@ -122,7 +125,12 @@ class PipelineManager:
         return self.loader.hashes.known_model_hash(record.path) if record.path is not None else None
 
     def validate(self, request: GenerationRequest) -> GenerationRequest:
-        return validate(request, self.samplers)
+        """Field checks, then the named models against the registry (the refiner must suit the base model)."""
+        request = validate(request, self.samplers)
+        check_request(request, self.registry, self.default_model)
+        if vae_name(request) is not None:
+            find_vae(self.registry, vae_name(request))
+        return request
 
     def run(self, control: JobControl) -> GenerationResult:
         started = time.perf_counter()
@@ -134,8 +142,10 @@ class PipelineManager:
         if choice.note:
             control.emit(JobStatus(control.job_id, choice.note))
 
-        # 2. The model: from the cache, else from disk (or the hub).
+        # 2. The models: the checkpoint from the cache, else from disk (or the hub); the refiner and VAE asked for.
         model = self.model_for(request, control)
+        refiner = self.refiner_for(request, model, choice, control)
+        vae = self.vae_for(request, model, control)
 
         # 3. Seeds and prompts of every image.
         plans = self.plan_images(request)
@@ -144,15 +154,17 @@ class PipelineManager:
         timer = StepTimer()
         preview = latent_preview(model.architecture)
         cache: dict[tuple[str, str], Conditioning] = {}
+        steps = refiner.total_steps if refiner else request.steps  # base and refiner steps count as one run
+        extra = {**(refiner.metadata() if refiner else {}), **(vae.metadata() if vae else {})}
         for plan in plans:
-            callback = StepCallback(control, timer, plan.index, len(plans), request.steps, preview, self.preview_interval)
+            callback = StepCallback(control, timer, plan.index, len(plans), steps, preview, self.preview_interval)
             try:
                 callback.start()
-                image = self.generate_one(model, request, choice, plan, callback, cache)
+                image = self.generate_one(model, request, choice, plan, callback, cache, refiner, vae)
             except ImageSkipped:
                 result.skipped += 1
                 continue
-            item = self.finish_image(control, model, request, choice, plan, image)
+            item = self.finish_image(control, model, request, choice, plan, image, extra)
             result.images.append(item)
             control.emit(ImageReady(control.job_id, plan.index, item))
         result.seconds = time.perf_counter() - started
@@ -168,6 +180,28 @@ class PipelineManager:
 
         return self.cache.get(record, lambda: self.loader.load(record, status))
 
+    def refiner_for(
+        self, request: GenerationRequest, model: LoadedModel, choice: SamplerChoice, control: JobControl
+    ) -> RefinerStage | None:
+        """The SDXL refiner asked for, loaded beside the base model (which the cache must not push out for it)."""
+        name = refiner_name(request)
+        if name is None:
+            return None
+        record = find_refiner(self.registry, name)
+
+        def status(message: str, fraction: float | None = None) -> None:
+            control.emit(JobStatus(control.job_id, message, fraction))
+
+        loaded = self.cache.get(record, lambda: self.loader.load(record, status), keep=[model.record])
+        return RefinerStage.prepare(model, loaded, request, choice, self.samplers)
+
+    def vae_for(self, request: GenerationRequest, model: LoadedModel, control: JobControl) -> LoadedVae | None:
+        """The VAE override asked for (None: the checkpoint's own), loaded with the checkpoint's VAE config."""
+        if vae_name(request) is None:
+            return None
+        control.emit(JobStatus(control.job_id, f"Loading VAE {vae_name(request)}"))
+        return self.vaes.for_request(request, self.registry, model)
+
     def plan_images(self, request: GenerationRequest) -> list[ImagePlan]:
         seeds = plan_seeds(request.seed, request.image_count, request.seed_behavior)
         return [ImagePlan(i, seed, request.prompt, request.negative_prompt) for i, seed in enumerate(seeds)]
@@ -180,6 +214,8 @@ class PipelineManager:
         plan: ImagePlan,
         callback: StepCallback,
         cache: dict[tuple[str, str], Conditioning],
+        refiner: RefinerStage | None = None,
+        vae: LoadedVae | None = None,
     ):
         pipe = model.pipe
         guidance = request.cfg_scale > 1.0
@@ -189,7 +225,8 @@ class PipelineManager:
         pipe.scheduler = self.samplers.make(model.scheduler_config, choice, seed=plan.seed)
         generator = torch.Generator("cpu").manual_seed(plan.seed)
         latents = initial_latents(pipe, generator, request.width, request.height)
-        with torch.inference_mode():
+        # The VAE override is swapped in for this image only; the checkpoint's own comes back whatever happens.
+        with swapped_vae(vae, [pipe, refiner.pipe if refiner else None]), torch.inference_mode():
             output = pipe(
                 **cache[key].pipeline_kwargs(),
                 width=request.width,
@@ -198,10 +235,14 @@ class PipelineManager:
                 guidance_scale=request.cfg_scale,
                 generator=generator,
                 latents=latents,
-                output_type="pil",
                 callback_on_step_end=callback,
                 callback_on_step_end_tensor_inputs=["latents"],
+                # with a refiner: stop at the switch and hand the latents over
+                **(refiner.base_kwargs() if refiner else {"output_type": "pil"}),
             )
+            if refiner is not None:
+                return refiner.refine(output.images, request, choice, self.samplers, plan.prompt, plan.negative_prompt,
+                                      plan.seed, generator, callback)
         return output.images[0]
 
     def finish_image(
@@ -212,6 +253,7 @@ class PipelineManager:
         choice: SamplerChoice,
         plan: ImagePlan,
         image: Any,
+        extra: dict[str, Any] | None = None,
     ) -> ImageResult:
         params = ImageParams(
             prompt=plan.prompt,
@@ -233,6 +275,7 @@ class PipelineManager:
             performance=request.performance,
             batch_index=plan.index,
             version=f"{APP_NAME} {__version__}",
+            **(extra or {}),  # refiner and VAE override: names, hashes, switch
         )
         path = None
         if request.save_images:

@@ -47,6 +47,8 @@ _TEXT_KEY_WORDS = ("hash", "model", "vae", "version", "sampler", "schedule", "lo
                    "upscaler", "name", "performance")
 _PARAM_LINE_KEYS = ("Steps", "Sampler", "Seed", "CFG scale", "Size-1")
 _SCHEDULE_SUFFIXES = ("Karras", "Exponential", "SGM Uniform", "Polyexponential", "Uniform")
+_RE_HASHED_NAME = re.compile(r"^(.*\S)\s+\[([0-9A-Fa-f]{8,64})\]$")  # A1111's short_title: "name [hash]"
+_NO_MODEL = ("", "none", "automatic", "default (model)")  # how A1111/Fooocus write "the checkpoint's own"
 
 
 @dataclass
@@ -115,8 +117,8 @@ def infotext_fields(params: ImageParams) -> dict[str, str]:
         fields.update({"VAE hash": (params.vae_hash or "")[:10], "VAE": params.vae})
     if params.clip_skip > 1:
         fields["Clip skip"] = _num(params.clip_skip)
-    if params.refiner:
-        fields["Refiner"] = params.refiner
+    if params.refiner:  # A1111: the checkpoint's short_title, "name [sha256[:10]]"
+        fields["Refiner"] = f"{params.refiner} [{params.refiner_hash[:10]}]" if params.refiner_hash else params.refiner
         fields["Refiner switch at"] = "" if params.refiner_switch is None else _num(params.refiner_switch)
     if params.loras:  # A1111 writes "name: sha256[:12]"; Fooocus adds the weights the same way
         fields["Lora hashes"] = ", ".join(f"{_lora_label(lo.name)}: {lo.hash[:12]}" for lo in params.loras if lo.hash)
@@ -254,6 +256,13 @@ def parse_infotext(text: str) -> dict[str, Any]:
     return result
 
 
+def split_hashed_name(value: Any) -> tuple[str, str | None]:
+    """`"sd_xl_refiner_1.0 [7440042bbd]"` -> ("sd_xl_refiner_1.0", "7440042bbd"); a plain name has no hash."""
+    text = str(value or "").strip()
+    match = _RE_HASHED_NAME.match(text)
+    return (match.group(1), match.group(2)) if match else (text, None)
+
+
 def parse_name_list(value: Any) -> list[tuple[str, str]]:
     """`"a: 1f2e3d4c5b6a, b: 0.8"` (Lora hashes / Lora weights) -> [("a", "1f2e..."), ("b", "0.8")]."""
     pairs = []
@@ -306,6 +315,13 @@ def request_fields_from_params(params: dict[str, Any]) -> dict[str, Any]:
     model = params.get("Model")
     if model not in (None, ""):
         out["model"] = str(model)
+    for key, name in (("VAE", "vae"), ("Refiner", "refiner")):
+        value = split_hashed_name(params.get(key))[0]
+        if value.lower() not in _NO_MODEL:
+            out[name] = value
+    switch = _number(params.get("Refiner switch at"))
+    if "refiner" in out and switch is not None and 0 < switch <= 1:
+        out["refiner_switch"] = switch
     return out
 
 

@@ -11,7 +11,7 @@ import collections
 import gc
 import logging
 import threading
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
@@ -36,22 +36,28 @@ class ModelCache:
         self._lock = threading.Lock()
         self.loads = 0  # how many times the loader ran (tests read it)
 
-    def get(self, record: ModelRecord, load: Callable[[], LoadedModel]) -> LoadedModel:
+    def get(self, record: ModelRecord, load: Callable[[], LoadedModel], keep: Iterable[ModelRecord] = ()) -> LoadedModel:
+        """The loaded model, from memory when it can be; `keep`: models in use by the same job, never pushed out.
+
+        A job that needs two models (base and refiner) keeps both on the device even when the budget holds
+        only one: the alternative, moving one out between the two stages of every image, is slower.
+        """
         key = record_key(record)
+        keep_keys = {record_key(r) for r in keep}
         with self._lock:
             if key in self._on_device:
                 self._on_device.move_to_end(key)
                 return self._on_device[key]
             parked = self._parked.pop(key, None)
         if parked is not None:
-            self._make_room(parked.size_bytes, keep=key)
+            self._make_room(parked.size_bytes, key, keep_keys)
             parked.pipe.to(self.device)
             with self._lock:
                 self._on_device[key] = parked
             return parked
         model = load()
         self.loads += 1
-        self._make_room(model.size_bytes, keep=key)
+        self._make_room(model.size_bytes, key, keep_keys)
         with self._lock:
             self._on_device[key] = model
         return model
@@ -75,12 +81,12 @@ class ModelCache:
             self._parked.clear()
         self._collect()
 
-    def _make_room(self, incoming: int, keep: str) -> None:
-        """Evict least recently used models until `incoming` bytes fit (the newest always stays)."""
+    def _make_room(self, incoming: int, incoming_key: str, keep: set[str]) -> None:
+        """Evict least recently used models until `incoming` bytes fit (the newest and `keep` always stay)."""
         while True:
             with self._lock:
-                used = sum(m.size_bytes for k, m in self._on_device.items() if k != keep)
-                victims = [k for k in self._on_device if k != keep]
+                used = sum(m.size_bytes for k, m in self._on_device.items() if k != incoming_key)
+                victims = [k for k in self._on_device if k != incoming_key and k not in keep]
                 if used + incoming <= self.device_budget or not victims:
                     return
                 key = victims[0]

@@ -222,3 +222,17 @@ def probe_diffusers_folder(path: Path) -> ProbeResult:
             return ProbeResult(ModelKind.CHECKPOINT, Architecture.SD2, "SD 2.x models are not supported")
         return ProbeResult(ModelKind.CHECKPOINT, Architecture.SD1)
     return ProbeResult(ModelKind.CHECKPOINT, Architecture.UNKNOWN, f"unsupported pipeline class {cls or '(none)'}")
+
+
+def probe_vae_folder(path: Path, filenames: Iterable[str]) -> ProbeResult | None:
+    """A diffusers AutoencoderKL folder (config.json + weights), as `vae/` of a hub repo; None if it is not one."""
+    names = set(filenames)
+    if "config.json" not in names or not any(n.endswith((".safetensors", ".bin")) for n in names):
+        return None
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(config, dict) or config.get("_class_name") != "AutoencoderKL":
+        return None
+    return ProbeResult(ModelKind.VAE, Architecture.UNKNOWN)

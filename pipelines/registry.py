@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelNotFound
-from .probe import MODEL_SUFFIXES, ProbeResult, probe_diffusers_folder, probe_file
+from .probe import MODEL_SUFFIXES, ProbeResult, probe_diffusers_folder, probe_file, probe_vae_folder
 from .types import Architecture, ModelFormat, ModelKind, ModelRecord
 
 # Sub-folder names per kind: ours, A1111's and ComfyUI's. The first one is created when missing.
@@ -92,6 +92,13 @@ class ModelRegistry:
                     seen.add(here.resolve())
                     probe = probe_diffusers_folder(here)
                     out.append(self._record(root, here, probe, ModelFormat.DIFFUSERS))
+                continue
+            vae_folder = probe_vae_folder(here, filenames) if folder_kind is ModelKind.VAE and here != root else None
+            if vae_folder is not None:  # a diffusers VAE (config.json + weights) is one model too
+                dirnames.clear()
+                if here.resolve() not in seen:
+                    seen.add(here.resolve())
+                    out.append(self._record(root, here, vae_folder, ModelFormat.DIFFUSERS))
                 continue
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for filename in sorted(filenames):
@@ -169,10 +176,13 @@ class ModelRegistry:
         )
 
     def default_checkpoint(self, preferred: str | None = None) -> ModelRecord:
-        """The model a request without one uses: the configured default, else the first usable file, else the hub model."""
+        """The model a request without one uses: the configured default, else the first usable file, else the hub model.
+
+        SDXL refiners are passed over: they only continue an image another model started.
+        """
         if preferred:
             return self.find(ModelKind.CHECKPOINT, preferred)
-        usable = [r for r in self.checkpoints() if r.usable]
+        usable = [r for r in self.checkpoints() if r.usable and r.architecture is not Architecture.SDXL_REFINER]
         if usable:
             return usable[0]
         if self._hub_model:

@@ -162,7 +162,7 @@ class ImageParams:
     negative_template: str = ""
     styles: tuple[str, ...] = ()
     loras: tuple[AppliedLora, ...] = ()
-    vae: str | None = None
+    vae: str | None = None  # a VAE override's file name, as A1111 writes it; None: the checkpoint's own
     vae_hash: str | None = None
     refiner: str | None = None
     refiner_switch: float | None = None
@@ -170,6 +170,7 @@ class ImageParams:
     performance: str | None = None
     batch_index: int = 0
     version: str = ""
+    refiner_hash: str | None = None  # the refiner checkpoint's short hash (A1111: `Refiner: name [hash]`)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))

@@ -24,6 +24,8 @@ import pytest  # noqa: E402
 
 TINY_SD15_NAME = "tiny-sd15"
 TINY_SDXL_NAME = "tiny-sdxl"
+TINY_SDXL_REFINER_NAME = "tiny-sdxl-refiner"
+TINY_SDXL_REFINER_SEED = 1  # not the base's seed: its VAE and text encoder must differ from the base's
 USER_MODEL_FOLDERS = ("checkpoints", "loras", "vae", "embeddings")
 
 
@@ -53,6 +55,14 @@ def tiny_sdxl_reference():
 
 
 @pytest.fixture(scope="session")
+def tiny_sdxl_refiner_reference():
+    """The in-memory tiny SDXL refiner (StableDiffusionXLImg2ImgPipeline, seed 1) written to disk."""
+    from tests.support.tiny_models import tiny_sdxl_refiner_pipeline
+
+    return tiny_sdxl_refiner_pipeline(seed=TINY_SDXL_REFINER_SEED)
+
+
+@pytest.fixture(scope="session")
 def tiny_sd15_file(tiny_models_root: Path, tiny_sd15_reference) -> Path:
     """`checkpoints/tiny-sd15.safetensors` in the LDM layout, with its `tiny-sd15.config.json` sidecar."""
     from tests.support.ckpt_export import save_single_file
@@ -66,6 +76,16 @@ def tiny_sdxl_file(tiny_models_root: Path, tiny_sdxl_reference) -> Path:
     from tests.support.ckpt_export import save_single_file
 
     return save_single_file(tiny_sdxl_reference, tiny_models_root / "checkpoints" / f"{TINY_SDXL_NAME}.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_refiner_file(tiny_models_root: Path, tiny_sdxl_refiner_reference) -> Path:
+    """`checkpoints/tiny-sdxl-refiner.safetensors` in the refiner's original layout (`model.diffusion_model.*`,
+    `first_stage_model.*`, `conditioner.embedders.0.model.*` OpenCLIP), with its sidecar."""
+    from tests.support.ckpt_export import save_single_file
+
+    path = tiny_models_root / "checkpoints" / f"{TINY_SDXL_REFINER_NAME}.safetensors"
+    return save_single_file(tiny_sdxl_refiner_reference, path)
 
 
 @pytest.fixture(scope="session")
@@ -86,12 +106,13 @@ def tiny_sdxl_diffusers(tiny_models_root: Path, tiny_sdxl_reference) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_models_dir(
-    tiny_models_root: Path, tiny_sd15_file, tiny_sdxl_file, tiny_sd15_diffusers, tiny_sdxl_diffusers
+    tiny_models_root: Path, tiny_sd15_file, tiny_sdxl_file, tiny_sd15_diffusers, tiny_sdxl_diffusers, tiny_sdxl_refiner_file
 ) -> Path:
-    """A models folder as users lay it out, with all four tiny models in `checkpoints/`:
+    """A models folder as users lay it out, with all five tiny models in `checkpoints/`:
 
     checkpoints/tiny-sd15.safetensors (+ .config.json), checkpoints/tiny-sdxl.safetensors (+ .config.json),
-    checkpoints/tiny-sd15-diffusers/, checkpoints/tiny-sdxl-diffusers/; loras/, vae/, embeddings/ empty.
+    checkpoints/tiny-sd15-diffusers/, checkpoints/tiny-sdxl-diffusers/,
+    checkpoints/tiny-sdxl-refiner.safetensors (+ .config.json); loras/, vae/, embeddings/ empty.
     """
     return tiny_models_root
 

@@ -9,6 +9,7 @@ import torch
 from diffusers import (
     AutoencoderKL,
     StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
@@ -25,6 +26,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from pipelines.arch_configs import bundled_config_dir, config_dir_for, sidecar_path, tokenizer_kwargs
 from pipelines.types import Architecture
 from tests.support.ckpt_export import (
+    REFINER_OPENCLIP_PREFIX,
     SD1_CLIP_PREFIX,
     SDXL_CLIP_PREFIX,
     SDXL_OPENCLIP_PREFIX,
@@ -42,7 +44,11 @@ from tests.support.ckpt_export import (
 from tests.support.full_size import bundled_configs
 
 MODEL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
-PIPELINES = {Architecture.SD1: StableDiffusionPipeline, Architecture.SDXL: StableDiffusionXLPipeline}
+PIPELINES = {
+    Architecture.SD1: StableDiffusionPipeline,
+    Architecture.SDXL: StableDiffusionXLPipeline,
+    Architecture.SDXL_REFINER: StableDiffusionXLImg2ImgPipeline,
+}
 
 
 def assert_same_weights(expected, actual) -> None:
@@ -173,8 +179,9 @@ def _meta_models(arch: Architecture) -> dict[str, torch.nn.Module]:
         models: dict[str, torch.nn.Module] = {
             "unet": UNet2DConditionModel.from_config(configs["unet"]),
             "vae": AutoencoderKL.from_config(configs["vae"]),
-            "text_encoder": CLIPTextModel(CLIPTextConfig.from_dict(configs["text_encoder"])),
         }
+        if "text_encoder" in configs:
+            models["text_encoder"] = CLIPTextModel(CLIPTextConfig.from_dict(configs["text_encoder"]))
         if "text_encoder_2" in configs:
             models["text_encoder_2"] = CLIPTextModelWithProjection(CLIPTextConfig.from_dict(configs["text_encoder_2"]))
     return models
@@ -207,6 +214,51 @@ def test_full_size_layout_is_what_diffusers_reads_back(arch):
     else:
         assert sum(k.startswith(UNET_PREFIX) for k in ckpt) == 686  # as in v1-5-pruned-emaonly
     assert sum(k.startswith(VAE_PREFIX) for k in ckpt) == 248
+
+
+# ---- the SDXL refiner ------------------------------------------------------------------------------
+
+
+def test_refiner_single_file_roundtrip(tiny_sdxl_refiner_reference, tiny_sdxl_refiner_file, tmp_path, no_network):
+    loaded = _load_single_file(Architecture.SDXL_REFINER, tiny_sdxl_refiner_file, tmp_path / "cache")
+    assert type(loaded) is StableDiffusionXLImg2ImgPipeline
+    assert loaded.text_encoder is None and loaded.tokenizer is None and loaded.tokenizer_2.pad_token == "!"
+    assert loaded.config.requires_aesthetics_score is True and loaded.config.force_zeros_for_empty_prompt is False
+    assert_same_weights(tiny_sdxl_refiner_reference, loaded)
+    assert type(loaded.scheduler) is type(tiny_sdxl_refiner_reference.scheduler)
+
+
+def test_refiner_file_uses_the_refiner_layout(tiny_sdxl_refiner_file, tiny_sdxl_refiner_reference):
+    keys = set(load_file(str(tiny_sdxl_refiner_file)))
+    assert f"{UNET_PREFIX}label_emb.0.0.weight" in keys and f"{VAE_PREFIX}decoder.conv_out.weight" in keys
+    for name in ("token_embedding.weight", "positional_embedding", "ln_final.weight", "text_projection"):
+        assert REFINER_OPENCLIP_PREFIX + name in keys
+    assert not any(k.startswith(("conditioner.embedders.1.", "conditioner.embedders.0.transformer.")) for k in keys)
+    assert not any(k.startswith("cond_stage_model.") for k in keys)
+    # its own weights, not the base's: the fixture builds it from another seed
+    from tests.support.tiny_models import tiny_sdxl_pipeline
+
+    base_vae = tiny_sdxl_pipeline(seed=0).vae.state_dict()
+    assert not torch.equal(base_vae["decoder.conv_out.weight"], tiny_sdxl_refiner_reference.vae.state_dict()["decoder.conv_out.weight"])
+
+
+def test_full_size_refiner_layout_is_what_diffusers_reads_back():
+    """The bundled refiner configs, exported at real size on the meta device, are what diffusers calls
+    "xl_refiner" and convert back to the same shapes with its own converters."""
+    arch = Architecture.SDXL_REFINER
+    models = _meta_models(arch)
+    assert set(models) == {"unet", "vae", "text_encoder_2"}
+    configs = bundled_configs(arch)
+    states = {name: model.state_dict() for name, model in models.items()}
+    ckpt = ldm_state_dict(arch, states, configs)
+    assert infer_diffusers_model_type(ckpt) == "xl_refiner"
+    unet = convert_ldm_unet_checkpoint(ckpt, configs["unet"])
+    assert unet.keys() == states["unet"].keys() and all(unet[k].shape == states["unet"][k].shape for k in unet)
+    te2 = convert_open_clip_checkpoint(models["text_encoder_2"], ckpt, prefix=REFINER_OPENCLIP_PREFIX)
+    assert te2.keys() == states["text_encoder_2"].keys()
+    assert all(te2[k].shape == states["text_encoder_2"][k].shape for k in te2)
+    assert sum(k.startswith(VAE_PREFIX) for k in ckpt) == 248
+    assert sum(k.startswith(REFINER_OPENCLIP_PREFIX) for k in ckpt) == 390
 
 
 def test_component_mappings_reject_unknown_tensors():

@@ -20,6 +20,7 @@ from pipelines.metadata import (
     parse_name_list,
     read_metadata,
     request_fields_from_infotext,
+    split_hashed_name,
 )
 from pipelines.types import AppliedLora, GenerationRequest, ImageParams, LoraRef
 
@@ -125,6 +126,36 @@ def test_hash_like_values_stay_text():
     assert parsed["Refiner"] == "2025" and parsed["Refiner switch at"] == 0.8 and parsed["Lora weights"] == "1"
 
 
+def test_refiner_and_vae_fields_as_a1111_writes_them():
+    refiner_hash = "7440042bbdc8a24813002c09b6b69b64dc90fded4472613437b7f55f9b7d9c5f"
+    params = make_params(vae="sdxl_vae.safetensors", vae_hash="235745af8d86bf4a4c1b5b4f529868b37019a10f7c0b2e79ad0abca3a22bc6e1",
+                         refiner="sd_xl_refiner_1.0", refiner_hash=refiner_hash, refiner_switch=0.8)
+    line = infotext(params).split("\n")[-1]
+    # A1111 1.6+: `Refiner: <name> [<sha256[:10]>], Refiner switch at: 0.8`; the VAE as a file name
+    assert "VAE hash: 235745af8d, VAE: sdxl_vae.safetensors, " in line
+    assert "Refiner: sd_xl_refiner_1.0 [7440042bbd], Refiner switch at: 0.8, " in line
+    parsed = parse_infotext(infotext(params))
+    assert parsed["Refiner"] == "sd_xl_refiner_1.0 [7440042bbd]" and parsed["Refiner switch at"] == 0.8
+    assert split_hashed_name(parsed["Refiner"]) == ("sd_xl_refiner_1.0", "7440042bbd")
+    fields = request_fields_from_infotext(infotext(params))
+    assert (fields["vae"], fields["refiner"], fields["refiner_switch"]) == ("sdxl_vae.safetensors", "sd_xl_refiner_1.0", 0.8)
+    # without a hash (an unknown file) the name stands alone
+    assert "Refiner: sub/my refiner, " in infotext(make_params(refiner="sub/my refiner", refiner_switch=0.5))
+
+
+def test_split_hashed_name():
+    assert split_hashed_name("model [0123abcdef]") == ("model", "0123abcdef")
+    assert split_hashed_name("odd [name] v2") == ("odd [name] v2", None)  # not a hash at the end
+    assert split_hashed_name("  plain  ") == ("plain", None)
+    assert split_hashed_name(None) == ("", None)
+
+
+def test_no_vae_or_refiner_words_are_not_restored():
+    for text in ("VAE: Default (model)", "VAE: None", "Refiner: None, Refiner switch at: 0.8", "VAE: Automatic"):
+        fields = request_fields_from_infotext(f"p\nSteps: 20, Seed: 5, Size: 64x64, {text}")
+        assert "vae" not in fields and "refiner" not in fields and "refiner_switch" not in fields, text
+
+
 # ---------------------------------------------------------------------------------- real-world samples
 
 A1111_110 = (
@@ -188,6 +219,7 @@ def test_parses_a1111_110_png():
     fields = meta.request_fields()
     assert fields["sampler"] == "DPM++ 2M" and fields["scheduler"] == "Karras" and fields["clip_skip"] == 2
     assert fields["model"] == "ponyDiffusionV6XL" and fields["width"] == 832
+    assert fields["vae"] == "sdxl_vae.safetensors" and "refiner" not in fields
 
 
 def test_parses_old_a1111_combined_sampler():

@@ -75,11 +75,13 @@ def test_tokenizer_kwargs_per_architecture():
     assert set(sd) == {"tokenizer"} and sd["tokenizer"].pad_token == "<|endoftext|>"
     xl = tokenizer_kwargs(Architecture.SDXL)
     assert set(xl) == {"tokenizer", "tokenizer_2"} and xl["tokenizer_2"].pad_token == "!"
+    refiner = tokenizer_kwargs(Architecture.SDXL_REFINER)  # OpenCLIP's only
+    assert set(refiner) == {"tokenizer_2"} and refiner["tokenizer_2"].pad_token == "!"
     with pytest.raises(ModelLoadError):
         tokenizer_kwargs(Architecture.SD2)
 
 
-@pytest.mark.parametrize("arch", [Architecture.SD2, Architecture.SDXL_REFINER, Architecture.UNKNOWN])
+@pytest.mark.parametrize("arch", [Architecture.SD2, Architecture.UNKNOWN])
 def test_unsupported_architectures_raise_a_clear_error(arch):
     with pytest.raises(ModelLoadError, match=arch.label):
         bundled_config_dir(arch)
@@ -99,6 +101,10 @@ def _count_params(module: torch.nn.Module) -> int:
         (Architecture.SDXL, "vae", 83_653_863),
         (Architecture.SDXL, "text_encoder", 123_060_480),
         (Architecture.SDXL, "text_encoder_2", 694_659_840),
+        # the refiner: 2.26 B UNet (the "2.3 B" of the SDXL report), the base's VAE and OpenCLIP bigG
+        (Architecture.SDXL_REFINER, "unet", 2_259_526_660),
+        (Architecture.SDXL_REFINER, "vae", 83_653_863),
+        (Architecture.SDXL_REFINER, "text_encoder_2", 694_659_840),
     ],
 )
 def test_bundled_configs_give_the_real_parameter_counts(arch, component, expected):
@@ -144,6 +150,46 @@ def test_bundled_pipeline_settings():
     # Config folders only: no weights and no tokenizer files are shipped with them.
     for folder in (sd, xl):
         assert not [p for p in folder.rglob("*") if p.suffix in (".safetensors", ".bin", ".ckpt", ".txt")]
+
+
+def test_bundled_refiner_settings():
+    refiner = bundled_config_dir(Architecture.SDXL_REFINER)
+    index = _json(refiner / "model_index.json")
+    assert index["_class_name"] == "StableDiffusionXLImg2ImgPipeline"
+    assert index["text_encoder"] == [None, None] and index["tokenizer"] == [None, None]
+    assert index["text_encoder_2"] == ["transformers", "CLIPTextModelWithProjection"]
+    assert index["requires_aesthetics_score"] is True and index["force_zeros_for_empty_prompt"] is False
+    xl = bundled_config_dir(Architecture.SDXL)
+    for rel in ("vae/config.json", "text_encoder_2/config.json", "scheduler/scheduler_config.json"):
+        assert _json(refiner / rel) == _json(xl / rel), rel  # the same VAE, OpenCLIP and schedule as the base
+    assert not (refiner / "text_encoder").exists()
+    assert not [p for p in refiner.rglob("*") if p.suffix in (".safetensors", ".bin", ".ckpt", ".txt")]
+
+
+def test_refiner_unet_config_is_what_diffusers_derives_from_the_original_one():
+    """diffusers' own converter, fed the published sgm `sd_xl_refiner.yaml` UNet settings, gives our config."""
+    from diffusers.loaders.single_file_utils import (
+        CHECKPOINT_KEY_NAMES,
+        DIFFUSERS_DEFAULT_PIPELINE_PATHS,
+        create_unet_diffusers_config_from_ldm,
+    )
+
+    network = {  # configs/inference/sd_xl_refiner.yaml, model.params.network_config.params
+        "adm_in_channels": 2560, "num_classes": "sequential", "in_channels": 4, "out_channels": 4,
+        "model_channels": 384, "attention_resolutions": [4, 2], "num_res_blocks": 2, "channel_mult": [1, 2, 4, 4],
+        "num_head_channels": 64, "use_linear_in_transformer": True, "transformer_depth": 4,
+        "context_dim": [1280, 1280, 1280, 1280], "spatial_transformer_attn_type": "softmax-xformers",
+    }
+    original = {"model": {"params": {"network_config": {"params": network},
+                                     "first_stage_config": {"params": {"ddconfig": {"ch_mult": [1, 2, 4, 4]}}}}}}
+    # a checkpoint diffusers recognizes as "xl_refiner" sets the 1024-pixel default size (sample_size 128)
+    derived = create_unet_diffusers_config_from_ldm(original, {CHECKPOINT_KEY_NAMES["xl_refiner"]: None})
+    ours = _json(bundled_config_dir(Architecture.SDXL_REFINER) / "unet" / "config.json")
+    for key, value in derived.items():
+        assert ours[key] == (list(value) if isinstance(value, tuple) else value), key
+    assert DIFFUSERS_DEFAULT_PIPELINE_PATHS["xl_refiner"]["pretrained_model_name_or_path"] == (
+        "stabilityai/stable-diffusion-xl-refiner-1.0"
+    )
 
 
 # ---- sidecars -----------------------------------------------------------------------------------

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 
 from pipelines.errors import ModelNotFound
 from pipelines.registry import ModelRegistry, looks_like_hub_id
 from pipelines.types import Architecture, ModelFormat, ModelKind
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.symlink(src, dst, target_is_directory=src.is_dir())
-    except OSError:
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+from tests.support.paths import link_or_copy
 
 
 def test_our_layout_lists_all_formats(tiny_models_dir, tmp_path):
@@ -30,9 +19,22 @@ def test_our_layout_lists_all_formats(tiny_models_dir, tmp_path):
         ("tiny-sdxl", Architecture.SDXL, ModelFormat.SINGLE_FILE),
         ("tiny-sd15-diffusers", Architecture.SD1, ModelFormat.DIFFUSERS),
         ("tiny-sdxl-diffusers", Architecture.SDXL, ModelFormat.DIFFUSERS),
+        ("tiny-sdxl-refiner", Architecture.SDXL_REFINER, ModelFormat.SINGLE_FILE),
     }
     sd15 = reg.find(ModelKind.CHECKPOINT, "tiny-sd15")
     assert sd15.config_dir is not None and sd15.config_dir.name == "tiny-sd15.config.json"
+
+
+def test_a_refiner_is_never_the_default_model(tmp_path, tiny_sdxl_refiner_file, tiny_sdxl_file):
+    models = tmp_path / "models"
+    link_or_copy(tiny_sdxl_refiner_file, models / "checkpoints" / "a-refiner.safetensors")
+    reg = ModelRegistry(models, tmp_path / "cache", hub_model="stabilityai/sdxl-turbo")
+    reg.refresh()
+    assert [r.architecture for r in reg.checkpoints()] == [Architecture.SDXL_REFINER]
+    assert reg.default_checkpoint().format is ModelFormat.HUB  # the refiner alone cannot make an image
+    link_or_copy(tiny_sdxl_file, models / "checkpoints" / "z-base.safetensors")
+    reg.refresh()
+    assert reg.default_checkpoint().name == "z-base"
 
 
 @pytest.mark.parametrize("layout", [("Stable-diffusion", "Lora", "VAE"), ("checkpoints", "loras", "vae")])

@@ -35,6 +35,7 @@ VAE_PREFIX = "first_stage_model."
 SD1_CLIP_PREFIX = "cond_stage_model.transformer.text_model."
 SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer.text_model."
 SDXL_OPENCLIP_PREFIX = "conditioner.embedders.1.model."
+REFINER_OPENCLIP_PREFIX = "conditioner.embedders.0.model."  # the refiner's only embedder
 
 _RESNET_NAMES = {
     "norm1": "in_layers.0",
@@ -213,7 +214,7 @@ def pipeline_state_dicts(pipe: DiffusionPipeline) -> dict[str, StateDict]:
 
 
 def ldm_state_dict(arch: Architecture, states: dict[str, StateDict], configs: dict[str, dict[str, Any]]) -> StateDict:
-    """Assemble the full LDM-layout state dict of an SD1.x or SDXL model from its component state dicts."""
+    """Assemble the full LDM-layout state dict of an SD1.x, SDXL or SDXL refiner model from its components."""
     out: StateDict = {}
     _add(out, UNET_PREFIX, unet_to_ldm(states["unet"], configs["unet"]))
     _add(out, VAE_PREFIX, vae_to_ldm(states["vae"], configs["vae"]))
@@ -222,6 +223,8 @@ def ldm_state_dict(arch: Architecture, states: dict[str, StateDict], configs: di
     elif arch == Architecture.SDXL:
         _add(out, "", clip_to_ldm(states["text_encoder"], SDXL_CLIP_PREFIX))
         _add(out, "", open_clip_to_ldm(states["text_encoder_2"], SDXL_OPENCLIP_PREFIX))
+    elif arch == Architecture.SDXL_REFINER:
+        _add(out, "", open_clip_to_ldm(states["text_encoder_2"], REFINER_OPENCLIP_PREFIX))
     else:
         raise ValueError(f"no LDM layout for {arch}")
     return out
@@ -235,7 +238,9 @@ def _add(out: StateDict, prefix: str, part: StateDict) -> None:
 
 
 def pipeline_arch(pipe: DiffusionPipeline) -> Architecture:
-    return Architecture.SDXL if getattr(pipe, "text_encoder_2", None) is not None else Architecture.SD1
+    if getattr(pipe, "text_encoder_2", None) is None:
+        return Architecture.SD1
+    return Architecture.SDXL if getattr(pipe, "text_encoder", None) is not None else Architecture.SDXL_REFINER
 
 
 # Bookkeeping every transformers config carries; none of it shapes the model, so sidecars leave it out.
@@ -345,3 +350,24 @@ def write_diffusers_folder(pipe: DiffusionPipeline, path: Path) -> Path:
     pipe.save_pretrained(str(path), safe_serialization=True)
     return path
 
+
+
+def save_vae_file(vae: torch.nn.Module, path: Path, *, prefix: str = "", layout: str = "ldm") -> Path:
+    """A stand-alone VAE file as users download them (`vae-ft-mse-840000-ema-pruned`, `sdxl_vae`).
+
+    layout "ldm" writes the original key names (`encoder.down.0.block.0...`, attention as 1x1 convolutions),
+    optionally under `prefix` (some files keep `first_stage_model.`); "diffusers" writes the state dict as is.
+    """
+    path = Path(path)
+    state = vae.state_dict()
+    if layout == "ldm":
+        state = vae_to_ldm(state, dict(vae.config))
+    elif layout != "diffusers":
+        raise ValueError(f"unknown VAE layout {layout!r}")
+    state = {prefix + k: v.detach().contiguous() for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        save_file(state, str(path), metadata={"format": "pt"})
+    else:
+        torch.save({"state_dict": state}, str(path))
+    return path

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import torch
-from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
 from pipelines.arch_configs import bundled_config_dir
 from pipelines.types import Architecture
@@ -46,6 +46,14 @@ def full_sdxl_pipeline(
     return build_pipeline(Architecture.SDXL, configs, seed=seed, dtype=dtype, device=device)
 
 
+def full_sdxl_refiner_pipeline(
+    dtype: torch.dtype = torch.float16, device: torch.device | str = "cpu", seed: int = 0
+) -> StableDiffusionXLImg2ImgPipeline:
+    """SDXL refiner at full size (2.26 B UNet, OpenCLIP bigG text encoder, 84 M VAE), random weights."""
+    configs = bundled_configs(Architecture.SDXL_REFINER)
+    return build_pipeline(Architecture.SDXL_REFINER, configs, seed=seed, dtype=dtype, device=device)
+
+
 def full_size_pipeline(
     arch: Architecture, dtype: torch.dtype = torch.float16, device: torch.device | str = "cpu", seed: int = 0
 ) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
@@ -53,4 +61,6 @@ def full_size_pipeline(
         return full_sd15_pipeline(dtype, device, seed)
     if arch == Architecture.SDXL:
         return full_sdxl_pipeline(dtype, device, seed)
+    if arch == Architecture.SDXL_REFINER:
+        return full_sdxl_refiner_pipeline(dtype, device, seed)
     raise ValueError(f"no full-size model for {arch}")

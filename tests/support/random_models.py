@@ -1,4 +1,4 @@
-"""Build diffusers pipelines of the real SD1.5 / SDXL classes from config dicts, with seeded random weights.
+"""Build diffusers pipelines of the real SD1.5 / SDXL / SDXL refiner classes from config dicts, with seeded random weights.
 
 Shared by `tiny_models` (fast unit-test models) and `full_size` (benchmark models). Weights are created
 empty (no default init, which is slow at full size) and then filled from a seeded generator, so the same
@@ -18,7 +18,13 @@ from typing import Any
 import diffusers
 import torch
 from accelerate import init_empty_weights
-from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from pipelines.arch_configs import bundled_config_dir, tokenizer_kwargs
@@ -90,7 +96,7 @@ def build_pipeline(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
-) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
+) -> StableDiffusionPipeline | StableDiffusionXLPipeline | StableDiffusionXLImg2ImgPipeline:
     """A complete pipeline of `arch` from per-component configs, with the real tokenizer(s) and scheduler."""
     models = {
         name: build_model(name, cfg, seed, dtype, device) for name, cfg in configs.items() if name in _MODEL_COMPONENTS
@@ -108,5 +114,15 @@ def build_pipeline(
     if arch == Architecture.SDXL:
         return StableDiffusionXLPipeline(
             **models, **tokenizer_kwargs(arch), scheduler=scheduler, force_zeros_for_empty_prompt=True
+        )
+    if arch == Architecture.SDXL_REFINER:  # as the published refiner: OpenCLIP only, aesthetic-score conditioning
+        return StableDiffusionXLImg2ImgPipeline(
+            **models,
+            text_encoder=None,
+            tokenizer=None,
+            **tokenizer_kwargs(arch),
+            scheduler=scheduler,
+            requires_aesthetics_score=True,
+            force_zeros_for_empty_prompt=False,
         )
     raise ValueError(f"no random pipeline for {arch}")

@@ -1,4 +1,4 @@
-"""Tiny random-weight SD1.5 and SDXL pipelines of the real architectures, for fast tests.
+"""Tiny random-weight SD1.5, SDXL and SDXL refiner pipelines of the real architectures, for fast tests.
 
 Same component classes and block types as the real models (CrossAttnDownBlock2D / DownBlock2D UNets,
 SDXL's "text_time" added conditioning and linear projections, a 4-level AutoencoderKL with the real 8x
@@ -11,6 +11,9 @@ Layout choices that matter to the tests:
   from `.1` in a single file partly by the width of the position embedding, so equal widths would make it
   load text_encoder_2 from the wrong embedder.
 - Text encoders have 3 layers so "clip skip 2" picks a real intermediate layer.
+- The refiner has the published refiner's shape: four levels (no attention at the first and last), the
+  same depth of transformer layers everywhere, cross-attention on OpenCLIP alone (width 64, as the tiny
+  base's text_encoder_2) and 5 micro-conditioning numbers (aesthetic score instead of the target size).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import copy
 
 import torch
-from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
 from pipelines.types import Architecture
 
@@ -131,6 +134,24 @@ _SDXL_CONFIGS: ComponentConfigs = {
 }
 
 
+_SDXL_REFINER_CONFIGS: ComponentConfigs = {
+    "unet": {
+        **_SDXL_CONFIGS["unet"],
+        # what makes the refiner's UNet (stabilityai/stable-diffusion-xl-refiner-1.0), in small
+        "attention_head_dim": [2, 2, 4, 4],
+        "block_out_channels": [16, 32, 64, 64],
+        "cross_attention_dim": _SDXL_TEXT2["hidden_size"],
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        # original size (2), crop (2) and aesthetic score (1), each embedded, + pooled text
+        "projection_class_embeddings_input_dim": 5 * _SDXL_TIME_DIM + _SDXL_TEXT2["projection_dim"],
+        "transformer_layers_per_block": 2,
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    },
+    "vae": dict(_SDXL_CONFIGS["vae"]),
+    "text_encoder_2": dict(_SDXL_TEXT2),
+}
+
+
 def tiny_sd15_configs() -> ComponentConfigs:
     """Component configs of the tiny SD1.5 model (a fresh copy: safe to edit, e.g. for a sidecar)."""
     return copy.deepcopy(_SD15_CONFIGS)
@@ -141,11 +162,23 @@ def tiny_sdxl_configs() -> ComponentConfigs:
     return copy.deepcopy(_SDXL_CONFIGS)
 
 
+def tiny_sdxl_refiner_configs() -> ComponentConfigs:
+    """Component configs of the tiny SDXL refiner (a fresh copy)."""
+    return copy.deepcopy(_SDXL_REFINER_CONFIGS)
+
+
+def tiny_vae_config(arch: Architecture = Architecture.SDXL) -> dict:
+    """The tiny models' VAE config (SD1.5 and SDXL differ only in scaling factor and upcasting)."""
+    return tiny_configs(arch)["vae"]
+
+
 def tiny_configs(arch: Architecture) -> ComponentConfigs:
     if arch == Architecture.SD1:
         return tiny_sd15_configs()
     if arch == Architecture.SDXL:
         return tiny_sdxl_configs()
+    if arch == Architecture.SDXL_REFINER:
+        return tiny_sdxl_refiner_configs()
     raise ValueError(f"no tiny model for {arch}")
 
 
@@ -157,3 +190,16 @@ def tiny_sd15_pipeline(seed: int = 0, dtype: torch.dtype = torch.float32) -> Sta
 def tiny_sdxl_pipeline(seed: int = 0, dtype: torch.dtype = torch.float32) -> StableDiffusionXLPipeline:
     """A tiny SDXL base pipeline; the same seed gives bit-identical weights."""
     return build_pipeline(Architecture.SDXL, tiny_sdxl_configs(), seed=seed, dtype=dtype)
+
+
+def tiny_sdxl_refiner_pipeline(seed: int = 0, dtype: torch.dtype = torch.float32) -> StableDiffusionXLImg2ImgPipeline:
+    """A tiny SDXL refiner pipeline. Give it another seed than the base it is tested with: with the same seed
+    its VAE and text encoder would equal the base's, and a test could not tell which model did the work."""
+    return build_pipeline(Architecture.SDXL_REFINER, tiny_sdxl_refiner_configs(), seed=seed, dtype=dtype)
+
+
+def tiny_vae(seed: int, arch: Architecture = Architecture.SDXL, dtype: torch.dtype = torch.float32):
+    """A stand-alone tiny AutoencoderKL (what a user's VAE file holds), of the tiny models' VAE shape."""
+    from .random_models import build_model
+
+    return build_model("vae", tiny_vae_config(arch), seed=seed, dtype=dtype, device="cpu")
