@@ -58,9 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries()
 
     from pipelines.services import build_services
-    from ui.gradio_app import CSS, build_ui
-    from ui.server import Server, build_http_app, open_share_link
+    from ui.context import UIContext
+    from ui.gradio_app import CSS, HEAD, build_ui
+    from ui.server import Server, build_http_app, load_credentials, open_share_link
 
+    try:
+        credentials = load_credentials(cfg.auth, cfg.auth_file)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         services = build_services(cfg)
     except ValueError as exc:  # a bad --device/--precision and the like
@@ -71,8 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  skipped {path}: {why}")
     if not any(r.usable for r in services.registry.checkpoints()):
         print("  " + services.registry.missing_checkpoint_message())
+    try:
+        ctx = UIContext.build(services, preset=cfg.preset)
+    except (KeyError, ValueError) as exc:  # an unknown --preset, or a preset file with a mistake
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        services.close()
+        return 2
+    if cfg.host not in ("127.0.0.1", "localhost", "::1") and credentials is None:
+        print("  note: the page is open to your network without a login; --auth user:password adds one.")
 
-    server = Server(build_http_app(cfg, build_ui(services), CSS), cfg.host, cfg.port)
+    server = Server(build_http_app(cfg, build_ui(ctx), CSS, head=HEAD, auth=credentials), cfg.host, cfg.port)
     try:
         server.start()
     except RuntimeError as exc:
