@@ -86,6 +86,7 @@ def open_page(app, browser):
 
     def opener(**options):
         context = browser.new_context(viewport=options.pop("viewport", {"width": 1400, "height": 1000}), **options)
+        context.add_init_script(RECORD_ERROR_TOASTS)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(WAIT)
@@ -96,7 +97,20 @@ def open_page(app, browser):
 
     yield opener
     for context in contexts:
+        for page in context.pages:
+            assert page.evaluate("window.__errorToasts") == [], "the page showed an error"
         context.close()
+
+
+RECORD_ERROR_TOASTS = """
+window.__errorToasts = [];
+new MutationObserver(() => {
+    for (const toast of document.querySelectorAll('[data-testid="toast-body"].error:not([data-seen])')) {
+        toast.dataset.seen = '1';
+        window.__errorToasts.push(toast.innerText);
+    }
+}).observe(document, {subtree: true, childList: true});
+"""
 
 
 def shot(page, name: str) -> None:
@@ -109,6 +123,12 @@ def open_tab(page, name: str) -> None:
 
 def pick_radio(page, elem_id: str, label: str) -> None:
     page.locator(f"#{elem_id} label", has_text=re.compile(rf"^\s*{re.escape(label)}\s*$")).click()
+
+
+def pick_option(page, elem_id: str, label: str) -> None:
+    page.locator(f"#{elem_id} input").click()
+    page.locator(f"li[role=option][aria-label='{label}']").click()
+    wait_value(page, elem_id, f"v === '{label}'")
 
 
 def set_number(page, selector: str, value) -> None:
@@ -182,8 +202,15 @@ def test_generate_then_restore_from_history(app, open_page):
     # a finished image opens with its parameters
     page.locator("#gallery img").first.click()
     wait_value(page, "parameters", "v.includes('Seed:')")
-    assert "a red fox in the snow" in textbox(page, "parameters").input_value()
+    parameters = textbox(page, "parameters").input_value()
+    assert "a red fox in the snow" in parameters and "Steps: 2, Sampler: Euler" in parameters
+    shot(page, "03b-full-size-with-parameters")
     page.keyboard.press("Escape")
+    shown_seed = int(re.search(r"Seed: (\d+)", parameters).group(1))
+    page.click("#restore-selected")
+    page.wait_for_selector("#seed input")
+    assert page.locator("#seed input").input_value() == str(shown_seed)
+    assert page.locator("#random-seed input").is_checked() is False
 
     # History: newest first; pick the older image of the two, then restore it into a changed form
     open_tab(page, "History")
@@ -228,6 +255,8 @@ def test_stop_during_a_long_job_keeps_the_page_usable(app, open_page):
     text = status(page)[1]
     assert re.match(r"Step \d+/150 · image 1/3( · ETA \d+:\d\d)?$", text), text
     shot(page, "06-running-with-preview")
+    page.click("#skip")  # drop image 1, go on with image 2
+    page.wait_for_function("document.querySelector('#status').innerText.includes('image 2/3')")
     page.click("#stop")
     assert wait_state(page, "stopped", "failed") == "Stopped (0 images kept)"
     shot(page, "07-stopped")
@@ -292,6 +321,17 @@ def test_preset_picker_and_model_sizes(app, open_page):
     open_tab(page, "Setting")
     page.wait_for_selector("#aspect-ratio label:has-text('1728×576')")
     assert page.locator("#aspect-ratio label", has_text="512×512").count() == 0
+    # the schedule list offers only what the sampler supports
+    open_tab(page, "Advanced")
+    pick_option(page, "sampler", "DPM++ 2M")
+    pick_option(page, "scheduler", "Karras")
+    pick_option(page, "sampler", "DDIM")
+    wait_value(page, "scheduler", "v === 'Automatic'")
+    page.locator("#scheduler input").click()
+    offered = page.locator("li[role=option]").evaluate_all("items => items.map(li => li.getAttribute('aria-label'))")
+    assert offered == ["Automatic", "Uniform", "SGM Uniform"]
+    page.keyboard.press("Escape")
+    open_tab(page, "Setting")
     # unticking Random shows the seed box
     assert page.locator("#seed").is_hidden()
     page.locator("#random-seed input").uncheck()

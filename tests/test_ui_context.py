@@ -116,3 +116,22 @@ def test_dropped_files_are_read_or_explained(tmp_path):
     junk.write_bytes(b"hello")
     text, found = dropped_details(junk)
     assert found is None and "is not an image Easel can read" in text
+
+
+def test_handler_errors_become_plain_messages():
+    import gradio as gr
+
+    from pipelines.errors import ModelNotFound
+    from ui.errors import readable_errors
+
+    @readable_errors
+    def fails(exc):
+        raise exc
+
+    with pytest.raises(gr.Error) as shown:
+        fails(ModelNotFound("No checkpoint named 'x' <here>."))
+    assert shown.value.message == "No checkpoint named &#x27;x&#x27; &lt;here&gt;."  # text, never markup
+    with pytest.raises(gr.Error) as shown:
+        fails(ZeroDivisionError("division by zero"))
+    assert shown.value.message == "Something went wrong: ZeroDivisionError: division by zero"
+    assert shown.value.print_exception is False

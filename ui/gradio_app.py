@@ -160,7 +160,9 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
 
         triggers = [c.change for name, c in fields.items() if name not in TEXT_FIELDS]
         triggers += [fields[name].blur for name in TEXT_FIELDS] + [main.generate.click]
-        gr.on(triggers, remember, inputs=inputs, outputs=saved, trigger_mode="always_last", **QUIET)
+        # preprocess=False: the raw values are what is stored, and a save that races a change of choices (the
+        # aspect list after a model change) must not be refused for holding the previous choice.
+        gr.on(triggers, remember, inputs=inputs, outputs=saved, trigger_mode="always_last", preprocess=False, **QUIET)
 
         @readable_errors
         def on_load(values: dict) -> Any:
@@ -178,8 +180,11 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
 
         # -- widgets that depend on each other ---------------------------------------------------------
 
+        # preprocess=False here and for the schedule list: a dropdown may fire `input` twice, and the second call
+        # still carries the previous choice, which the list already changed by the first no longer holds.
         models_tab.model.input(lambda m, a: gr.update(**aspect_choices(ctx, m, a)),
-                               [models_tab.model, setting_tab.aspect_ratio], setting_tab.aspect_ratio, **QUIET)
+                               [models_tab.model, setting_tab.aspect_ratio], setting_tab.aspect_ratio,
+                               preprocess=False, **QUIET)
 
         @readable_errors
         def on_refresh(values: dict) -> dict:
@@ -217,6 +222,7 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
     return demo
 
 
+@readable_errors
 def _history_page(ctx: UIContext, query: str, page: int) -> tuple:
     result = history.load_page(ctx, query, page)
     return result.items, result.entry_ids, result.page, result.info

@@ -54,6 +54,8 @@ def aspect_state(custom_size: bool) -> dict[str, Any]:
 
 def schedule_choices(ctx: UIContext, sampler: str, current: str | None) -> dict[str, Any]:
     """The schedule list for a sampler, keeping the current schedule when the sampler supports it."""
+    if sampler not in ctx.tables.samplers.samplers:
+        sampler = ctx.tables.samplers.samplers[0]
     schedules = ctx.tables.samplers.supported_schedules(sampler)
     return {"choices": schedules, "value": current if current in schedules else schedules[0]}
 

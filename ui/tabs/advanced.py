@@ -59,5 +59,5 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
                            elem_id="height", visible=initial["custom_size"])
 
     sampler.input(lambda name, current: gr.update(**schedule_choices(ctx, name, current)), [sampler, scheduler],
-                  scheduler, show_progress="hidden", api_visibility="private")
+                  scheduler, show_progress="hidden", api_visibility="private", preprocess=False)  # see gradio_app
     return AdvancedTab(cfg_scale, sampler, scheduler, steps, clip_skip, seed_behavior, custom_size, width, height)

@@ -14,6 +14,7 @@ from pipelines.errors import InvalidRequest
 from pipelines.metadata import infotext, read_metadata
 
 from ..context import UIContext
+from ..errors import readable_errors
 from ..form import SOURCE_LABELS, fields_from_metadata, fields_from_record
 from ..thumbnails import thumbnail
 
@@ -121,6 +122,7 @@ def build(ctx: UIContext) -> HistoryTab:
     restore = gr.Button("Restore these settings", variant="primary", elem_id="history-restore", interactive=False)
     page, entry_ids, pending = gr.State(0), gr.State([]), gr.State(None)
 
+    @readable_errors
     def show(query: str, number: int):
         result = load_page(ctx, query, number)
         return result.items, result.entry_ids, result.page, result.info
@@ -134,6 +136,7 @@ def build(ctx: UIContext) -> HistoryTab:
     next_.click(lambda q, n: show(q, n + 1), [search, page], listing, show_progress="hidden",
                 api_visibility="private")
 
+    @readable_errors
     def on_select(ids: list[int], evt: gr.SelectData):
         index = evt.index if isinstance(evt.index, int) else -1
         if not 0 <= index < len(ids):
@@ -143,6 +146,7 @@ def build(ctx: UIContext) -> HistoryTab:
 
     gallery.select(on_select, entry_ids, [details, pending, restore], show_progress="hidden", api_visibility="private")
 
+    @readable_errors
     def on_drop(path: str | None):
         """Read the dropped file, then empty the drop zone so the next image can be dropped at once."""
         if not path:

@@ -11,6 +11,8 @@ from typing import Any
 
 import gradio as gr
 
+from pipelines.types import ModelKind
+
 from ..context import UIContext, describe_record
 
 
@@ -41,12 +43,12 @@ def model_info(ctx: UIContext, model: str | None) -> str:
 
 
 def build(ctx: UIContext, initial: dict[str, Any]) -> ModelsTab:
-    with gr.Row(equal_height=True):
+    with gr.Row(elem_id="model-row"):
         model = gr.Dropdown(ctx.model_choices(), value=initial["model"], label="Base model (checkpoint)",
                             elem_id="model", scale=4)
         refresh = gr.Button("Refresh", elem_id="refresh-models", size="sm", scale=1, min_width=90)
     info = gr.Markdown(model_info(ctx, initial["model"]), elem_id="model-info")
-    folder = ctx.services.registry.models_dir
+    folder = ctx.services.registry.folder(ModelKind.CHECKPOINT)
     gr.Markdown(f"Put checkpoints (SD 1.x, SDXL; `.safetensors` or diffusers folders) in `{folder}`, then press "
                 "Refresh. Each file's architecture is read from its tensors.", elem_classes=["easel-hint"])
     unusable = gr.Markdown(unusable_markdown(ctx), elem_id="unusable-models")
