@@ -135,3 +135,18 @@ def test_handler_errors_become_plain_messages():
         fails(ZeroDivisionError("division by zero"))
     assert shown.value.message == "Something went wrong: ZeroDivisionError: division by zero"
     assert shown.value.print_exception is False
+
+
+def test_thumbnails_are_small_cached_and_renewed(tmp_path):
+    from ui.thumbnails import thumbnail
+
+    source = tmp_path / "big.png"
+    Image.new("RGB", (1152, 896), (10, 200, 30)).save(source)
+    first = thumbnail(source, tmp_path / "cache")
+    with Image.open(first) as thumb:
+        assert thumb.size == (320, 249) and thumb.getpixel((100, 100))[1] > 180
+    assert thumbnail(source, tmp_path / "cache") == first  # made once
+    Image.new("RGB", (640, 640), (200, 0, 0)).save(source)
+    renewed = thumbnail(source, tmp_path / "cache")
+    assert renewed != first and Image.open(renewed).size == (320, 320)
+    assert thumbnail(tmp_path / "gone.png", tmp_path / "cache") is None
