@@ -52,14 +52,19 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[AppConfig, argparse.N
     return AppConfig(**values), args
 
 
-def build_app(cfg: AppConfig, services) -> FastAPI:
-    """The one HTTP app: the page at /, and the A1111-compatible API (unless --no-api) with its docs at /docs."""
+def build_app(cfg: AppConfig, services, ctx=None, credentials=None) -> FastAPI:
+    """The one HTTP app: the page at /, and the A1111-compatible API (unless --no-api) with its docs at /docs.
+
+    `ctx` is the page's UIContext (built from cfg.preset when not given); `credentials` the page's logins.
+    """
     from ui.api import build_api_router, parse_credentials
-    from ui.gradio_app import CSS, build_ui
+    from ui.context import UIContext
+    from ui.gradio_app import CSS, HEAD, build_ui
     from ui.server import build_http_app
 
+    ctx = ctx if ctx is not None else UIContext.build(services, preset=cfg.preset)
     routers = (build_api_router(services, parse_credentials(cfg.api_auth)),) if cfg.api else ()
-    return build_http_app(cfg, build_ui(services), CSS, routers=routers)
+    return build_http_app(cfg, build_ui(ctx), CSS, routers=routers, head=HEAD, auth=credentials)
 
 
 def quiet_libraries() -> None:
@@ -79,8 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries()
 
     from pipelines.services import build_services
-    from ui.server import Server, open_share_link
+    from ui.context import UIContext
+    from ui.server import Server, load_credentials, open_share_link
 
+    try:
+        credentials = load_credentials(cfg.auth, cfg.auth_file)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         services = build_services(cfg)
     except ValueError as exc:  # a bad --device/--precision and the like
@@ -91,8 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  skipped {path}: {why}")
     if not any(r.usable for r in services.registry.checkpoints()):
         print("  " + services.registry.missing_checkpoint_message())
+    try:
+        ctx = UIContext.build(services, preset=cfg.preset)
+    except (KeyError, ValueError) as exc:  # an unknown --preset, or a preset file with a mistake
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        services.close()
+        return 2
+    if cfg.host not in ("127.0.0.1", "localhost", "::1") and credentials is None:
+        print("  note: the page is open to your network without a login; --auth user:password adds one.")
 
-    server = Server(build_app(cfg, services), cfg.host, cfg.port)
+    server = Server(build_app(cfg, services, ctx, credentials), cfg.host, cfg.port)
     try:
         server.start()
     except RuntimeError as exc:

@@ -57,6 +57,22 @@ class AppConfig:
         str,
     )
     cache_dir: Path | None = setting(None, "Folder for derived files (materialized configs, hashes); default output_dir/.cache.", Path)
+    preset: str = setting(
+        "default",
+        "Preset to start the page with: a file name from presets/ without .yaml (default, realistic, anime, "
+        "lightning, ...). It sets model, performance, styles, guidance, sampler and size.",
+    )
+    auth: str | None = setting(
+        None,
+        "Ask for a login before showing the page: user:password, or several as user1:pw1,user2:pw2.",
+        str,
+    )
+    auth_file: Path | None = setting(
+        None,
+        "Ask for a login listed in this file: one user:password per line (commas also separate entries; "
+        "lines starting with # are ignored). Combines with --auth.",
+        Path,
+    )
 
     @property
     def resolved_cache_dir(self) -> Path:

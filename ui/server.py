@@ -22,19 +22,57 @@ from pipelines.config import AppConfig
 log = logging.getLogger(__name__)
 
 
-def build_http_app(cfg: AppConfig, demo: gr.Blocks, css: str, routers: tuple = ()) -> FastAPI:
+def load_credentials(auth: str | None, auth_file: Path | None) -> list[tuple[str, str]] | None:
+    """Logins from --auth and --auth-file ("user:password", comma or newline separated); None when neither is set.
+
+    A password may contain ':' (only the first one separates). A malformed entry is an error naming where
+    it came from, never silently skipped: a typo must not leave the page open.
+    """
+    entries: list[tuple[str, str]] = []
+    sources: list[tuple[str, str]] = []
+    if auth:
+        sources.append(("--auth", auth))
+    if auth_file is not None:
+        try:
+            text = Path(auth_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"--auth-file {auth_file}: cannot be read ({exc.strerror or exc})") from None
+        lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        sources.append((f"--auth-file {auth_file}", ",".join(lines)))
+    if not sources:
+        return None
+    for where, text in sources:
+        for item in text.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            user, sep, password = item.partition(":")
+            if not sep or not user.strip() or not password:
+                raise ValueError(f"{where}: {item.split(':')[0]!r} is not a user:password pair")
+            entries.append((user.strip(), password))
+    if not entries:
+        raise ValueError(f"{sources[0][0]}: no user:password pairs found")
+    return entries
+
+
+def build_http_app(cfg: AppConfig, demo: gr.Blocks, css: str, routers: tuple = (), head: str | None = None,
+                   auth: list[tuple[str, str]] | None = None) -> FastAPI:
     app = FastAPI(title=f"{APP_NAME} API", version=__version__, docs_url="/docs", redoc_url=None)
     for router in routers:
         app.include_router(router)
+    allowed = {str(Path(cfg.output_dir).resolve()), str(Path(cfg.resolved_cache_dir).resolve())}
     return gr.mount_gradio_app(
         app,
         demo,
         path="/",
         server_name=cfg.host,
         server_port=cfg.port,
-        allowed_paths=[str(Path(cfg.output_dir).resolve())],
+        allowed_paths=sorted(allowed),
         css=css,
-        footer_links=["api"],
+        head=head,
+        auth=auth,
+        auth_message=f"{APP_NAME}: log in to continue." if auth else None,
+        footer_links=["api", "settings"],
     )
 
 

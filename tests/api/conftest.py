@@ -37,39 +37,26 @@ def client(live: LiveApp):
         yield c
 
 
-# The page's form as gradio_client sees it: component labels -> values.
-UI_FORM = {
-    "Prompt": "", "Model": "tiny-sd15", "Negative prompt": "", "Width": 64, "Height": 64, "Steps": 3,
-    "Guidance (CFG)": 7.0, "Sampler": "Euler", "Schedule type": "Automatic", "Seed (-1 = random)": 1, "Images": 1,
-    "Format": "png",
-}
+# What the page's Generate does, as a gradio_client user calls it: the named `/generate` endpoint.
+PAGE_DEFAULTS = {"model": "tiny-sd15", "styles": [], "width": 64, "height": 64, "steps": 3, "cfg_scale": 7.0, "sampler": "Euler",
+                 "scheduler": "Automatic", "seed": 1, "image_count": 1, "output_format": "png"}
 
 
 class PageClient:
-    """gradio_client on the page's own `generate` endpoint: what a click on Generate does, over HTTP.
-
-    The endpoint's inputs are a set of components, so their order is read from the app's API info and
-    values are passed by the labels the page shows.
-    """
+    """gradio_client on the page's `/generate` endpoint, over HTTP."""
 
     def __init__(self, url: str, download_dir: Path):
         from gradio_client import Client
 
         self.client = Client(url + "/", verbose=False, analytics_enabled=False, download_files=str(download_dir))
-        info = self.client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/generate"]
-        self.names = {p["label"]: p["parameter_name"] for p in info["parameters"]}
 
-    def _kwargs(self, form: dict) -> dict:
-        values = {**UI_FORM, **form}
-        return {self.names[label]: value for label, value in values.items()}
+    def generate(self, **fields) -> tuple[dict, list[str]]:
+        """(answer, image files) when the job has ended."""
+        answer, files = self.client.predict(**{**PAGE_DEFAULTS, **fields}, api_name="/generate")
+        return json.loads(answer), files
 
-    def generate(self, **form):
-        """(status html, gallery) when the job has ended."""
-        status, _preview, gallery = self.client.predict(**self._kwargs(form), api_name="/generate")
-        return status, gallery
-
-    def submit(self, **form):
-        return self.client.submit(**self._kwargs(form), api_name="/generate")
+    def submit(self, **fields):
+        return self.client.submit(**{**PAGE_DEFAULTS, **fields}, api_name="/generate")
 
     def close(self) -> None:
         self.client.close()

@@ -64,14 +64,14 @@ def test_concurrent_clients_are_all_answered_in_queue_order(live, page):
     for i in range(8):
         calls.append(Background(post_txt2img, live.url, {"prompt": f"client {i}", "steps": 2, "seed": 100 + i, **SMALL}))
         poll_progress(poll, lambda b, n=i + 1: b["state"]["queue_pending"] >= n)
-    from_page = Background(page.generate, **{"Prompt": "from the page", "Steps": 2, "Seed (-1 = random)": 500})
+    from_page = Background(page.generate, prompt="from the page", steps=2, seed=500)
     poll_progress(poll, lambda b: b["state"]["queue_pending"] >= 9)
     assert queue.counts()["waiting"] == 9
     assert poll.post(f"{PREFIX}/interrupt").json() == {}  # the first job has held the worker long enough
 
     answers = [call.get() for call in calls]
-    status, gallery = from_page.get()
-    assert "Done" in status and len(gallery) == 1
+    answer, files = from_page.get()
+    assert answer["status"] == "finished" and len(files) == 1
     first = blocker.get()
     assert first.status_code == 200 and json.loads(first.json()["info"])["interrupted"] is True
     poll.close()
@@ -123,13 +123,13 @@ def test_skip_drops_the_current_image_only(client, live):
 
 
 def test_progress_and_interrupt_reach_a_job_started_from_the_page(client, live, page):
-    job = page.submit(**{"Prompt": "page job", "Steps": 150, "Images": 4, "Seed (-1 = random)": 3})
+    job = page.submit(prompt="page job", steps=150, image_count=4, seed=3)
     running = poll_progress(client, lambda b: b["state"]["sampling_steps"] == 150 and b["state"]["sampling_step"] > 0)
     job_id = running["state"]["job"]
     assert running["state"]["job_count"] == 4
     assert client.post(f"{PREFIX}/interrupt").json() == {}
-    status, _preview, gallery = job.result(timeout=120)
-    assert "Stopped" in status
+    answer, files = job.result(timeout=120)
+    assert json.loads(answer)["status"] == "cancelled"
     info = live.services.queue.status(job_id)
     assert info.state.value == "cancelled" and info.request.prompt == "page job"
-    assert len(gallery) == len(info.result.images) < 4
+    assert len(files) == len(info.result.images) < 4

@@ -34,13 +34,10 @@ def txt2img(client, **body) -> tuple[dict, dict]:
 
 
 def test_same_settings_and_seed_give_the_page_s_image_and_infotext(client, page):
-    status, gallery = page.generate(**{
-        "Prompt": "a red fox in snow", "Negative prompt": "blurry", "Model": "tiny-sd15", "Steps": 4,
-        "Guidance (CFG)": 6.5, "Sampler": "Euler a", "Schedule type": "Automatic", "Seed (-1 = random)": 1234,
-    })
-    assert "Done" in status, status
-    [shown] = gallery
-    page_file = shown["image"]
+    answer, files = page.generate(prompt="a red fox in snow", negative_prompt="blurry", model="tiny-sd15", steps=4,
+                                  cfg_scale=6.5, sampler="Euler a", scheduler="Automatic", seed=1234)
+    assert answer["status"] == "finished", answer
+    [page_file] = files
 
     data, info = txt2img(client, prompt="a red fox in snow", negative_prompt="blurry", steps=4, cfg_scale=6.5,
                          sampler_name="Euler a", seed=1234, override_settings={"sd_model_checkpoint": "tiny-sd15"}, **SMALL)

@@ -1,0 +1,401 @@
+"""The page end to end in headless Chromium, on the tiny SD 1.5 checkpoint, through the real engine.
+
+The app runs in-process on a free loopback port, built as app.py builds it (services -> UI -> one HTTP
+server), with a two-mode performance table (Quick: 2 steps, Long: 150) so that jobs are fast or
+reliably long. Screenshots of the main states go to test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.config import AppConfig
+from pipelines.services import build_services
+from pipelines.types import JobState
+from tests.test_metadata import png_with_text
+from ui.context import UIContext
+from ui.form import FormTables
+from ui.gradio_app import CSS, HEAD, build_ui
+from ui.performance import PerformanceTable
+from ui.presets import PresetLibrary
+from ui.server import Server, build_http_app
+from ui.sizes import AspectRatios
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
+CHROMIUM = "/usr/bin/chromium"
+WAIT = 180_000  # ms; generous because CI machines may be busy
+TEST_MODES = {"default": "Quick", "modes": {"Quick": {"steps": 2}, "Long": {"steps": 150}}}
+TEST_PRESETS = {
+    "tiny": "description: Tiny test settings\nperformance: Custom\nsteps: 3\ncustom_size: true\nwidth: 64\n"
+            "height: 64\nimage_count: 1\nsampler: Euler\nscheduler: Automatic\ncfg_scale: 5\n",
+    "second": "description: Another look\nperformance: Long\nsampler: Euler a\ncfg_scale: 9\ncustom_size: true\n"
+              "width: 64\nheight: 64\nnegative_prompt: blurry\n",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tiny_models_dir, tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed (Debian package `chromium`)")
+    out = tmp_path_factory.mktemp("browser-outputs")
+    presets_dir = tmp_path_factory.mktemp("presets")
+    for name, text in TEST_PRESETS.items():
+        (presets_dir / f"{name}.yaml").write_text(text, encoding="utf-8")
+    cfg = AppConfig(models_dir=tiny_models_dir, output_dir=out, device="cpu", precision="fp32", port=free_port())
+    services = build_services(cfg)
+    tables = FormTables(AspectRatios.load(), PerformanceTable(TEST_MODES), services.samplers)
+    ctx = UIContext.build(services, PresetLibrary.load(tables, [presets_dir]), preset="tiny", tables=tables)
+    server = Server(build_http_app(cfg, build_ui(ctx), CSS, head=HEAD), cfg.host, cfg.port)
+    server.start()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    yield services, server.local_url
+    server.stop()
+    services.close()
+
+
+@pytest.fixture(scope="module")
+def browser(app):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                             args=["--no-sandbox", "--disable-background-networking"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_page(app, browser):
+    """A fresh browser context (own storage, own Gradio session) per page; closed after the test."""
+    contexts = []
+
+    def opener(**options):
+        context = browser.new_context(viewport=options.pop("viewport", {"width": 1400, "height": 1000}), **options)
+        context.add_init_script(RECORD_ERROR_TOASTS)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(WAIT)
+        page.goto(app[1])
+        page.wait_for_selector("#generate")
+        page.wait_for_selector("#status [data-state]")
+        return page
+
+    yield opener
+    for context in contexts:
+        for page in context.pages:
+            assert page.evaluate("window.__errorToasts") == [], "the page showed an error"
+        context.close()
+
+
+RECORD_ERROR_TOASTS = """
+window.__errorToasts = [];
+new MutationObserver(() => {
+    for (const toast of document.querySelectorAll('[data-testid="toast-body"].error:not([data-seen])')) {
+        toast.dataset.seen = '1';
+        window.__errorToasts.push(toast.innerText);
+    }
+}).observe(document, {subtree: true, childList: true});
+"""
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def pick_radio(page, elem_id: str, label: str) -> None:
+    page.locator(f"#{elem_id} label", has_text=re.compile(rf"^\s*{re.escape(label)}\s*$")).click()
+
+
+def pick_option(page, elem_id: str, label: str) -> None:
+    page.locator(f"#{elem_id} input").click()
+    page.locator(f"li[role=option][aria-label='{label}']").click()
+    wait_value(page, elem_id, f"v === '{label}'")
+
+
+def set_number(page, selector: str, value) -> None:
+    field = page.locator(f"{selector} input[type=number]").first
+    field.fill(str(value))
+    field.press("Tab")
+
+
+def status(page) -> tuple[str, str]:
+    bar = page.locator("#status .easel-progress")
+    return bar.get_attribute("data-state"), bar.inner_text()
+
+
+def wait_state(page, *states: str) -> str:
+    selector = ", ".join(f'#status .easel-progress[data-state="{s}"]' for s in states)
+    page.wait_for_selector(selector)
+    return status(page)[1]
+
+
+def record_status_changes(page) -> None:
+    """Keep every progress text the page shows, so a fast job's steps can still be checked afterwards."""
+    page.evaluate("""() => {
+        window.__statuses = [];
+        const note = () => { const bar = document.querySelector('#status .easel-progress');
+            if (bar) window.__statuses.push(bar.dataset.state + '|' + bar.innerText); };
+        new MutationObserver(note).observe(document.querySelector('#status'),
+            {subtree: true, childList: true, characterData: true, attributes: true});
+    }""")
+
+
+def wait_value(page, elem_id: str, check: str) -> None:
+    """Wait until the text field `elem_id` has a value for which the JS expression `check` (on `v`) holds."""
+    page.wait_for_function(f"""() => {{ const el = document.querySelector('#{elem_id} textarea, #{elem_id} input');
+        if (!el) return false; const v = el.value; return {check}; }}""")
+
+
+def textbox(page, elem_id: str):
+    return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+
+
+def pixels(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+# ----------------------------------------------------------------------------------------------- tests
+
+
+def test_generate_then_restore_from_history(app, open_page):
+    services, _url = app
+    page = open_page()
+    shot(page, "01-start")
+    textbox(page, "prompt").fill("a red fox in the snow")
+    pick_radio(page, "performance", "Quick")
+    set_number(page, "#image-count", 2)
+    record_status_changes(page)
+    page.click("#generate")
+    page.wait_for_selector("#status .easel-progress:is([data-state=queued], [data-state=running])")
+    shot(page, "02-progress")
+    assert wait_state(page, "done", "failed") == "Done: 2 images in " + status(page)[1].split(" in ")[1]
+    seen = page.evaluate("window.__statuses")
+    assert any(re.match(r"running\|Step \d/2 · image [12]/2", s) for s in seen), seen
+    page.wait_for_function("document.querySelectorAll('#gallery img').length === 2")
+    shot(page, "03-done")
+
+    # the request that ran: Quick's 2 steps, 2 images, the preset's 64x64 and sampler
+    jobs = [e for e in services.history.list("red fox")]
+    assert len(jobs) == 2 and {e.params.steps for e in jobs} == {2} and jobs[0].request.performance == "Quick"
+    assert (jobs[0].params.width, jobs[0].params.sampler) == (64, "Euler")
+
+    # a finished image opens with its parameters
+    page.locator("#gallery img").first.click()
+    wait_value(page, "parameters", "v.includes('Seed:')")
+    parameters = textbox(page, "parameters").input_value()
+    assert "a red fox in the snow" in parameters and "Steps: 2, Sampler: Euler" in parameters
+    shot(page, "03b-full-size-with-parameters")
+    page.keyboard.press("Escape")
+    shown_seed = int(re.search(r"Seed: (\d+)", parameters).group(1))
+    page.click("#restore-selected")
+    page.wait_for_selector("#seed input")
+    assert page.locator("#seed input").input_value() == str(shown_seed)
+    assert page.locator("#random-seed input").is_checked() is False
+
+    # History: newest first; pick the older image of the two, then restore it into a changed form
+    open_tab(page, "History")
+    page.wait_for_function("document.querySelectorAll('#history-gallery img').length >= 2")
+    shot(page, "04-history")
+    older = min(jobs, key=lambda e: e.id)
+    page.locator("#history-gallery img").nth(1).click()
+    wait_value(page, "history-details", "v.includes('Seed: ')")
+    details = textbox(page, "history-details").input_value()
+    assert f"Seed: {older.params.seed}" in details and str(older.path) in details
+    open_tab(page, "Setting")
+    pick_radio(page, "performance", "Long")
+    textbox(page, "prompt").fill("something else")
+    open_tab(page, "History")
+    page.click("#history-restore")
+    wait_value(page, "prompt", "v === 'a red fox in the snow'")
+    open_tab(page, "Setting")
+    assert page.locator("#random-seed input").is_checked() is False
+    assert page.locator("#seed input").input_value() == str(older.params.seed)
+    assert page.locator("#performance input:checked").get_attribute("value") == "Quick"
+    shot(page, "05-restored")
+
+    # the restored form makes the same picture again (2 images from that seed: the first is the same)
+    page.click("#generate")
+    wait_state(page, "done", "failed")
+    again = services.history.list("red fox")[0]
+    assert again.params.seed in (older.params.seed, older.params.seed + 1)
+    first = [e for e in services.history.list("red fox", limit=2)]
+    remade = next(e for e in first if e.params.seed == older.params.seed)
+    assert np.array_equal(pixels(remade.path), pixels(older.path))
+
+
+def test_stop_during_a_long_job_keeps_the_page_usable(app, open_page):
+    services, _url = app
+    page = open_page()
+    textbox(page, "prompt").fill("a very long job")
+    pick_radio(page, "performance", "Long")
+    set_number(page, "#image-count", 3)
+    page.click("#generate")
+    page.wait_for_selector("#preview img.easel-preview")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Step ')")
+    text = status(page)[1]
+    assert re.match(r"Step \d+/150 · image 1/3( · ETA \d+:\d\d)?$", text), text
+    shot(page, "06-running-with-preview")
+    page.click("#skip")  # drop image 1, go on with image 2
+    page.wait_for_function("document.querySelector('#status').innerText.includes('image 2/3')")
+    page.click("#stop")
+    assert wait_state(page, "stopped", "failed") == "Stopped (0 images kept)"
+    shot(page, "07-stopped")
+    assert page.locator("#preview img").count() == 0
+    assert all(info.state is not JobState.RUNNING for info in services.queue.jobs())
+
+
+def test_two_pages_see_their_own_results_and_queue_position(app, open_page):
+    first, second = open_page(), open_page()
+    textbox(first, "prompt").fill("page one, long")
+    pick_radio(first, "performance", "Long")
+    first.click("#generate")
+    first.wait_for_function("document.querySelector('#status').innerText.includes('Step ')")
+    textbox(second, "prompt").fill("page two, quick")
+    second.click("#generate")
+    assert wait_state(second, "queued") == "Waiting in the queue: position 1 (1 job ahead)"
+    shot(second, "08-second-page-queued")
+    assert status(first)[0] == "running"  # the first page keeps showing its own job
+    first.click("#stop")
+    wait_state(first, "stopped")
+    wait_state(second, "done")
+    second.wait_for_function("document.querySelectorAll('#gallery img').length === 1")
+    assert first.locator("#gallery img").count() == 0
+    second.locator("#gallery img").first.click()
+    wait_value(second, "parameters", "v.includes('page two, quick')")
+
+
+def test_ctrl_enter_generates_and_errors_read_plainly(app, open_page):
+    page = open_page()
+    open_tab(page, "Advanced")
+    set_number(page, "#width", 65)
+    textbox(page, "prompt").fill("odd width")
+    textbox(page, "prompt").press("Control+Enter")
+    assert wait_state(page, "failed") == "width must be a multiple of 8, got 65."
+    body = page.inner_text("body")
+    assert "Traceback" not in body and "Error" not in status(page)[1]
+    shot(page, "09-readable-error")
+    set_number(page, "#width", 64)
+    textbox(page, "prompt").press("Control+Enter")
+    wait_state(page, "done")
+
+
+def test_preset_picker_and_model_sizes(app, open_page):
+    page = open_page()
+    page.locator("#preset input").click()
+    page.locator("li[role=option][aria-label='second']").click()
+    open_tab(page, "Advanced")
+    wait_value(page, "sampler", "v === 'Euler a'")
+    assert page.locator("#cfg-scale input[type=number]").input_value() == "9"
+    assert page.locator("#steps input[type=number]").input_value() == "150"
+    open_tab(page, "Setting")
+    assert textbox(page, "negative-prompt").input_value() == "blurry"
+    assert page.locator("#performance input:checked").get_attribute("value") == "Long"
+    # the aspect ratio list follows the model: SD 1.5 sizes, then SDXL's after switching models
+    assert page.locator("#aspect-ratio label", has_text="512×512").count() == 1
+    open_tab(page, "Models")
+    assert "SD 1.x" in page.inner_text("#model-info")
+    page.locator("#model input").click()
+    page.locator("li[role=option][aria-label^='tiny-sdxl ']").click()
+    page.wait_for_function("document.querySelector('#model-info').innerText.includes('SDXL')")
+    shot(page, "10-models-tab")
+    open_tab(page, "Setting")
+    page.wait_for_selector("#aspect-ratio label:has-text('1728×576')")
+    assert page.locator("#aspect-ratio label", has_text="512×512").count() == 0
+    # the schedule list offers only what the sampler supports
+    open_tab(page, "Advanced")
+    pick_option(page, "sampler", "DPM++ 2M")
+    pick_option(page, "scheduler", "Karras")
+    pick_option(page, "sampler", "DDIM")
+    wait_value(page, "scheduler", "v === 'Automatic'")
+    page.locator("#scheduler input").click()
+    offered = page.locator("li[role=option]").evaluate_all("items => items.map(li => li.getAttribute('aria-label'))")
+    assert offered == ["Automatic", "Uniform", "SGM Uniform"]
+    page.keyboard.press("Escape")
+    open_tab(page, "Setting")
+    # unticking Random shows the seed box
+    assert page.locator("#seed").is_hidden()
+    page.locator("#random-seed input").uncheck()
+    page.wait_for_selector("#seed input")
+
+
+def test_settings_are_remembered_across_reloads(app, open_page):
+    page = open_page()
+    textbox(page, "prompt").fill("remember me")
+    textbox(page, "negative-prompt").fill("not this")
+    pick_radio(page, "output-format", "webp")
+    set_number(page, "#image-count", 5)
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.wait_for_function("""() => { const raw = localStorage.getItem('easel-settings');
+        return raw !== null && raw.length > 0; }""")
+    page.wait_for_timeout(500)  # let the last (coalesced) save land
+    page.reload()
+    wait_value(page, "prompt", "v === 'remember me'")
+    assert textbox(page, "negative-prompt").input_value() == "not this"
+    assert page.locator("#output-format input:checked").get_attribute("value") == "webp"
+    assert page.locator("#image-count input[type=number]").input_value() == "5"
+
+
+A1111_TEXT = (
+    "a lighthouse at dusk\nNegative prompt: fog\n"
+    "Steps: 7, Sampler: DPM++ 2M Karras, CFG scale: 6.5, Seed: 4242, Size: 448x576, Model hash: 0123456789, "
+    "Model: tiny-sd15, Version: v1.7.0"
+)
+
+
+def test_image_dropped_on_the_page_restores_its_settings(app, open_page):
+    page = open_page()
+    data = base64.b64encode(png_with_text(parameters=A1111_TEXT)).decode()
+    page.evaluate("""(data) => {
+        const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], 'from-a1111.png', {type: 'image/png'}));
+        const target = document.querySelector('#gallery');
+        for (const type of ['dragenter', 'dragover', 'drop'])
+            target.dispatchEvent(new DragEvent(type, {dataTransfer: transfer, bubbles: true, cancelable: true}));
+    }""", data)
+    wait_value(page, "history-details", "v.startsWith('Made with A1111')")
+    shot(page, "11-dropped-image")
+    page.click("#history-restore")
+    wait_value(page, "prompt", "v === 'a lighthouse at dusk'")
+    open_tab(page, "Setting")
+    assert textbox(page, "negative-prompt").input_value() == "fog"
+    assert page.locator("#seed input").input_value() == "4242"
+    assert page.locator("#aspect-ratio input:checked").get_attribute("value") == "448x576"
+    assert page.locator("#performance input:checked").get_attribute("value") == "Custom"
+    open_tab(page, "Advanced")
+    assert page.locator("#steps input[type=number]").input_value() == "7"
+    assert page.locator("#sampler input").input_value() == "DPM++ 2M"
+    assert page.locator("#scheduler input").input_value() == "Karras"
+
+
+def test_phone_sized_dark_page(app, open_page):
+    page = open_page(viewport={"width": 390, "height": 844}, color_scheme="dark", is_mobile=True, has_touch=True)
+    main, settings = page.locator("#main").bounding_box(), page.locator("#settings").bounding_box()
+    assert settings["y"] >= main["y"] + main["height"] - 1  # stacked, not squeezed side by side
+    assert page.evaluate("document.documentElement.scrollWidth") <= 391
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert sum(int(v) for v in re.findall(r"\d+", background)[:3]) < 150, background  # dark, as the browser asked
+    shot(page, "12-phone-dark")
+    light = open_page(viewport={"width": 390, "height": 844}, color_scheme="light", is_mobile=True)
+    background = light.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert sum(int(v) for v in re.findall(r"\d+", background)[:3]) > 600, background

@@ -1,0 +1,216 @@
+"""The UI's pure functions: form values <-> GenerationRequest, image metadata -> form, the size and mode tables."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines.errors import InvalidRequest
+from pipelines.metadata import encode_image, read_metadata
+from pipelines.samplers import SamplerTable
+from pipelines.types import Architecture, GenerationRequest, ImageParams, LoraRef, SeedBehavior
+from tests.test_metadata import A1111_110, FOOOCUS_A1111, FOOOCUS_JSON, png_with_text
+from ui.form import (
+    FormTables,
+    default_form,
+    fields_from_metadata,
+    fields_from_record,
+    form_from_request,
+    request_from_form,
+    restore,
+)
+from ui.performance import CUSTOM, PerformanceTable
+from ui.sizes import AspectRatios, Size
+
+SDXL, SD1 = Architecture.SDXL, Architecture.SD1
+
+
+@pytest.fixture(scope="module")
+def tables() -> FormTables:
+    return FormTables.load(SamplerTable.load())
+
+
+INSTALLED = {"juggernautXL_v8Rundiffusion": SDXL, "dreamshaper_8": SD1}
+
+
+def lookup(name: str):
+    """Stands in for the registry: two installed models, found by exact name."""
+    return (name, INSTALLED[name]) if name in INSTALLED else None
+
+
+# ------------------------------------------------------------------------------------ form <-> request
+
+
+@pytest.mark.parametrize("request_, architecture", [
+    (GenerationRequest(prompt="a fox", width=1152, height=896, steps=30, performance="Speed"), SDXL),
+    (GenerationRequest(prompt="a fox", width=832, height=1216, steps=60, performance="Quality", seed=7,
+                       seed_behavior=SeedBehavior.FIXED, image_count=4, cfg_scale=4.5, sampler="Euler a",
+                       scheduler="Automatic", clip_skip=2, output_format="webp"), SDXL),
+    (GenerationRequest(prompt="x", negative_prompt="y", width=512, height=512, steps=17, seed=12345), SD1),
+    (GenerationRequest(prompt="custom size", width=64, height=96, steps=3, model="dreamshaper_8"), SD1),
+    (GenerationRequest(prompt="odd", width=1000, height=1000, steps=20, styles=("A", "B"),
+                       loras=(LoraRef("detail", 0.6),), refiner="r", refiner_switch=0.7, vae="v"), SDXL),
+])
+def test_request_survives_form_round_trip(tables, request_, architecture):
+    form = {**default_form(tables, architecture), **form_from_request(request_, tables, architecture)}
+    assert request_from_form(form, tables) == request_
+
+
+def test_form_values_become_the_request(tables):
+    form = default_form(tables, SDXL)
+    form.update(prompt="a lighthouse", aspect_ratio="704x1408", performance="Quality", steps=12, random_seed=True,
+                seed=99, image_count=3.0, cfg_scale=5, seed_behavior="random")
+    request = request_from_form(form, tables)
+    assert (request.width, request.height) == (704, 1408)
+    assert request.steps == 60 and request.performance == "Quality"  # the mode's steps win over the slider
+    assert request.seed == -1 and request.image_count == 3 and request.cfg_scale == 5.0
+    assert request.seed_behavior is SeedBehavior.RANDOM
+    form.update(performance=CUSTOM, random_seed=False, custom_size=True, width=640, height=64)
+    request = request_from_form(form, tables)
+    assert request.steps == 12 and request.performance is None and request.seed == 99
+    assert (request.width, request.height) == (640, 64)
+
+
+def test_blank_numbers_fall_back_and_bad_values_name_the_field(tables):
+    form = {**default_form(tables, SDXL), "random_seed": False, "seed": None, "cfg_scale": None, "model": ""}
+    request = request_from_form(form, tables)
+    assert request.seed == GenerationRequest().seed and request.cfg_scale == 7.0 and request.model is None
+    with pytest.raises(InvalidRequest) as bad:
+        request_from_form({**form, "image_count": 2.5}, tables)
+    assert bad.value.field == "image_count"
+    with pytest.raises(InvalidRequest, match="Unknown performance mode 'Turbo'"):
+        request_from_form({**form, "performance": "Turbo"}, tables)
+    with pytest.raises(InvalidRequest, match="not a size") as bad:
+        request_from_form({**form, "aspect_ratio": "wide"}, tables)
+    assert bad.value.field == "aspect_ratio"
+
+
+def test_sizes_outside_the_list_become_custom(tables):
+    values = form_from_request(GenerationRequest(width=1024, height=1024), tables, SDXL)
+    assert values["aspect_ratio"] == "1024x1024" and values["custom_size"] is False
+    values = form_from_request(GenerationRequest(width=1024, height=1024), tables, SD1)
+    assert values["custom_size"] is True and (values["width"], values["height"]) == (1024, 1024)
+    assert "aspect_ratio" not in values  # the current choice stays; only the custom size is used
+
+
+# ------------------------------------------------------------------------------------ restoring images
+
+
+def our_png(request: GenerationRequest, **params) -> bytes:
+    base = dict(prompt="a cat, cinematic", negative_prompt="blurry", steps=30, sampler="DPM++ 2M SDE",
+                scheduler="Karras", cfg_scale=4.0, seed=1001, width=896, height=1152, model="juggernautXL_v8Rundiffusion",
+                model_hash="aeb7e9e689", prompt_template="a cat", styles=("Cinematic",), performance="Speed",
+                batch_index=1)
+    base.update(params)
+    from PIL import Image
+
+    return encode_image(Image.new("RGB", (8, 8)), ImageParams(**base), request, "png")
+
+
+def test_our_png_restores_the_request_with_that_images_seed(tables):
+    sent = GenerationRequest(prompt="a cat", negative_prompt="blurry", styles=("Cinematic",), performance="Speed",
+                             width=896, height=1152, steps=30, cfg_scale=4.0, sampler="DPM++ 2M SDE",
+                             scheduler="Karras", seed=-1, image_count=3, seed_behavior=SeedBehavior.RANDOM)
+    meta = read_metadata(our_png(sent))
+    result = restore(fields_from_metadata(meta), tables, lookup, SD1, "Easel")
+    assert result.notes == []
+    form = {**default_form(tables, SD1), **result.values}
+    again = request_from_form(form, tables)
+    # exactly what was sent, except the seed: this image's own, so a re-run starts with this image
+    assert again == sent.replace(seed=1001, model="juggernautXL_v8Rundiffusion")
+    assert result.values["random_seed"] is False and result.values["aspect_ratio"] == "896x1152"
+
+
+def test_our_png_without_the_request_uses_the_typed_prompt(tables):
+    meta = read_metadata(our_png(None))
+    values = restore(fields_from_metadata(meta), tables, lookup, SDXL).values
+    assert values["prompt"] == "a cat" and values["styles"] == ["Cinematic"] and values["performance"] == "Speed"
+
+
+def test_a1111_png_restores_what_it_says(tables):
+    meta = read_metadata(png_with_text(parameters=A1111_110))
+    result = restore(fields_from_metadata(meta), tables, lookup, SDXL, "A1111")
+    v = result.values
+    assert v["prompt"] == 'masterpiece, best quality, 1girl, "smile", solo\n<lora:add_detail:0.6>'
+    assert v["negative_prompt"] == "lowres, bad anatomy, (worst quality:1.4)"
+    assert (v["steps"], v["performance"], v["sampler"], v["scheduler"]) == (28, CUSTOM, "DPM++ 2M", "Karras")
+    assert (v["cfg_scale"], v["seed"], v["random_seed"], v["clip_skip"]) == (6.5, 3456789012, False, 2)
+    assert v["aspect_ratio"] == "832x1216" and v["custom_size"] is False
+    assert "model" not in v and "styles" not in v
+    assert any("ponyDiffusionV6XL" in note and "not installed" in note for note in result.notes)
+
+
+@pytest.mark.parametrize("png", [
+    png_with_text(parameters=FOOOCUS_A1111, fooocus_scheme="a1111"),
+    png_with_text(parameters=json.dumps(FOOOCUS_JSON), fooocus_scheme="fooocus"),
+], ids=["a1111-scheme", "json-scheme"])
+def test_fooocus_png_restores_mode_styles_and_sampler(tables, png):
+    meta = read_metadata(png)
+    result = restore(fields_from_metadata(meta), tables, lookup, SD1, "Fooocus")
+    v = result.values
+    assert v["model"] == "juggernautXL_v8Rundiffusion"  # installed: picked, and its SDXL size list used
+    assert (v["sampler"], v["scheduler"]) == ("DPM++ 2M SDE", "Karras")
+    assert (v["performance"], v["steps"], v["cfg_scale"], v["seed"]) == ("Speed", 30, 4.0, 1234567890)
+    assert v["aspect_ratio"] == "1152x896" and v["styles"][:2] == ["Fooocus V2", "Fooocus Enhance"]
+    assert v["prompt"].startswith("a cat") and "cinematic" not in v["prompt"]  # the raw prompt
+    assert result.notes == []
+
+
+def test_unknown_sampler_and_mode_are_explained_not_restored(tables):
+    fields = {"prompt": "p", "sampler": "Restart", "scheduler": "Karras", "steps": 8, "performance": "Lightning"}
+    result = restore(fields, tables, lookup, SDXL)
+    assert "sampler" not in result.values and result.values["performance"] == CUSTOM and result.values["steps"] == 8
+    assert any("Unknown sampler 'Restart'" in n for n in result.notes)
+    assert any("'Lightning' is not available" in n for n in result.notes)
+
+
+def test_history_record_without_request(tables):
+    params = ImageParams(prompt="styled a dog", negative_prompt="", steps=9, sampler="Euler", scheduler="Automatic",
+                         cfg_scale=3.0, seed=5, width=512, height=512, model="dreamshaper_8", model_hash="",
+                         prompt_template="a dog")
+    values = restore(fields_from_record(params, None), tables, lookup, SDXL).values
+    assert values["prompt"] == "a dog" and values["model"] == "dreamshaper_8" and values["aspect_ratio"] == "512x512"
+    assert values["seed"] == 5 and values["steps"] == 9
+
+
+# ------------------------------------------------------------------------------------------- tables
+
+
+def test_aspect_ratio_lists_fit_each_architecture():
+    sizes = AspectRatios.load()
+    sdxl = sizes.sizes(SDXL)
+    assert sdxl[0] == Size(704, 1408) and sdxl[-1] == Size(1728, 576) and Size(1024, 1024) in sdxl
+    assert all(0.85 <= s.width * s.height / 1024**2 <= 1.2 for s in sdxl)
+    assert all(0.85 <= s.width * s.height / 512**2 <= 1.1 for s in sizes.sizes(SD1))
+    assert sizes.sizes(Architecture.SDXL_REFINER) == sdxl and sizes.sizes(Architecture.UNKNOWN) == sdxl
+    assert Size(512, 512) in sizes.sizes(SD1) and sizes.default(SD1) == Size(512, 512)
+    assert ("1152×896  ∣  9:7", "1152x896") in sizes.choices(SDXL)
+    assert Size(1728, 576).ratio == "3:1" and Size.parse("1024*1024") == Size(1024, 1024)
+    assert sizes.pick(SD1, "1152x896") == "512x512" and sizes.pick(SDXL, "1152x896") == "1152x896"
+    assert sizes.pick(SDXL, None) == sizes.default(SDXL).key
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"families": {"a": {"default": "64x64", "sizes": ["64x64", "100x64"]}}}, "multiples of 8"),
+    ({"families": {"a": {"default": "128x128", "sizes": ["64x64"]}}}, "not one of its sizes"),
+    ({"families": {"a": {"default": "64x64", "sizes": ["64x64"]}}, "architectures": {}}, "must map to one of a"),
+    ({"families": {"a": {"default": "big", "sizes": ["64x64"]}}}, "'big' is not a size"),
+    ({}, "needs a `families` mapping"),
+])
+def test_bad_aspect_ratio_tables_are_refused(data, message):
+    with pytest.raises(ValueError, match=message):
+        AspectRatios(data)
+
+
+def test_performance_table():
+    table = PerformanceTable.load()
+    assert table.choices == ["Quality", "Speed", CUSTOM] and table.default == "Speed"
+    assert table.fields("Quality") == {"steps": 60} and table.fields(CUSTOM) == {}
+    assert table.matching("Speed", {"steps": 30}) == "Speed" and table.matching("Speed", {"steps": 31}) == CUSTOM
+    for data, message in [({"modes": {"Custom": {"steps": 3}}}, "reserved"),
+                          ({"modes": {"Fast": {"steps": "ten"}}}, "steps must be a whole number"),
+                          ({"modes": {"Fast": {"sharpness": 2}}}, "unknown field"),
+                          ({"modes": {"Fast": {"steps": 4}}, "default": "Slow"}, "default 'Slow'")]:
+        with pytest.raises(ValueError, match=message):
+            PerformanceTable(data)

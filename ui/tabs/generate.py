@@ -1,0 +1,67 @@
+"""The main column: prompt, Generate/Stop/Skip, progress, live preview, the job's gallery and its parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from ..context import UIContext
+from ..streaming import idle_html
+
+
+@dataclass
+class GenerateColumn:
+    notice: gr.Markdown
+    prompt: gr.Textbox
+    generate: gr.Button
+    stop: gr.Button
+    skip: gr.Button
+    status: gr.HTML
+    preview: gr.HTML
+    gallery: gr.Gallery
+    parameters: gr.Textbox
+    restore: gr.Button
+    job_id: gr.State  # this tab's running job
+    shown: gr.State  # the gallery's images as dicts (path, seed, infotext)
+    selected: gr.State  # index of the image whose parameters are shown
+
+    def fields(self) -> dict[str, Any]:
+        return {"prompt": self.prompt}
+
+
+def build(ctx: UIContext, initial: dict[str, Any]) -> GenerateColumn:
+    notice_text = ctx.notice()
+    notice = gr.Markdown(notice_text, elem_id="model-notice", visible=bool(notice_text))
+    prompt = gr.Textbox(initial["prompt"], label="Prompt", lines=3, max_lines=12, elem_id="prompt", autofocus=True,
+                        placeholder="Describe the image… (Ctrl+Enter generates)")
+    with gr.Row(elem_id="actions"):
+        generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=3, min_width=110)
+        stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1, min_width=64)
+        skip = gr.Button("Skip", elem_id="skip", scale=1, min_width=64)
+    status = gr.HTML(idle_html(), elem_id="status")
+    with gr.Row(elem_id="results"):
+        preview = gr.HTML("", elem_id="preview", min_height=0)
+        gallery = gr.Gallery(label="Images", columns=2, height="auto", object_fit="contain", elem_id="gallery",
+                             preview=False, allow_preview=True, buttons=["download", "fullscreen"],
+                             interactive=False)
+    with gr.Accordion("Image parameters", open=False, elem_id="parameters-box") as box:
+        parameters = gr.Textbox(label="Parameters of the selected image", lines=6, max_lines=16, interactive=False,
+                                elem_id="parameters", buttons=["copy"],
+                                placeholder="Click an image in the gallery to see how it was made.")
+        restore = gr.Button("Use these settings", elem_id="restore-selected", size="sm", interactive=False)
+    shown = gr.State([])
+    selected = gr.State(None)
+    job_id = gr.State(None)
+
+    def on_select(images: list[dict], evt: gr.SelectData):
+        index = evt.index if isinstance(evt.index, int) else None
+        if index is None or not 0 <= index < len(images):
+            return gr.skip(), None, gr.update(interactive=False), gr.skip()
+        return images[index]["infotext"], index, gr.update(interactive=True), gr.update(open=True)
+
+    gallery.select(on_select, shown, [parameters, selected, restore, box], show_progress="hidden",
+                   api_visibility="private")
+    return GenerateColumn(notice, prompt, generate, stop, skip, status, preview, gallery, parameters, restore,
+                          job_id, shown, selected)

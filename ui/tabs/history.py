@@ -1,0 +1,158 @@
+"""The History tab: every saved image, newest first, searchable and paged; restore any of them, or any
+image dropped on the page (ours, A1111's, Fooocus's), into the form."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from pipelines.errors import InvalidRequest
+from pipelines.metadata import infotext, read_metadata
+
+from ..context import UIContext
+from ..errors import readable_errors
+from ..form import SOURCE_LABELS, fields_from_metadata, fields_from_record
+from ..thumbnails import thumbnail
+
+PER_PAGE = 24
+_SUMMARY_KEYS = (("steps", "Steps"), ("sampler", "Sampler"), ("scheduler", "Schedule type"), ("cfg_scale", "CFG scale"),
+                 ("seed", "Seed"), ("model", "Model"), ("performance", "Performance"), ("clip_skip", "Clip skip"))
+
+
+@dataclass
+class HistoryTab:
+    drop: gr.File
+    search: gr.Textbox
+    gallery: gr.Gallery
+    page_info: gr.Markdown
+    previous: gr.Button
+    next: gr.Button
+    details: gr.Textbox
+    restore: gr.Button
+    page: gr.State  # 0-based page number
+    entry_ids: gr.State  # history entry id of each gallery item
+    pending: gr.State  # {"fields": ..., "source": ...}: what Restore puts into the form
+
+
+@dataclass
+class HistoryPage:
+    items: list[tuple[str, str]]  # (thumbnail path, caption)
+    entry_ids: list[int]
+    page: int
+    info: str
+
+
+def load_page(ctx: UIContext, query: str, page: int, per_page: int = PER_PAGE) -> HistoryPage:
+    """One page of the history matching `query` (words that must all appear), newest first."""
+    history = ctx.services.history
+    total = history.count(query or "")
+    pages = max(1, -(-total // per_page))
+    page = min(max(0, int(page or 0)), pages - 1)
+    items, ids = [], []
+    cache = ctx.services.config.resolved_cache_dir
+    for entry in history.list(query or "", limit=per_page, offset=page * per_page):
+        thumb = thumbnail(entry.path, cache)
+        if thumb is None:  # the file was moved or deleted; the entry stays in the index
+            continue
+        prompt = entry.params.prompt_template or entry.params.prompt
+        items.append((str(thumb), prompt[:80] + ("…" if len(prompt) > 80 else "")))
+        ids.append(entry.id)
+    if total == 0:
+        info = "No images match." if query else "No images yet: generated images are listed here."
+    else:
+        info = f"Page {page + 1} of {pages} · {total} image{'s' if total != 1 else ''}"
+    return HistoryPage(items, ids, page, info)
+
+
+def describe_fields(fields: dict[str, Any]) -> str:
+    """A readable summary of restorable fields (for images whose metadata has no infotext)."""
+    lines = [str(fields.get("prompt", ""))]
+    if fields.get("negative_prompt"):
+        lines.append(f"Negative prompt: {fields['negative_prompt']}")
+    pairs = [f"{label}: {fields[key]}" for key, label in _SUMMARY_KEYS if fields.get(key) not in (None, "")]
+    if "width" in fields and "height" in fields:
+        pairs.append(f"Size: {fields['width']}x{fields['height']}")
+    if fields.get("styles"):
+        pairs.append(f"Styles: {', '.join(fields['styles'])}")
+    lines.append(", ".join(pairs))
+    return "\n".join(line for line in lines if line)
+
+
+def entry_details(ctx: UIContext, entry_id: int) -> tuple[str, dict | None]:
+    entry = ctx.services.history.get(entry_id)
+    if entry is None:
+        return "This entry is no longer in the history.", None
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created_at))
+    text = f"{infotext(entry.params)}\n\nSaved {when}: {entry.path}"
+    return text, {"fields": fields_from_record(entry.params, entry.request), "source": "history"}
+
+
+def dropped_details(path: str | Path) -> tuple[str, dict | None]:
+    """What a dropped image says about how it was made, and the fields to restore (None: nothing found)."""
+    try:
+        meta = read_metadata(path)
+    except InvalidRequest as exc:
+        return str(exc), None
+    fields = fields_from_metadata(meta)
+    source = SOURCE_LABELS.get(meta.source_app, meta.source_app)
+    if meta.source_app == "unknown" and not ("seed" in fields or "steps" in fields):
+        return f"No generation settings found in {Path(path).name}.", None
+    text = meta.infotext or describe_fields(fields)
+    return f"Made with {source} ({Path(path).name}):\n{text}", {"fields": fields, "source": source}
+
+
+def build(ctx: UIContext) -> HistoryTab:
+    drop = gr.File(label="Drop an image made by Easel, A1111 or Fooocus to read its settings", type="filepath",
+                   file_types=[".png", ".jpg", ".jpeg", ".webp"], elem_id="history-drop", height=120)
+    search = gr.Textbox(label="Search", placeholder="Words from the prompt, negative prompt, model or styles",
+                        elem_id="history-search", lines=1)
+    gallery = gr.Gallery(label="History", columns=3, height="auto", object_fit="cover", elem_id="history-gallery",
+                         allow_preview=False, interactive=False)
+    with gr.Row(elem_id="history-pager", equal_height=True):
+        previous = gr.Button("◀ Newer", size="sm", elem_id="history-prev", min_width=60)
+        page_info = gr.Markdown("", elem_id="history-page-info")
+        next_ = gr.Button("Older ▶", size="sm", elem_id="history-next", min_width=60)
+    details = gr.Textbox(label="Settings of the selected image", lines=6, max_lines=16, interactive=False,
+                         elem_id="history-details", buttons=["copy"],
+                         placeholder="Pick an image above, or drop one on the page.")
+    restore = gr.Button("Restore these settings", variant="primary", elem_id="history-restore", interactive=False)
+    page, entry_ids, pending = gr.State(0), gr.State([]), gr.State(None)
+
+    @readable_errors
+    def show(query: str, number: int):
+        result = load_page(ctx, query, number)
+        return result.items, result.entry_ids, result.page, result.info
+
+    listing = [gallery, entry_ids, page, page_info]
+    search.submit(lambda q: show(q, 0), search, listing, show_progress="hidden", api_visibility="private")
+    search.change(lambda q: show(q, 0), search, listing, show_progress="hidden", trigger_mode="always_last",
+                  api_visibility="private")
+    previous.click(lambda q, n: show(q, n - 1), [search, page], listing, show_progress="hidden",
+                   api_visibility="private")
+    next_.click(lambda q, n: show(q, n + 1), [search, page], listing, show_progress="hidden",
+                api_visibility="private")
+
+    @readable_errors
+    def on_select(ids: list[int], evt: gr.SelectData):
+        index = evt.index if isinstance(evt.index, int) else -1
+        if not 0 <= index < len(ids):
+            return gr.skip(), None, gr.update(interactive=False)
+        text, found = entry_details(ctx, ids[index])
+        return text, found, gr.update(interactive=found is not None)
+
+    gallery.select(on_select, entry_ids, [details, pending, restore], show_progress="hidden", api_visibility="private")
+
+    @readable_errors
+    def on_drop(path: str | None):
+        """Read the dropped file, then empty the drop zone so the next image can be dropped at once."""
+        if not path:
+            return gr.skip(), None, gr.update(interactive=False), None
+        text, found = dropped_details(path)
+        return text, found, gr.update(interactive=found is not None), None
+
+    drop.upload(on_drop, drop, [details, pending, restore, drop], show_progress="hidden", api_visibility="private")
+    return HistoryTab(drop, search, gallery, page_info, previous, next_, details, restore, page, entry_ids, pending)
