@@ -167,8 +167,3 @@ class LoraManager:
             param.copy_(original)
         saved.clear()
 
-
-def lora_names(registry: ModelRegistry) -> list[str]:
-    """Names of the usable LoRAs, for pickers."""
-    return [r.name for r in registry.list(ModelKind.LORA) if r.usable]
-

@@ -15,18 +15,20 @@ import torch
 
 from . import APP_NAME, __version__
 from .conditioning import Conditioning, PromptEncoder
-from .errors import ImageSkipped
+from .errors import EaselError, ImageSkipped, InvalidRequest
 from .events import ImageReady, JobStatus
 from .history import History
 from .image_store import ImageStore
 from .job_queue import JobControl
 from .loader import LoadedModel, ModelLoader
+from .loras import LoraActivation, LoraManager
 from .metadata import infotext
 from .model_cache import ModelCache
+from .performance import PerformanceTable
 from .progress import StepCallback, StepTimer, latent_preview
 from .registry import ModelRegistry
 from .samplers import SamplerChoice, SamplerTable
-from .types import GenerationRequest, GenerationResult, ImageParams, ImageResult, ModelKind, SeedBehavior
+from .types import Architecture, GenerationRequest, GenerationResult, ImageParams, ImageResult, ModelKind, SeedBehavior
 from .validation import validate
 
 MAX_SEED = 2**32 - 1  # random seeds stay in A1111's range so other tools can reuse them
@@ -77,6 +79,8 @@ class PipelineManager:
         history: History,
         default_model: str | None = None,
         preview_every: int = 1,
+        loras: LoraManager | None = None,
+        performance: PerformanceTable | None = None,
     ):
         self.registry = registry
         self.loader = loader
@@ -87,41 +91,68 @@ class PipelineManager:
         self.history = history
         self.default_model = default_model
         self.preview_every = preview_every
+        self.loras = loras or LoraManager(registry, loader.hashes)
+        self.performance = performance or PerformanceTable.load(registry, samplers)
 
     def validate(self, request: GenerationRequest) -> GenerationRequest:
-        return validate(request, self.samplers)
+        """Limits and names, and whether the performance mode can run here (its LoRA present or downloadable)."""
+        request = validate(request, self.samplers)
+        if request.performance:
+            mode = self.performance.get(request.performance)
+            why = self.performance.availability(mode.name, self.architecture_of(request))
+            if why:
+                raise InvalidRequest(why, field="performance")
+            request = request.replace(performance=mode.name)
+        return request
+
+    def architecture_of(self, request: GenerationRequest) -> Architecture:
+        """The architecture of the model a request will use, as far as known before loading it."""
+        try:
+            name = request.model or self.default_model
+            record = self.registry.find(ModelKind.CHECKPOINT, name) if name else self.registry.default_checkpoint()
+        except EaselError:
+            return Architecture.UNKNOWN  # the job itself reports a missing model
+        return record.architecture
 
     def run(self, control: JobControl) -> GenerationResult:
         started = time.perf_counter()
         result = control.result
 
-        # 1. Check the request and settle names.
+        # 1. Check the request and settle names; the performance mode sets steps, guidance and sampler.
         request = self.validate(control.request)
-        choice = self.samplers.resolve(request.sampler, request.scheduler)
+        generation = self.performance.settings(request)
+        choice = self.samplers.resolve(generation.sampler, generation.scheduler)
         if choice.note:
             control.emit(JobStatus(control.job_id, choice.note))
 
         # 2. The model: from the cache, else from disk (or the hub).
         model = self.model_for(request, control)
 
-        # 3. Seeds and prompts of every image.
-        plans = self.plan_images(request)
+        # 3. The mode's acceleration LoRA for this architecture (downloaded on first use).
+        generation = self.performance.apply(generation, model.architecture, self._status(control))
 
-        # 4. Make the images one by one, so each is shown and saved as soon as it is done.
+        # 4. Seeds and prompts of every image.
+        plans = self.plan_images(generation)
+
+        # 5. LoRAs patched in for the whole job (restored exactly afterwards, also on cancel or error);
+        #    the images are made one by one, so each is shown and saved as soon as it is done.
         timer = StepTimer()
         preview = latent_preview(model.architecture)
         cache: dict[tuple[str, str], Conditioning] = {}
-        for plan in plans:
-            callback = StepCallback(control, timer, plan.index, len(plans), request.steps, preview, self.preview_every)
-            try:
-                callback.start()
-                image = self.generate_one(model, request, choice, plan, callback, cache)
-            except ImageSkipped:
-                result.skipped += 1
-                continue
-            item = self.finish_image(control, model, request, choice, plan, image)
-            result.images.append(item)
-            control.emit(ImageReady(control.job_id, plan.index, item))
+        with self.loras.activate(model, generation.loras, generation.skip_invalid_loras) as active:
+            for note in active.notes:
+                control.emit(JobStatus(control.job_id, note))
+            for plan in plans:
+                callback = StepCallback(control, timer, plan.index, len(plans), generation.steps, preview, self.preview_every)
+                try:
+                    callback.start()
+                    image = self.generate_one(model, generation, choice, plan, callback, cache)
+                except ImageSkipped:
+                    result.skipped += 1
+                    continue
+                item = self.finish_image(control, model, request, generation, choice, plan, image, active)
+                result.images.append(item)
+                control.emit(ImageReady(control.job_id, plan.index, item))
         result.seconds = time.perf_counter() - started
         return result
 
@@ -130,11 +161,15 @@ class PipelineManager:
     def model_for(self, request: GenerationRequest, control: JobControl) -> LoadedModel:
         name = request.model or self.default_model
         record = self.registry.find(ModelKind.CHECKPOINT, name) if name else self.registry.default_checkpoint()
+        status = self._status(control)
+        return self.cache.get(record, lambda: self.loader.load(record, status))
 
+    @staticmethod
+    def _status(control: JobControl):
         def status(message: str, fraction: float | None = None) -> None:
             control.emit(JobStatus(control.job_id, message, fraction))
 
-        return self.cache.get(record, lambda: self.loader.load(record, status))
+        return status
 
     def plan_images(self, request: GenerationRequest) -> list[ImagePlan]:
         seeds = plan_seeds(request.seed, request.image_count, request.seed_behavior)
@@ -177,17 +212,20 @@ class PipelineManager:
         control: JobControl,
         model: LoadedModel,
         request: GenerationRequest,
+        generation: GenerationRequest,
         choice: SamplerChoice,
         plan: ImagePlan,
         image: Any,
+        loras: LoraActivation | None = None,
     ) -> ImageResult:
+        """Metadata from what was really done (`generation`: the mode applied); the file keeps the user's request."""
         params = ImageParams(
             prompt=plan.prompt,
             negative_prompt=plan.negative_prompt,
-            steps=request.steps,
+            steps=generation.steps,
             sampler=choice.sampler,
             scheduler=choice.schedule,
-            cfg_scale=request.cfg_scale,
+            cfg_scale=generation.cfg_scale,
             seed=plan.seed,
             width=request.width,
             height=request.height,
@@ -197,8 +235,9 @@ class PipelineManager:
             prompt_template=request.prompt if request.prompt != plan.prompt else "",
             negative_template=request.negative_prompt if request.negative_prompt != plan.negative_prompt else "",
             styles=request.styles,
+            loras=tuple(loras.applied) if loras else (),
             clip_skip=request.clip_skip,
-            performance=request.performance,
+            performance=generation.performance,
             batch_index=plan.index,
             version=f"{APP_NAME} {__version__}",
         )
