@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from pipelines.errors import LoraError
 from pipelines.lora_formats import read_lora
 from pipelines.lora_info import lora_info, top_tags
-from pipelines.lora_targets import ModuleIndex, resolve, unet_ldm_name, unet_ldm_prefixes
+from pipelines.lora_targets import CHUNK_ELEMENTS, ModuleIndex, add_low_rank_, resolve, unet_ldm_name, unet_ldm_prefixes
 from pipelines.probe import probe_file
 from pipelines.types import Architecture, ModelKind
 from tests.support.ckpt_export import unet_to_ldm
@@ -194,3 +194,21 @@ def test_training_metadata_for_the_ui(tmp_path, sd15):
     assert top_tags("not json") == []
     # the file's metadata also decides the architecture when the keys cannot
     assert read_lora(path).metadata["ss_base_model_version"] == "sd_v1"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_weights_get_the_float32_sum_rounded_once(dtype):
+    gen = torch.Generator().manual_seed(0)
+    rows, cols = 3 * CHUNK_ELEMENTS // 200 + 7, 200  # several row blocks and a ragged last one
+    base = torch.randn(rows, cols, generator=gen).to(dtype)
+    up, down = torch.randn(rows, 6, generator=gen) * 0.1, torch.randn(6, cols, generator=gen) * 0.1
+    weight = base.clone()
+    add_low_rank_(weight, up, down)
+    exact = base.float() + up @ down
+    rounded_once = exact.to(dtype)
+    # equal to rounding the float32 result once (a last-bit difference allowed where float32 sums tie)
+    assert (weight != rounded_once).float().mean() < 1e-3
+    torch.testing.assert_close(weight.float(), exact, rtol=2 ** -7, atol=1e-3)
+    # and closer to the exact sum than adding a half-precision delta would be
+    naive = base + (up @ down).to(dtype)
+    assert (weight.float() - exact).abs().sum() < (naive.float() - exact).abs().sum()

@@ -313,3 +313,24 @@ def test_lora_training_metadata_is_available(engine):
     with pytest.raises(LoraError) as err:
         engine.lora_info("junk")
     assert "junk.safetensors" in str(err.value)
+
+
+def test_bf16_model_is_restored_bit_for_bit(lora_models, tmp_path, tiny_sd15_reference):
+    """The precision real use runs in: patched weights round once, and the originals come back exactly."""
+    services = build_services(AppConfig(models_dir=lora_models[0], output_dir=tmp_path, device="cpu", precision="bf16"))
+    try:
+        before = image_of(run(services, model="tiny-sd15"))
+        [model] = services.cache.loaded()
+        originals = {k: v.clone() for k, v in model.pipe.unet.state_dict().items()}
+        refs = [LoraRef("style-a", 1.5), LoraRef("peft-c", -0.8)]
+        expected = expected_weights(tiny_sd15_reference, lora_models[1], refs)
+        with services.loras.activate(model, refs):
+            for (component, path), weight in expected.items():
+                module = getattr(model.pipe, component).get_submodule(path)
+                assert module.weight.dtype == torch.bfloat16
+                torch.testing.assert_close(module.weight.float(), weight, rtol=2 ** -7, atol=1e-3)
+        assert run(services, model="tiny-sd15", loras=tuple(refs)).state is JobState.FINISHED
+        assert all(torch.equal(v, originals[k]) for k, v in model.pipe.unet.state_dict().items())
+        assert np.array_equal(image_of(run(services, model="tiny-sd15")), before)
+    finally:
+        services.close()
