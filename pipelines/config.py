@@ -41,6 +41,9 @@ class AppConfig:
         "Memory for loaded models, in GiB (default: 60% of RAM on CPU, of GPU memory on CUDA).",
         float,
     )
+    lora_cache_mb: float = setting(
+        1024.0, "Memory for LoRA files kept after use, in MiB, so switching back to one does not read it again."
+    )
     max_queue: int = setting(100, "Most jobs waiting at once; more are refused with a clear message.")
     host: str = setting("127.0.0.1", "Address to serve on (--listen sets 0.0.0.0).")
     port: int = setting(7865, "Port to serve on.")

@@ -16,19 +16,30 @@ import torch
 
 from . import APP_NAME, __version__
 from .conditioning import Conditioning, PromptEncoder
-from .errors import ImageSkipped, InvalidRequest
+from .errors import EaselError, ImageSkipped, InvalidRequest
 from .events import ImageReady, JobStatus
 from .history import History
 from .image_store import ImageStore
 from .job_queue import JobControl
 from .loader import LoadedModel, ModelLoader
+from .loras import LoraActivation, LoraManager
 from .metadata import infotext
 from .model_cache import ModelCache
+from .performance import PerformanceTable
 from .progress import StepCallback, StepTimer, latent_preview
 from .refiner import RefinerStage, check_request, find_refiner, refiner_name
 from .registry import ModelRegistry
 from .samplers import SamplerChoice, SamplerTable
-from .types import GenerationRequest, GenerationResult, ImageParams, ImageResult, ModelKind, ModelRecord, SeedBehavior
+from .types import (
+    Architecture,
+    GenerationRequest,
+    GenerationResult,
+    ImageParams,
+    ImageResult,
+    ModelKind,
+    ModelRecord,
+    SeedBehavior,
+)
 from .vae import LoadedVae, VaeLoader, find_vae, swapped_vae, vae_name
 from .validation import validate
 
@@ -80,6 +91,8 @@ class PipelineManager:
         history: History,
         default_model: str | None = None,
         preview_interval: float = 0.25,
+        loras: LoraManager | None = None,
+        performance: PerformanceTable | None = None,
     ):
         self.registry = registry
         self.loader = loader
@@ -90,6 +103,8 @@ class PipelineManager:
         self.history = history
         self.preview_interval = preview_interval
         self.vaes = VaeLoader(loader.hashes)
+        self.loras = loras or LoraManager(registry, loader.hashes)
+        self.performance = performance or PerformanceTable.load(registry, samplers)
         self._default_lock = threading.Lock()
         self._default_model = default_model
 
@@ -125,48 +140,71 @@ class PipelineManager:
         return self.loader.hashes.known_model_hash(record.path) if record.path is not None else None
 
     def validate(self, request: GenerationRequest) -> GenerationRequest:
-        """Field checks, then the named models against the registry (the refiner must suit the base model)."""
+        """Field checks, then the named models against the registry (the refiner must suit the base model),
+        and whether the performance mode can run here (its LoRA present or downloadable)."""
         request = validate(request, self.samplers)
         check_request(request, self.registry, self.default_model)
         if vae_name(request) is not None:
             find_vae(self.registry, vae_name(request))
+        if request.performance:
+            mode = self.performance.get(request.performance)
+            why = self.performance.availability(mode.name, self.architecture_of(request))
+            if why:
+                raise InvalidRequest(why, field="performance")
+            request = request.replace(performance=mode.name)
         return request
+
+    def architecture_of(self, request: GenerationRequest) -> Architecture:
+        """The architecture of the model a request will use, as far as known before loading it."""
+        try:
+            record = self.registry.find(ModelKind.CHECKPOINT, request.model) if request.model else self.default_record()
+        except EaselError:
+            return Architecture.UNKNOWN  # the job itself reports a missing model
+        return record.architecture
 
     def run(self, control: JobControl) -> GenerationResult:
         started = time.perf_counter()
         result = control.result
 
-        # 1. Check the request and settle names.
+        # 1. Check the request and settle names; the performance mode sets steps, guidance and sampler.
         request = self.validate(control.request)
-        choice = self.samplers.resolve(request.sampler, request.scheduler)
+        generation = self.performance.settings(request)
+        choice = self.samplers.resolve(generation.sampler, generation.scheduler)
         if choice.note:
             control.emit(JobStatus(control.job_id, choice.note))
 
         # 2. The models: the checkpoint from the cache, else from disk (or the hub); the refiner and VAE asked for.
-        model = self.model_for(request, control)
-        refiner = self.refiner_for(request, model, choice, control)
-        vae = self.vae_for(request, model, control)
+        model = self.model_for(generation, control)
+        refiner = self.refiner_for(generation, model, choice, control)
+        vae = self.vae_for(generation, model, control)
 
-        # 3. Seeds and prompts of every image.
-        plans = self.plan_images(request)
+        # 3. The mode's acceleration LoRA for this architecture (downloaded on first use).
+        generation = self.performance.apply(generation, model.architecture, self._status(control))
 
-        # 4. Make the images one by one, so each is shown and saved as soon as it is done.
+        # 4. Seeds and prompts of every image.
+        plans = self.plan_images(generation)
+
+        # 5. LoRAs patched in for the whole job (restored exactly afterwards, also on cancel or error);
+        #    the images are made one by one, so each is shown and saved as soon as it is done.
         timer = StepTimer()
         preview = latent_preview(model.architecture)
         cache: dict[tuple[str, str], Conditioning] = {}
-        steps = refiner.total_steps if refiner else request.steps  # base and refiner steps count as one run
+        steps = refiner.total_steps if refiner else self.samplers.count_steps(model.scheduler_config, choice, generation.steps)
         extra = {**(refiner.metadata() if refiner else {}), **(vae.metadata() if vae else {})}
-        for plan in plans:
-            callback = StepCallback(control, timer, plan.index, len(plans), steps, preview, self.preview_interval)
-            try:
-                callback.start()
-                image = self.generate_one(model, request, choice, plan, callback, cache, refiner, vae)
-            except ImageSkipped:
-                result.skipped += 1
-                continue
-            item = self.finish_image(control, model, request, choice, plan, image, extra)
-            result.images.append(item)
-            control.emit(ImageReady(control.job_id, plan.index, item))
+        with self.loras.activate(model, generation.loras, generation.skip_invalid_loras) as active:
+            for note in active.notes:
+                control.emit(JobStatus(control.job_id, note))
+            for plan in plans:
+                callback = StepCallback(control, timer, plan.index, len(plans), steps, preview, self.preview_interval)
+                try:
+                    callback.start()
+                    image = self.generate_one(model, generation, choice, plan, callback, cache, refiner, vae)
+                except ImageSkipped:
+                    result.skipped += 1
+                    continue
+                item = self.finish_image(control, model, request, generation, choice, plan, image, active, extra)
+                result.images.append(item)
+                control.emit(ImageReady(control.job_id, plan.index, item))
         result.seconds = time.perf_counter() - started
         return result
 
@@ -174,11 +212,15 @@ class PipelineManager:
 
     def model_for(self, request: GenerationRequest, control: JobControl) -> LoadedModel:
         record = self.registry.find(ModelKind.CHECKPOINT, request.model) if request.model else self.default_record()
+        status = self._status(control)
+        return self.cache.get(record, lambda: self.loader.load(record, status))
 
+    @staticmethod
+    def _status(control: JobControl):
         def status(message: str, fraction: float | None = None) -> None:
             control.emit(JobStatus(control.job_id, message, fraction))
 
-        return self.cache.get(record, lambda: self.loader.load(record, status))
+        return status
 
     def refiner_for(
         self, request: GenerationRequest, model: LoadedModel, choice: SamplerChoice, control: JobControl
@@ -188,10 +230,7 @@ class PipelineManager:
         if name is None:
             return None
         record = find_refiner(self.registry, name)
-
-        def status(message: str, fraction: float | None = None) -> None:
-            control.emit(JobStatus(control.job_id, message, fraction))
-
+        status = self._status(control)
         loaded = self.cache.get(record, lambda: self.loader.load(record, status), keep=[model.record])
         return RefinerStage.prepare(model, loaded, request, choice, self.samplers)
 
@@ -250,18 +289,21 @@ class PipelineManager:
         control: JobControl,
         model: LoadedModel,
         request: GenerationRequest,
+        generation: GenerationRequest,
         choice: SamplerChoice,
         plan: ImagePlan,
         image: Any,
+        loras: LoraActivation | None = None,
         extra: dict[str, Any] | None = None,
     ) -> ImageResult:
+        """Metadata from what was really done (`generation`: the mode applied); the file keeps the user's request."""
         params = ImageParams(
             prompt=plan.prompt,
             negative_prompt=plan.negative_prompt,
-            steps=request.steps,
+            steps=generation.steps,
             sampler=choice.sampler,
             scheduler=choice.schedule,
-            cfg_scale=request.cfg_scale,
+            cfg_scale=generation.cfg_scale,
             seed=plan.seed,
             width=request.width,
             height=request.height,
@@ -271,8 +313,9 @@ class PipelineManager:
             prompt_template=request.prompt if request.prompt != plan.prompt else "",
             negative_template=request.negative_prompt if request.negative_prompt != plan.negative_prompt else "",
             styles=request.styles,
+            loras=tuple(loras.applied) if loras else (),
             clip_skip=request.clip_skip,
-            performance=request.performance,
+            performance=generation.performance,
             batch_index=plan.index,
             version=f"{APP_NAME} {__version__}",
             **(extra or {}),  # refiner and VAE override: names, hashes, switch

@@ -158,15 +158,17 @@ def _looks_like_lora(keys: list[str]) -> bool:
 
 
 def _lora_architecture(keys: list[str], shapes: Mapping[str, object]) -> Architecture:
+    # The cross-attention width is the surest sign (SD1 LoRAs in LDM naming exist too); names decide otherwise.
+    for key in keys:
+        if "attn2" in key and "to_k" in key and ("down" in key.rsplit(".", 2)[-2] or "lora_A" in key):
+            shape = _shape(shapes, key)
+            width = {768: Architecture.SD1, 1024: Architecture.SD2, 2048: Architecture.SDXL}.get(shape[1]) if len(shape) >= 2 else None
+            if width is not None:
+                return width
     if any(k.startswith(("lora_te2_", "text_encoder_2.", "te2.")) for k in keys):
         return Architecture.SDXL
     if any(k.startswith(("lora_unet_input_blocks_", "lora_unet_output_blocks_", "lora_unet_middle_block_")) for k in keys):
         return Architecture.SDXL  # kohya names SDXL UNet layers by their original LDM names
-    for key in keys:
-        if "attn2" in key and "to_k" in key and ("down" in key.rsplit(".", 2)[-2] or "lora_A" in key):
-            shape = _shape(shapes, key)
-            if shape and len(shape) >= 2:
-                return {768: Architecture.SD1, 1024: Architecture.SD2, 2048: Architecture.SDXL}.get(shape[1], Architecture.UNKNOWN)
     if any(k.startswith(("lora_te_", "lora_unet_down_blocks_", "lora_unet_up_blocks_")) for k in keys):
         return Architecture.SD1
     return Architecture.UNKNOWN

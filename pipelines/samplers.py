@@ -84,6 +84,13 @@ class SamplerTable:
             overrides["noise_sampler_seed"] = seed  # DPM++ SDE's Brownian tree: seeded, so seeds reproduce
         return cls.from_config(base_config, **{k: v for k, v in overrides.items() if k in accepted})
 
+    def count_steps(self, base_config: Any, choice: SamplerChoice, steps: int) -> int:
+        """How many denoising steps (step-callback calls) a sampler makes for `steps`: second-order
+        samplers (Heun, DPM2, DPM++ SDE) evaluate twice per step, so progress must count 2n-1."""
+        scheduler = self.make(base_config, choice)
+        scheduler.set_timesteps(steps, device="cpu")
+        return len(scheduler.timesteps)
+
     def _find_sampler(self, name: str) -> tuple[str, str | None]:
         if name in self._samplers:
             return name, None

@@ -20,8 +20,10 @@ from .history import History
 from .image_store import ImageStore
 from .job_queue import JobQueue
 from .loader import ModelLoader
+from .loras import LoraManager
 from .manager import PipelineManager
 from .model_cache import ModelCache
+from .performance import PerformanceTable
 from .registry import ModelRegistry
 from .samplers import SamplerTable
 
@@ -40,6 +42,12 @@ class Services:
     queue: JobQueue
     history: History
     samplers: SamplerTable
+    loras: LoraManager
+    performance: PerformanceTable
+
+    def lora_info(self, name: str):
+        """A LoRA's training metadata for the UI (trigger words, top tags, base model): a lora_info.LoraInfo."""
+        return self.loras.info(name)
 
     def close(self) -> None:
         self.queue.stop()
@@ -68,17 +76,22 @@ def build_services(cfg: AppConfig, start_worker: bool = True) -> Services:
     cache = ModelCache(plan.device, device_budget, host_budget)
     samplers = SamplerTable.load()
     history = History(cfg.output_dir / "history.sqlite")
+    hashes = HashCache(cache_dir / "hashes.json")
+    loras = LoraManager(registry, hashes, cache_bytes=int(cfg.lora_cache_mb * 1024**2))
+    performance = PerformanceTable.load(registry, samplers)
     manager = PipelineManager(
         registry=registry,
-        loader=ModelLoader(plan, cache_dir, HashCache(cache_dir / "hashes.json")),
+        loader=ModelLoader(plan, cache_dir, hashes),
         cache=cache,
         samplers=samplers,
         encoder=PlainEncoder(),
         store=ImageStore(cfg.output_dir),
         history=history,
         default_model=cfg.default_model,
+        loras=loras,
+        performance=performance,
     )
     queue = JobQueue(manager.run, max_queue=cfg.max_queue)
     if start_worker:
         queue.start()
-    return Services(cfg, plan, registry, cache, manager, queue, history, samplers)
+    return Services(cfg, plan, registry, cache, manager, queue, history, samplers, loras, performance)

@@ -99,3 +99,10 @@ def test_names_users_know_are_all_there(table):
         assert name in table.samplers
     for name in ["Automatic", "Karras", "Exponential", "SGM Uniform"]:
         assert name in table.schedules
+
+
+def test_step_counts_match_what_the_pipeline_does(table, base_config):
+    assert table.count_steps(base_config, table.resolve("Euler", "Automatic"), 10) == 10
+    assert table.count_steps(base_config, table.resolve("Heun", "Karras"), 10) == 19
+    assert table.count_steps(base_config, table.resolve("DPM2 a", "Automatic"), 10) == 19
+    assert table.count_steps(base_config, table.resolve("LCM", "Automatic"), 4) == 4
