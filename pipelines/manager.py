@@ -24,6 +24,7 @@ from .loader import LoadedModel, ModelLoader
 from .metadata import infotext
 from .model_cache import ModelCache
 from .progress import StepCallback, StepTimer, latent_preview
+from .prompt_plan import PromptPlanner, wildcard_seed
 from .registry import ModelRegistry
 from .samplers import SamplerChoice, SamplerTable
 from .types import GenerationRequest, GenerationResult, ImageParams, ImageResult, ModelKind, SeedBehavior
@@ -73,6 +74,7 @@ class PipelineManager:
         cache: ModelCache,
         samplers: SamplerTable,
         encoder: PromptEncoder,
+        prompts: PromptPlanner,
         store: ImageStore,
         history: History,
         default_model: str | None = None,
@@ -83,13 +85,16 @@ class PipelineManager:
         self.cache = cache
         self.samplers = samplers
         self.encoder = encoder
+        self.prompts = prompts
         self.store = store
         self.history = history
         self.default_model = default_model
         self.preview_every = preview_every
 
     def validate(self, request: GenerationRequest) -> GenerationRequest:
-        return validate(request, self.samplers)
+        request = validate(request, self.samplers)
+        self.prompts.plan(request)  # unknown styles, <lora:…> names and wildcards are refused at submit time
+        return request
 
     def run(self, control: JobControl) -> GenerationResult:
         started = time.perf_counter()
@@ -101,11 +106,11 @@ class PipelineManager:
         if choice.note:
             control.emit(JobStatus(control.job_id, choice.note))
 
-        # 2. The model: from the cache, else from disk (or the hub).
-        model = self.model_for(request, control)
+        # 2. Seeds and prompts of every image: styles, <lora:…> tags into the LoRA list, wildcards by seed.
+        request, plans = self.plan_images(request)
 
-        # 3. Seeds and prompts of every image.
-        plans = self.plan_images(request)
+        # 3. The model: from the cache, else from disk (or the hub).
+        model = self.model_for(request, control)
 
         # 4. Make the images one by one, so each is shown and saved as soon as it is done.
         timer = StepTimer()
@@ -136,9 +141,15 @@ class PipelineManager:
 
         return self.cache.get(record, lambda: self.loader.load(record, status))
 
-    def plan_images(self, request: GenerationRequest) -> list[ImagePlan]:
-        seeds = plan_seeds(request.seed, request.image_count, request.seed_behavior)
-        return [ImagePlan(i, seed, request.prompt, request.negative_prompt) for i, seed in enumerate(seeds)]
+    def plan_images(self, request: GenerationRequest) -> tuple[GenerationRequest, list[ImagePlan]]:
+        """The request with the prompt's <lora:…> tags in its LoRA list, and each image's seed and final prompts."""
+        prompts = self.prompts.plan(request)
+        request = request.replace(loras=prompts.loras)
+        plans = []
+        for i, seed in enumerate(plan_seeds(request.seed, request.image_count, request.seed_behavior)):
+            prompt, negative = self.prompts.for_image(prompts, wildcard_seed(seed, i, request.seed_behavior))
+            plans.append(ImagePlan(i, seed, prompt, negative))
+        return request, plans
 
     def generate_one(
         self,

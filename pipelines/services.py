@@ -13,8 +13,8 @@ import torch
 
 from . import devices
 from .config import AppConfig
-from .conditioning import PlainEncoder
 from .devices import DevicePlan
+from .embeddings import TextualInversions
 from .hashing import HashCache
 from .history import History
 from .image_store import ImageStore
@@ -22,8 +22,12 @@ from .job_queue import JobQueue
 from .loader import ModelLoader
 from .manager import PipelineManager
 from .model_cache import ModelCache
+from .prompt_encoder import CompelEncoder
+from .prompt_plan import PromptPlanner
 from .registry import ModelRegistry
 from .samplers import SamplerTable
+from .styles import StyleLibrary
+from .wildcards import Wildcards
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,8 @@ class Services:
     queue: JobQueue
     history: History
     samplers: SamplerTable
+    styles: StyleLibrary
+    wildcards: Wildcards
 
     def close(self) -> None:
         self.queue.stop()
@@ -68,12 +74,17 @@ def build_services(cfg: AppConfig, start_worker: bool = True) -> Services:
     cache = ModelCache(plan.device, device_budget, host_budget)
     samplers = SamplerTable.load()
     history = History(cfg.output_dir / "history.sqlite")
+    styles = StyleLibrary(cfg.styles_dir)
+    for problem in styles.problems:
+        log.warning("styles: %s", problem)
+    wildcards = Wildcards(cfg.wildcards_dir)
     manager = PipelineManager(
         registry=registry,
         loader=ModelLoader(plan, cache_dir, HashCache(cache_dir / "hashes.json")),
         cache=cache,
         samplers=samplers,
-        encoder=PlainEncoder(),
+        encoder=CompelEncoder(TextualInversions(registry)),
+        prompts=PromptPlanner(styles, wildcards, registry),
         store=ImageStore(cfg.output_dir),
         history=history,
         default_model=cfg.default_model,
@@ -81,4 +92,4 @@ def build_services(cfg: AppConfig, start_worker: bool = True) -> Services:
     queue = JobQueue(manager.run, max_queue=cfg.max_queue)
     if start_worker:
         queue.start()
-    return Services(cfg, plan, registry, cache, manager, queue, history, samplers)
+    return Services(cfg, plan, registry, cache, manager, queue, history, samplers, styles=styles, wildcards=wildcards)
