@@ -39,6 +39,20 @@ class LoadedEmbedding:
     placeholders: str  # what the name is replaced with: one token per vector
 
 
+PLACEHOLDER = re.compile(r"^<ti[0-9a-f]{8}n(\d+)>$")
+
+
+def placeholder_tokens(record: ModelRecord, count: int) -> list[str]:
+    """The private tokens of one embedding's vectors: `<ti` + 8 hex digits of its name + `n<i>>`."""
+    digest = hashlib.sha1(record.name.encode("utf-8")).hexdigest()[:8]
+    return [f"<ti{digest}n{i}>" for i in range(count)]
+
+
+def embedding_start_ids(tokenizer: Any) -> set[int]:
+    """Token ids of the first vector of every embedding loaded into this tokenizer."""
+    return {i for token, i in tokenizer.added_tokens_encoder.items() if (m := PLACEHOLDER.match(token)) and m.group(1) == "0"}
+
+
 def embedding_word(record: ModelRecord) -> str:
     """The word a prompt uses: the file name without folder or suffix."""
     return record.name.rsplit("/", 1)[-1]
@@ -124,8 +138,7 @@ class TextualInversions:
             targets.append((pipe.tokenizer_2, pipe.text_encoder_2, "clip_g"))
         vectors = [tables.get(key if model.architecture is Architecture.SDXL else "") for _, _, key in targets]
         _check_fits(record, model, tables, vectors, [encoder for _, encoder, _ in targets])
-        digest = hashlib.sha1(record.name.encode("utf-8")).hexdigest()[:8]
-        tokens = [f"<ti{digest}n{i}>" for i in range(vectors[0].shape[0])]
+        tokens = placeholder_tokens(record, vectors[0].shape[0])
         for (tokenizer, encoder, _), table in zip(targets, vectors):
             _add_vectors(tokenizer, encoder, tokens, table)
         return LoadedEmbedding(embedding_word(record), record, " ".join(tokens))

@@ -24,7 +24,7 @@ from compel import Compel, DownweightMode, EmbeddingsProvider, ReturnedEmbedding
 from compel.prompt_parser import Blend, Conjunction, CrossAttentionControlSubstitute, FlattenedPrompt
 
 from .conditioning import Conditioning
-from .embeddings import TextualInversions
+from .embeddings import TextualInversions, embedding_start_ids
 from .errors import InvalidRequest
 from .loader import LoadedModel
 from .prompt_syntax import BREAK_MARK, a1111_chunks, is_compel_syntax, parse_a1111, strip_lora_tags
@@ -62,6 +62,7 @@ class A1111Provider(EmbeddingsProvider):
         self.layer = layer
         self.comma_id = tokenizer.convert_tokens_to_ids(",</w>")
         self.base_vocab = tokenizer.vocab_size  # ids past it are textual-inversion vectors
+        self.embedding_starts = embedding_start_ids(tokenizer)
 
     def get_token_ids(self, texts: list[str], include_start_and_end_markers: bool = True, padding: str = "do_not_pad",
                       truncation_override: bool | None = None) -> list[list[int]]:
@@ -84,6 +85,7 @@ class A1111Provider(EmbeddingsProvider):
             weights or [1.0],
             [f == BREAK_MARK for f in fragments] or [False],
             self.comma_id,
+            embedding_start=self.embedding_starts.__contains__,
             is_embedding=lambda token: token >= self.base_vocab,
         )
         ids: list[int] = []
@@ -164,7 +166,7 @@ class CompelEncoder:
                 p.get_embeddings_for_weighted_prompt_fragments([texts], [weights], device=p.text_encoder.device)
                 for p in providers
             ]
-            pooled_texts = [t for t in texts if t != BREAK_MARK]
+            pooled_texts = texts  # BREAKs kept: the pooled embedding is the first chunk's
         per_encoder = _pad_each(per_encoder, providers)
         return torch.cat(per_encoder, dim=-1), pooled_texts
 

@@ -190,6 +190,7 @@ def a1111_chunks(
     weights: Sequence[float],
     breaks: Sequence[bool],
     comma_id: int,
+    embedding_start: Callable[[int], bool] = lambda token: False,
     is_embedding: Callable[[int], bool] = lambda token: False,
     chunk_tokens: int = CHUNK_TOKENS,
     backtrack: int = COMMA_BACKTRACK,
@@ -198,7 +199,8 @@ def a1111_chunks(
 
     A full chunk is cut after its last comma when that comma is at most `backtrack` tokens back, so
     phrases stay whole; BREAK closes the current chunk (even an empty one); a run of textual-inversion
-    vectors is never split across chunks. Returns (token ids, per-token weights) without start/end markers.
+    vectors (a token where `embedding_start`, then the `is_embedding` ones after it) is never split across
+    chunks. Returns (token ids, per-token weights) without start/end markers.
     """
     chunks: list[tuple[list[int], list[float]]] = []
     ids: list[int] = []
@@ -227,7 +229,7 @@ def a1111_chunks(
                 ids, mults = moved_ids, moved_mults
             if len(ids) == chunk_tokens:
                 close()
-            run = _embedding_run(tokens, position, is_embedding)
+            run = _embedding_run(tokens, position, embedding_start, is_embedding)
             if run > 1 and len(ids) + run > chunk_tokens and ids:
                 close()  # keep all vectors of one embedding in one chunk
             for token in tokens[position : position + max(run, 1)]:
@@ -241,8 +243,12 @@ def a1111_chunks(
     return chunks
 
 
-def _embedding_run(tokens: Sequence[int], start: int, is_embedding: Callable[[int], bool]) -> int:
-    end = start
-    while end < len(tokens) and is_embedding(tokens[end]):
+def _embedding_run(tokens: Sequence[int], start: int, embedding_start: Callable[[int], bool],
+                   is_embedding: Callable[[int], bool]) -> int:
+    """How many vectors of one embedding begin at `start` (0 when none does)."""
+    if not embedding_start(tokens[start]):
+        return 0
+    end = start + 1
+    while end < len(tokens) and is_embedding(tokens[end]) and not embedding_start(tokens[end]):
         end += 1
     return end - start

@@ -72,7 +72,7 @@ def merge_template(template: str, prompt: str) -> str:
 
 def _tidy(text: str) -> str:
     """Remove the empty list items an empty prompt leaves in a template ("a , , b" -> "a, b")."""
-    text = re.sub(r"\s*,(\s*,)+", ",", text)
+    text = re.sub(r"\s*,(\s*,)*", ",", text)
     return re.sub(r"\s{2,}", " ", text).strip(" ,")
 
 
