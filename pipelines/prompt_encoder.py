@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from compel import Compel, DownweightMode, EmbeddingsProvider, ReturnedEmbeddingsType, SplitLongTextMode
-from compel.prompt_parser import Blend, Conjunction, CrossAttentionControlSubstitute, FlattenedPrompt
+from compel.prompt_parser import Blend, Conjunction, CrossAttentionControlSubstitute
 
 from .conditioning import Conditioning
 from .embeddings import TextualInversions, embedding_start_ids
@@ -125,10 +125,12 @@ class CompelEncoder:
 
     def encode(self, model: LoadedModel, prompt: str, negative: str, clip_skip: int, guidance: bool) -> Conditioning:
         providers = self.providers(model, clip_skip)
-        texts = [strip_lora_tags(prompt)] + ([strip_lora_tags(negative)] if guidance else [])
-        substitute = self.embeddings.prepare(model, texts) if self.embeddings else _same
+        texts = {"prompt": strip_lora_tags(prompt)}
+        if guidance:
+            texts["negative_prompt"] = strip_lora_tags(negative)
+        substitute = self.embeddings.prepare(model, texts.values()) if self.embeddings else _same
         with torch.no_grad():
-            encoded = [self.encode_text(providers, text, substitute) for text in texts]
+            encoded = [self.encode_text(providers, text, substitute, field) for field, text in texts.items()]
             embeds = pad_to_same_length([e for e, _ in encoded], providers)
             pooled = [self.pooled(providers[-1], p) for _, p in encoded] if len(providers) == 2 else [None] * len(texts)
         return Conditioning(
@@ -152,23 +154,33 @@ class CompelEncoder:
                 )
         return [A1111Provider(tokenizer, encoder, layer) for tokenizer, encoder in pairs]
 
-    def encode_text(self, providers: list[A1111Provider], text: str, substitute: Callable[[str], str]):
+    def encode_text(self, providers: list[A1111Provider], text: str, substitute: Callable[[str], str],
+                    field: str = "prompt") -> tuple[torch.Tensor, list[str]]:
         """(embeddings of all text encoders side by side, the fragments the pooled embedding is made from)."""
-        if is_compel_syntax(text):
-            conjunction = Compel.parse_prompt_string(substitute(text))
-            per_encoder = [_compel_on(p).build_conditioning_tensor_for_conjunction(conjunction)[0] for p in providers]
-            pooled_texts = _first_prompt_texts(conjunction)
-        else:
-            fragments = parse_a1111(substitute(text))
-            texts = [f.text for f in fragments]
-            weights = _usable_weights(providers[0], texts, [f.weight for f in fragments])
-            per_encoder = [
-                p.get_embeddings_for_weighted_prompt_fragments([texts], [weights], device=p.text_encoder.device)
-                for p in providers
-            ]
-            pooled_texts = texts  # BREAKs kept: the pooled embedding is the first chunk's
-        per_encoder = _pad_each(per_encoder, providers)
-        return torch.cat(per_encoder, dim=-1), pooled_texts
+        try:
+            if is_compel_syntax(text):
+                conjunction = Compel.parse_prompt_string(substitute(text))
+                per_encoder = [_compel_on(p).build_conditioning_tensor_for_conjunction(conjunction)[0] for p in providers]
+                pooled_texts = _first_prompt_texts(conjunction)
+            else:
+                fragments = parse_a1111(substitute(text))
+                texts = [f.text for f in fragments]
+                weights = _usable_weights(providers[0], texts, [f.weight for f in fragments])
+                per_encoder = [
+                    p.get_embeddings_for_weighted_prompt_fragments([texts], [weights], device=p.text_encoder.device)
+                    for p in providers
+                ]
+                pooled_texts = texts  # BREAKs kept: the pooled embedding is the first chunk's
+        except (ValueError, RuntimeError, IndexError) as exc:  # compel's own checks on odd prompts
+            raise InvalidRequest(f"The {field.replace('_', ' ')} could not be encoded: {exc}", field=field) from exc
+        embeds = torch.cat(_pad_each(per_encoder, providers), dim=-1)
+        if not bool(torch.isfinite(embeds).all()):
+            raise InvalidRequest(
+                f"The weights in the {field.replace('_', ' ')} leave nothing to condition on "
+                "(for example .blend() weights that add up to 0, or a weight too large for this precision).",
+                field=field,
+            )
+        return embeds, pooled_texts
 
     def pooled(self, provider: A1111Provider, texts: Sequence[str]) -> torch.Tensor:
         """SDXL's pooled text embedding, from text_encoder_2 on the first chunk, as diffusers computes it."""

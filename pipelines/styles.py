@@ -128,10 +128,10 @@ class StyleLibrary:
             problems += file_problems
             for style in loaded:
                 key = style.name.lower()
-                if key in styles and styles[key].source != path:
-                    problems.append(StyleProblem(path, style.line, f"style {style.name!r} replaces the one in {styles[key].source.name}"))
-                elif key in styles:
-                    problems.append(StyleProblem(path, style.line, f"style {style.name!r} is defined twice; the later one is used"))
+                if key in styles:
+                    earlier = styles[key].source
+                    why = f"replaces the one in {earlier.name}" if earlier != path else "is defined twice; the later one is used"
+                    problems.append(StyleProblem(path, style.line, f"style {style.name!r} {why}"))
                 styles.pop(key, None)
                 styles[key] = style
         with self._lock:

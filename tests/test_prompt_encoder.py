@@ -208,3 +208,9 @@ def test_clip_skip_past_the_last_layer_is_refused(sd15):
 def test_no_guidance_means_no_negative(sdxl):
     got = ours(sdxl, "x", "y", guidance=False)
     assert got.negative_prompt_embeds is None and got.negative_pooled_prompt_embeds is None
+
+
+def test_weights_that_leave_nothing_are_a_clear_error(sd15):
+    with pytest.raises(InvalidRequest) as err:
+        ours(sd15, "x", '("a cat", "a dog").blend(0, 0)')
+    assert err.value.field == "negative_prompt" and ".blend()" in str(err.value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -40,7 +39,8 @@ def planner(tmp_path_factory) -> PromptPlanner:
 
 
 def test_styles_then_tags_then_wildcards(planner):
-    request = GenerationRequest(prompt="a __animal__ <lora:ink_lines:0.7>", negative_prompt="blurry", styles=("Detailed", "Frame"))
+    request = GenerationRequest(prompt="a __animal__ <lora:ink_lines:0.7>", negative_prompt="blurry",
+                                styles=("Detailed", "Frame"))
     plan = planner.plan(request)
     assert plan.prompt == "framed a __animal__ <lora:ink_lines:0.7>, intricate <lora:add_detail:0.5>"
     assert plan.negative_prompt == "blurry, flat"

@@ -47,7 +47,8 @@ def test_every_shipped_style_wraps_the_prompt(shipped):
 def test_search_and_categories(shipped):
     names = [s.name for s in shipped.search("noir")]
     assert "Cinematic - Film Noir" in names and "Illustration - Graphic Novel Noir" in names
-    assert [s.name for s in shipped.search("noir", category="cinematic")] == ["Cinematic - Film Noir", "Cinematic - Neo-Noir Neon"]
+    in_category = [s.name for s in shipped.search("noir", category="cinematic")]
+    assert in_category == ["Cinematic - Film Noir", "Cinematic - Neo-Noir Neon"]
     assert all(s.category == "Pixel Art & Games" for s in shipped.search(category="Pixel Art & Games"))
     assert shipped.search("pixel 16-bit")[0].name == "Pixel Art - 16-bit"
     assert len(shipped.search("")) == len(shipped.all())
