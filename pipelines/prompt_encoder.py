@@ -229,7 +229,7 @@ def _first_prompt_texts(conjunction: Conjunction) -> list[str]:
 def _pad_each(tensors: list[torch.Tensor], providers: list[A1111Provider]) -> list[torch.Tensor]:
     """Give each encoder's output the same number of chunks, padding with that encoder's empty prompt."""
     longest = max(t.shape[1] for t in tensors)
-    return [_pad(t, p.empty_z, longest) for t, p in zip(tensors, providers)]
+    return [t if t.shape[1] == longest else _pad(t, p.empty_z, longest) for t, p in zip(tensors, providers)]
 
 
 def pad_to_same_length(tensors: list[torch.Tensor], providers: list[A1111Provider]) -> list[torch.Tensor]:
@@ -237,12 +237,10 @@ def pad_to_same_length(tensors: list[torch.Tensor], providers: list[A1111Provide
     longest = max(t.shape[1] for t in tensors)
     if all(t.shape[1] == longest for t in tensors):
         return tensors
-    empty = torch.cat([p.empty_z.to(tensors[0].dtype) for p in providers], dim=-1)
+    empty = torch.cat([p.empty_z.to(tensors[0].dtype) for p in providers], dim=-1)  # one encoder pass each
     return [_pad(t, empty, longest) for t in tensors]
 
 
 def _pad(tensor: torch.Tensor, empty: torch.Tensor, length: int) -> torch.Tensor:
     repeats = (length - tensor.shape[1]) // empty.shape[1]
-    if repeats <= 0:
-        return tensor
     return torch.cat([tensor, empty.to(tensor.device, tensor.dtype).repeat(tensor.shape[0], repeats, 1)], dim=1)
