@@ -63,6 +63,7 @@ class A1111Provider(EmbeddingsProvider):
         self.comma_id = tokenizer.convert_tokens_to_ids(",</w>")
         self.base_vocab = tokenizer.vocab_size  # ids past it are textual-inversion vectors
         self.embedding_starts = embedding_start_ids(tokenizer)
+        self._pooled: dict[tuple[int, ...], torch.Tensor] = {}  # first-chunk ids -> pooled output
 
     def get_token_ids(self, texts: list[str], include_start_and_end_markers: bool = True, padding: str = "do_not_pad",
                       truncation_override: bool | None = None) -> list[list[int]]:
@@ -105,16 +106,35 @@ class A1111Provider(EmbeddingsProvider):
         mask = None if attention_mask is None or bool((attention_mask == 1).all()) else attention_mask
         if self.layer.index is None:
             return self.text_encoder(token_ids, attention_mask=mask)[0]
-        hidden = self.text_encoder(token_ids, attention_mask=mask, output_hidden_states=True).hidden_states[self.layer.index]
+        out = self.text_encoder(token_ids, attention_mask=mask, output_hidden_states=True)
+        if mask is None and hasattr(out, "text_embeds"):  # SDXL's text_encoder_2: keep the pooled output too
+            self._pooled[tuple(token_ids[0].tolist())] = self._pooled_from(out, token_ids)
+        hidden = out.hidden_states[self.layer.index]
         if not self.layer.normalize:
             return hidden
         # transformers 5 flattened CLIPTextModel (no `.text_model`); older versions nest it
         return getattr(self.text_encoder, "text_model", self.text_encoder).final_layer_norm(hidden)
 
-    def first_chunk_ids(self, texts: Sequence[str]) -> torch.Tensor:
-        """The 77 token ids of the first chunk, weights ignored: what A1111 pools SDXL's embedding from."""
+    def pooled(self, texts: Sequence[str]) -> torch.Tensor:
+        """SDXL's pooled embedding: text_encoder_2's output for the first chunk, weights ignored (as A1111).
+
+        The chunk was usually encoded already, unmasked, while its hidden states were taken; that output is
+        reused, so the pooled embedding costs no extra pass.
+        """
         ids, _, _ = self.get_token_ids_and_expand_weights(list(texts), [1.0] * len(texts), device=self.text_encoder.device)
-        return ids[: self.max_token_count].unsqueeze(0)
+        first = ids[: self.max_token_count].unsqueeze(0)
+        key = tuple(first[0].tolist())
+        if key not in self._pooled:
+            self._pooled[key] = self._pooled_from(self.text_encoder(first, output_hidden_states=True), first)
+        return self._pooled[key].to(self.text_encoder.dtype)
+
+    def _pooled_from(self, out: Any, token_ids: torch.Tensor) -> torch.Tensor:
+        if bool((token_ids >= self.base_vocab).any()):
+            # CLIP pools at the highest token id (its legacy end-of-text rule); textual-inversion ids are
+            # higher than that, so pool at the real end-of-text position instead.
+            end = int((token_ids[0] == self.tokenizer.eos_token_id).nonzero()[0])
+            return self.text_encoder.text_projection(out.last_hidden_state[:, end])
+        return out[0]
 
 
 class CompelEncoder:
@@ -132,7 +152,7 @@ class CompelEncoder:
         with torch.no_grad():
             encoded = [self.encode_text(providers, text, substitute, field) for field, text in texts.items()]
             embeds = pad_to_same_length([e for e, _ in encoded], providers)
-            pooled = [self.pooled(providers[-1], p) for _, p in encoded] if len(providers) == 2 else [None] * len(texts)
+            pooled = [providers[-1].pooled(p) for _, p in encoded] if len(providers) == 2 else [None] * len(texts)
         return Conditioning(
             prompt_embeds=embeds[0],
             negative_prompt_embeds=embeds[1] if guidance else None,
@@ -181,18 +201,6 @@ class CompelEncoder:
                 field=field,
             )
         return embeds, pooled_texts
-
-    def pooled(self, provider: A1111Provider, texts: Sequence[str]) -> torch.Tensor:
-        """SDXL's pooled text embedding, from text_encoder_2 on the first chunk, as diffusers computes it."""
-        ids = provider.first_chunk_ids(texts)
-        encoder = provider.text_encoder
-        out = encoder(ids, output_hidden_states=True)
-        if bool((ids >= provider.base_vocab).any()):
-            # CLIP pools at the highest token id (its legacy end-of-text rule); textual-inversion ids are
-            # higher than that, so pool at the real end-of-text position instead.
-            end = int((ids[0] == provider.tokenizer.eos_token_id).nonzero()[0])
-            return encoder.text_projection(out.last_hidden_state[:, end]).to(encoder.dtype)
-        return out[0].to(encoder.dtype)
 
 
 def _same(text: str) -> str:

@@ -162,6 +162,8 @@ class StyleLibrary:
         return list(dict.fromkeys(s.category for s in self.all()))
 
     def get(self, name: str) -> Style:
+        if not isinstance(name, str):
+            raise InvalidRequest(f"Style names must be text, got {name!r}.", field="styles")
         with self._lock:
             style = self._styles.get(name.strip().lower())
         if style is None:
