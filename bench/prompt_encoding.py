@@ -2,7 +2,8 @@
 
 Full-size text encoders (CLIP-L for SD1.5; CLIP-L + OpenCLIP bigG for SDXL) with random weights, since
 time depends only on the architecture. The two encoders run alternately and each case prints the median
-times and the median of the per-round ratios ours / diffusers, which stays meaningful on a busy machine. Diffusers cuts long prompts at 75 tokens and reads brackets as text, so for those rows
+times, the median of the per-round ratios ours / diffusers (meaningful even on a busy machine), and how
+many text-encoder passes each made (the part of the cost no machine changes). Diffusers cuts long prompts at 75 tokens and reads brackets as text, so for those rows
 the ratio is the price of encoding every chunk and of weighting, not of doing the same work slower.
 
 Run: `python bench/prompt_encoding.py [--sdxl] [--runs N] [--dtype fp32|bf16]`
@@ -47,6 +48,19 @@ def model_with_full_text_encoders(arch: Architecture, dtype: torch.dtype) -> Loa
     return LoadedModel(record, arch, pipe, "0" * 64, 0)
 
 
+def encoder_passes(model: LoadedModel, fn) -> int:
+    """How many times `fn` runs a text encoder: the machine-independent part of the cost."""
+    calls: list[int] = []
+    encoders = [model.pipe.text_encoder] + ([model.pipe.text_encoder_2] if model.architecture is Architecture.SDXL else [])
+    hooks = [e.register_forward_hook(lambda *args: calls.append(1)) for e in encoders]
+    try:
+        fn()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return len(calls)
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -72,15 +86,17 @@ def main() -> None:
     archs = [Architecture.SD1] + ([Architecture.SDXL] if args.sdxl else [])
     logging.disable(logging.WARNING)  # diffusers' truncation warnings would bury the table
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}, median of {args.runs}")
-    print(f"{'model':6} {'case':18} {'diffusers ms':>13} {'ours ms':>9} {'ratio':>6}", flush=True)
+    print(f"{'model':6} {'case':18} {'diffusers ms':>13} {'ours ms':>9} {'ratio':>6} {'encoder passes':>15}", flush=True)
     for arch in archs:
         model = model_with_full_text_encoders(arch, dtype)
         plain, ours = PlainEncoder(), CompelEncoder()
         for case, (prompt, negative) in CASES.items():
+            run_theirs = lambda: plain.encode(model, prompt, negative, 1, True)  # noqa: E731
+            run_ours = lambda: ours.encode(model, prompt, negative, 1, True)  # noqa: E731
             with torch.inference_mode():
-                theirs, mine, ratio = compare(lambda: plain.encode(model, prompt, negative, 1, True),
-                                              lambda: ours.encode(model, prompt, negative, 1, True), args.runs)
-            print(f"{arch.label:6} {case:18} {theirs * 1000:13.1f} {mine * 1000:9.1f} {ratio:6.2f}", flush=True)
+                theirs, mine, ratio = compare(run_theirs, run_ours, args.runs)
+                passes = f"{encoder_passes(model, run_theirs)} vs {encoder_passes(model, run_ours)}"
+            print(f"{arch.label:6} {case:18} {theirs * 1000:13.1f} {mine * 1000:9.1f} {ratio:6.2f} {passes:>15}", flush=True)
 
 
 if __name__ == "__main__":

@@ -192,6 +192,8 @@ class CompelEncoder:
                 ]
                 pooled_texts = texts  # BREAKs kept: the pooled embedding is the first chunk's
         except (ValueError, RuntimeError, IndexError) as exc:  # compel's own checks on odd prompts
+            if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc):
+                raise
             raise InvalidRequest(f"The {field.replace('_', ' ')} could not be encoded: {exc}", field=field) from exc
         embeds = torch.cat(_pad_each(per_encoder, providers), dim=-1)
         if not bool(torch.isfinite(embeds).all()):
