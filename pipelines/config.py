@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 
 def setting(default, help: str, cli_type: type | None = None):  # noqa: A002 - "help" mirrors argparse
     """A config field with its description; cli_type is needed only where the default is None."""
@@ -24,6 +26,14 @@ class AppConfig:
         "Folder with checkpoints/, loras/, vae/, embeddings/ (an A1111 or ComfyUI models folder works too).",
     )
     output_dir: Path = setting(Path("outputs"), "Where images and the history index are written.")
+    styles_dir: Path = setting(
+        REPO_ROOT / "styles",
+        "Folder of style presets: our YAML files, Fooocus JSON style files and A1111 styles.csv files are all read.",
+    )
+    wildcards_dir: Path = setting(
+        REPO_ROOT / "wildcards",
+        "Folder of wildcard files: __name__ in a prompt picks a line of name.txt (sub-folders: __folder/name__).",
+    )
     device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps.")
     precision: str = setting("auto", "auto, fp32, fp16 or bf16 (auto: bf16 on CUDA and on CPUs with native bf16).")
     default_model: str | None = setting(

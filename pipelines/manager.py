@@ -27,6 +27,7 @@ from .metadata import infotext
 from .model_cache import ModelCache
 from .performance import PerformanceTable
 from .progress import StepCallback, StepTimer, latent_preview
+from .prompt_plan import PromptPlanner, wildcard_seed
 from .refiner import RefinerStage, check_request, find_refiner, refiner_name
 from .registry import ModelRegistry
 from .samplers import SamplerChoice, SamplerTable
@@ -87,6 +88,7 @@ class PipelineManager:
         cache: ModelCache,
         samplers: SamplerTable,
         encoder: PromptEncoder,
+        prompts: PromptPlanner,
         store: ImageStore,
         history: History,
         default_model: str | None = None,
@@ -99,6 +101,7 @@ class PipelineManager:
         self.cache = cache
         self.samplers = samplers
         self.encoder = encoder
+        self.prompts = prompts
         self.store = store
         self.history = history
         self.preview_interval = preview_interval
@@ -140,9 +143,11 @@ class PipelineManager:
         return self.loader.hashes.known_model_hash(record.path) if record.path is not None else None
 
     def validate(self, request: GenerationRequest) -> GenerationRequest:
-        """Field checks, then the named models against the registry (the refiner must suit the base model),
-        and whether the performance mode can run here (its LoRA present or downloadable)."""
+        """Field checks; styles, <lora:…> names and wildcards; the named models against the registry (the
+        refiner must suit the base model); whether the performance mode can run here (its LoRA present or
+        downloadable). All of it at submit time, so a bad request never waits in the queue."""
         request = validate(request, self.samplers)
+        self.prompts.plan(request)
         check_request(request, self.registry, self.default_model)
         if vae_name(request) is not None:
             find_vae(self.registry, vae_name(request))
@@ -173,16 +178,16 @@ class PipelineManager:
         if choice.note:
             control.emit(JobStatus(control.job_id, choice.note))
 
-        # 2. The models: the checkpoint from the cache, else from disk (or the hub); the refiner and VAE asked for.
+        # 2. Seeds and prompts of every image: styles, <lora:…> tags into the LoRA list, wildcards by seed.
+        generation, plans = self.plan_images(generation)
+
+        # 3. The models: the checkpoint from the cache, else from disk (or the hub); the refiner and VAE asked for.
         model = self.model_for(generation, control)
         refiner = self.refiner_for(generation, model, choice, control)
         vae = self.vae_for(generation, model, control)
 
-        # 3. The mode's acceleration LoRA for this architecture (downloaded on first use).
+        # 4. The mode's acceleration LoRA for this architecture (downloaded on first use).
         generation = self.performance.apply(generation, model.architecture, self._status(control))
-
-        # 4. Seeds and prompts of every image.
-        plans = self.plan_images(generation)
 
         # 5. LoRAs patched in for the whole job (restored exactly afterwards, also on cancel or error);
         #    the images are made one by one, so each is shown and saved as soon as it is done.
@@ -241,9 +246,15 @@ class PipelineManager:
         control.emit(JobStatus(control.job_id, f"Loading VAE {vae_name(request)}"))
         return self.vaes.for_request(request, self.registry, model)
 
-    def plan_images(self, request: GenerationRequest) -> list[ImagePlan]:
-        seeds = plan_seeds(request.seed, request.image_count, request.seed_behavior)
-        return [ImagePlan(i, seed, request.prompt, request.negative_prompt) for i, seed in enumerate(seeds)]
+    def plan_images(self, request: GenerationRequest) -> tuple[GenerationRequest, list[ImagePlan]]:
+        """The request with the prompt's <lora:…> tags in its LoRA list, and each image's seed and final prompts."""
+        prompts = self.prompts.plan(request)
+        request = request.replace(loras=prompts.loras)
+        plans = []
+        for i, seed in enumerate(plan_seeds(request.seed, request.image_count, request.seed_behavior)):
+            prompt, negative = self.prompts.for_image(prompts, wildcard_seed(seed, i, request.seed_behavior))
+            plans.append(ImagePlan(i, seed, prompt, negative))
+        return request, plans
 
     def generate_one(
         self,
@@ -281,7 +292,7 @@ class PipelineManager:
             )
             if refiner is not None:
                 return refiner.refine(output.images, request, choice, self.samplers, plan.prompt, plan.negative_prompt,
-                                      plan.seed, generator, callback)
+                                      plan.seed, generator, callback, self.encoder)
         return output.images[0]
 
     def finish_image(

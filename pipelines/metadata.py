@@ -44,7 +44,7 @@ _RE_FLOAT = re.compile(r"^[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?$")
 _MAX_PARAM_LINE = 65536  # a longer last line is treated as prompt text, never scanned for parameters
 # Values that look numeric but are names or hashes (a hash can be all digits, a model can be called "2024").
 _TEXT_KEY_WORDS = ("hash", "model", "vae", "version", "sampler", "schedule", "lora", "style", "user", "prompt",
-                   "upscaler", "name", "performance")
+                   "upscaler", "name", "performance", "template")
 _PARAM_LINE_KEYS = ("Steps", "Sampler", "Seed", "CFG scale", "Size-1")
 _SCHEDULE_SUFFIXES = ("Karras", "Exponential", "SGM Uniform", "Polyexponential", "Uniform")
 _RE_HASHED_NAME = re.compile(r"^(.*\S)\s+\[([0-9A-Fa-f]{8,64})\]$")  # A1111's short_title: "name [hash]"
@@ -127,6 +127,10 @@ def infotext_fields(params: ImageParams) -> dict[str, str]:
         fields["Styles"] = repr(list(params.styles))  # Fooocus's form, which Fooocus reads back
     if params.performance:
         fields["Performance"] = params.performance
+    if params.prompt_template:  # what the user typed, before styles and wildcards (sd-dynamic-prompts' labels)
+        fields["Template"] = params.prompt_template
+    if params.negative_template:
+        fields["Negative Template"] = params.negative_template
     fields["Version"] = version
     return {k: v for k, v in fields.items() if v not in ("", None)}
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .conditioning import Conditioning, diffusers_clip_skip
+from .conditioning import Conditioning, PromptEncoder
 from .errors import InvalidRequest, ModelNotFound
 from .loader import LoadedModel
 from .registry import ModelRegistry
@@ -133,18 +133,6 @@ def split_steps(base_scheduler: Any, refiner_scheduler: Any, steps: int, switch:
     return base_n, min(refiner_n, len(refiner_scheduler.timesteps))
 
 
-def encode_refiner_prompt(pipe: Any, prompt: str, negative: str, clip_skip: int, guidance: bool) -> Conditioning:
-    """The refiner pipeline's own encode_prompt: OpenCLIP only (both encoders for an SDXL base as refiner).
-
-    Kept apart so that a weighted-prompt encoder can replace it in one place.
-    """
-    pos, neg, pooled, neg_pooled = pipe.encode_prompt(
-        prompt, device=pipe.device, num_images_per_prompt=1, do_classifier_free_guidance=guidance,
-        negative_prompt=negative, clip_skip=diffusers_clip_skip(clip_skip),
-    )
-    return Conditioning(pos, neg if guidance else None, pooled, neg_pooled if guidance else None)
-
-
 class _StageCallback:
     """The job's step callback, seen from the refiner's loop: its step i is step offset+i of the image."""
 
@@ -216,12 +204,17 @@ class RefinerStage:
         seed: int,
         generator: torch.Generator,
         callback: Any,
+        encoder: PromptEncoder,
     ) -> Any:
-        """Denoise the base's latents from the switch to the end and decode them; returns the PIL image."""
+        """Denoise the base's latents from the switch to the end and decode them; returns the PIL image.
+
+        The prompt goes through the job's encoder (weights, long prompts, embeddings), on the refiner's
+        own text encoders.
+        """
         guidance = request.cfg_scale > 1.0
         key = (prompt, negative)
         if key not in self._conditioning:
-            self._conditioning[key] = encode_refiner_prompt(self.pipe, prompt, negative, request.clip_skip, guidance)
+            self._conditioning[key] = encoder.encode(self.model, prompt, negative, request.clip_skip, guidance)
         self.pipe.scheduler = samplers.make(self.model.scheduler_config, choice, seed=seed)
         output = self.pipe(
             **self._conditioning[key].pipeline_kwargs(),

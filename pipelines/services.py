@@ -13,8 +13,8 @@ import torch
 
 from . import devices
 from .config import AppConfig
-from .conditioning import PlainEncoder
 from .devices import DevicePlan
+from .embeddings import TextualInversions
 from .hashing import HashCache
 from .history import History
 from .image_store import ImageStore
@@ -24,8 +24,12 @@ from .loras import LoraManager
 from .manager import PipelineManager
 from .model_cache import ModelCache
 from .performance import PerformanceTable
+from .prompt_encoder import CompelEncoder
+from .prompt_plan import PromptPlanner
 from .registry import ModelRegistry
 from .samplers import SamplerTable
+from .styles import StyleLibrary
+from .wildcards import Wildcards
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,8 @@ class Services:
     samplers: SamplerTable
     loras: LoraManager
     performance: PerformanceTable
+    styles: StyleLibrary
+    wildcards: Wildcards
 
     def lora_info(self, name: str):
         """A LoRA's training metadata for the UI (trigger words, top tags, base model): a lora_info.LoraInfo."""
@@ -79,12 +85,17 @@ def build_services(cfg: AppConfig, start_worker: bool = True) -> Services:
     hashes = HashCache(cache_dir / "hashes.json")
     loras = LoraManager(registry, hashes, cache_bytes=int(cfg.lora_cache_mb * 1024**2))
     performance = PerformanceTable.load(registry, samplers)
+    styles = StyleLibrary(cfg.styles_dir)
+    for problem in styles.problems:
+        log.warning("styles: %s", problem)
+    wildcards = Wildcards(cfg.wildcards_dir)
     manager = PipelineManager(
         registry=registry,
         loader=ModelLoader(plan, cache_dir, hashes),
         cache=cache,
         samplers=samplers,
-        encoder=PlainEncoder(),
+        encoder=CompelEncoder(TextualInversions(registry)),
+        prompts=PromptPlanner(styles, wildcards, registry),
         store=ImageStore(cfg.output_dir),
         history=history,
         default_model=cfg.default_model,
@@ -94,4 +105,4 @@ def build_services(cfg: AppConfig, start_worker: bool = True) -> Services:
     queue = JobQueue(manager.run, max_queue=cfg.max_queue)
     if start_worker:
         queue.start()
-    return Services(cfg, plan, registry, cache, manager, queue, history, samplers, loras, performance)
+    return Services(cfg, plan, registry, cache, manager, queue, history, samplers, loras, performance, styles, wildcards)

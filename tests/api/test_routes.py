@@ -107,18 +107,12 @@ def test_samplers_and_schedulers_come_from_the_sampler_table(client, live):
             assert table.resolve(alias, None).sampler == item["name"]
 
 
-def test_prompt_styles_list_the_style_library_or_nothing(client, live, monkeypatch):
-    if not hasattr(live.services, "styles"):  # the app without a style library lists none
-        assert client.get(f"{PREFIX}/prompt-styles").json() == []
-
-    class Style:
-        def __init__(self, name, prompt, negative_prompt):
-            self.name, self.prompt, self.negative_prompt = name, prompt, negative_prompt
-
-    monkeypatch.setattr(live.services, "styles", [Style("Cinematic", "{prompt}, film still", "cartoon")], raising=False)
-    assert client.get(f"{PREFIX}/prompt-styles").json() == [
-        {"name": "Cinematic", "prompt": "{prompt}, film still", "negative_prompt": "cartoon"}
-    ]
+def test_prompt_styles_list_the_style_library(client, live):
+    listed = client.get(f"{PREFIX}/prompt-styles").json()
+    library = live.services.styles.all()
+    assert len(listed) == len(library) >= 100
+    assert listed == [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt} for s in library]
+    assert all("{prompt}" in item["prompt"] for item in listed)
 
 
 def test_options_get_and_post_switch_the_default_model(client, live):

@@ -119,10 +119,14 @@ def test_override_settings_apply_to_this_request_only(client):
     assert info["sd_model_name"] == "tiny-sd15" and info["clip_skip"] == 1
 
 
-def test_styles_are_passed_on_and_unsupported_features_reported(client):
-    data, info = txt2img(client, prompt="st", steps=1, seed=2, styles=["Cinematic"], enable_hr=True, restore_faces=True,
-                         subseed_strength=0.3, **SMALL)
-    assert info["styles"] == ["Cinematic"] and "Styles: ['Cinematic']" in info["infotexts"][0]
+def test_styles_are_applied_and_unsupported_features_reported(client, live):
+    styles = ["Cinematic - Film Noir", "Cinematic - Film Still"]
+    data, info = txt2img(client, prompt="st", negative_prompt="mine", steps=1, seed=2, styles=styles, enable_hr=True,
+                         restore_faces=True, subseed_strength=0.3, **SMALL)
+    expected, negative = live.services.styles.apply(styles, "st", "mine")
+    assert expected.startswith("cinematic film still of film noir scene of st, ")  # the second wraps the first
+    assert info["all_prompts"] == [expected] and info["all_negative_prompts"] == [negative]
+    assert info["styles"] == styles and info["infotexts"][0].startswith(expected + "\nNegative prompt: " + negative)
     assert info["ignored_fields"] == ["subseed_strength", "restore_faces", "enable_hr"]
     assert len(data["images"]) == 1
 

@@ -137,18 +137,10 @@ def scheduler_items(table: SamplerTable) -> list[SchedulerItem]:
 
 
 def style_items(services: Services) -> list[PromptStyleItem]:
-    """The style library's styles; [] while the app has none (`services.styles` absent)."""
-    library = getattr(services, "styles", None)
-    if library is None:
-        return []
-    styles = library.list() if hasattr(library, "list") else list(library)
+    """Every style of the library, with its templates, as A1111 lists its styles.csv."""
     return [
-        PromptStyleItem(
-            name=str(style.name),
-            prompt=getattr(style, "prompt", None),
-            negative_prompt=getattr(style, "negative_prompt", None),
-        )
-        for style in styles
+        PromptStyleItem(name=style.name, prompt=style.prompt, negative_prompt=style.negative_prompt)
+        for style in services.styles.all()
     ]
 
 

@@ -1,0 +1,123 @@
+"""The prompt language through the whole engine: queue -> manager -> saved image and its metadata.
+
+References: the style library and wildcard expander for what the final prompt must be, plain diffusers
+for the pixels of an unweighted prompt, and compel's own embeddings for the pixels of a weighted one.
+"""
+
+from __future__ import annotations
+
+import compel
+import diffusers
+import numpy as np
+import pytest
+import torch
+
+from pipelines.config import AppConfig
+from pipelines.errors import InvalidRequest
+from pipelines.metadata import read_metadata
+from pipelines.services import build_services
+from pipelines.types import GenerationRequest, ImageParams, JobState, SeedBehavior
+from tests.test_engine import SIZE, pixels, reference
+
+STYLES = """
+category: Test
+styles:
+  - name: Ink
+    prompt: "ink drawing of {prompt}, bold lines"
+    negative_prompt: "colour, photo"
+  - name: Glow
+    prompt: "{prompt}, soft glow"
+    negative_prompt: "photo, dark"
+"""
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_models_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("prompt-engine")
+    (root / "styles").mkdir()
+    (root / "styles" / "test.yaml").write_text(STYLES, encoding="utf-8")
+    (root / "wildcards" / "zoo").mkdir(parents=True)
+    (root / "wildcards" / "zoo" / "animal.txt").write_text("red fox\nsnowy owl\nsea otter\nbrown bear\n", encoding="utf-8")
+    cfg = AppConfig(models_dir=tiny_models_dir, output_dir=root / "out", styles_dir=root / "styles",
+                    wildcards_dir=root / "wildcards", device="cpu", precision="fp32")
+    services = build_services(cfg)
+    yield services
+    services.close()
+
+
+def run(services, **fields):
+    info = services.queue.wait(services.queue.submit(GenerationRequest(**{**SIZE, **fields})), timeout=180)
+    assert info.state is JobState.FINISHED, info.error
+    return info.result.images
+
+
+def expected_prompts(services, request: GenerationRequest, seed: int) -> tuple[str, str]:
+    styled = services.styles.apply(request.styles, request.prompt, request.negative_prompt)
+    return services.wildcards.expand(styled[0], seed), services.wildcards.expand(styled[1], seed)
+
+
+def test_styled_wildcarded_prompt_is_what_the_metadata_holds_beside_the_template(engine, tiny_sd15_reference):
+    fields = dict(model="tiny-sd15", prompt="a __zoo/animal__ {at dawn|at dusk}", negative_prompt="blurry",
+                  styles=("Ink", "Glow"), seed=21, steps=3, image_count=2, sampler="Euler", scheduler="Automatic")
+    images = run(engine, **fields)
+    request = GenerationRequest(**{**SIZE, **fields})
+    for item, seed in zip(images, (21, 22)):
+        prompt, negative = expected_prompts(engine, request, seed)
+        assert prompt.startswith("ink drawing of a ") and prompt.endswith(", bold lines, soft glow") and "__" not in prompt
+        assert negative == "blurry, colour, photo, dark"
+        meta = read_metadata(item.path)
+        assert meta.params["Prompt"] == prompt and meta.params["Negative prompt"] == negative
+        assert meta.params["Template"] == fields["prompt"] and meta.params["Negative Template"] == "blurry"
+        assert meta.params["Styles"] == ["Ink", "Glow"]
+        params = ImageParams.from_dict(meta.image_params)
+        assert (params.prompt, params.prompt_template, params.negative_template) == (prompt, fields["prompt"], "blurry")
+        assert meta.request["prompt"] == fields["prompt"] and meta.request["styles"] == ["Ink", "Glow"]
+        # the pixels are those of plain diffusers given the final text
+        scheduler = diffusers.EulerDiscreteScheduler.from_config(tiny_sd15_reference.scheduler.config)
+        assert np.array_equal(pixels(item.path), reference(tiny_sd15_reference, scheduler, prompt, negative, seed, 3, 7.0))
+    # a seed reproduces its choices: a single run at the second seed gives the second image's prompt
+    [again] = run(engine, **{**fields, "seed": 22, "image_count": 1})
+    assert again.params.prompt == images[1].params.prompt
+
+
+def test_fixed_seed_keeps_the_noise_and_varies_the_wildcards(engine):
+    fields = dict(model="tiny-sd15", prompt="a __zoo/animal__", seed=5, steps=1, image_count=4,
+                  seed_behavior=SeedBehavior.FIXED, save_images=False)
+    images = run(engine, **fields)
+    assert [i.params.seed for i in images] == [5] * 4
+    request = GenerationRequest(**{**SIZE, **fields})
+    assert [i.params.prompt for i in images] == [expected_prompts(engine, request, 5 + i)[0] for i in range(4)]
+    assert len({i.params.prompt for i in images}) > 1
+
+
+def test_weighted_prompt_image_equals_diffusers_with_compels_embeddings(engine, tiny_sd15_reference):
+    [item] = run(engine, model="tiny-sd15", prompt="a red fox (in deep snow:1.4), [blurry]", negative_prompt="ugly",
+                 seed=3, steps=3, sampler="Euler", scheduler="Automatic", save_images=False)
+    pipe = tiny_sd15_reference
+    helper = compel.Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, truncate_long_prompts=False)
+    with torch.no_grad():
+        embeds, negative = helper(f"a red fox (in deep snow)1.4, (blurry){1 / 1.1}"), helper("ugly")
+    plain = type(pipe)(**{**pipe.components, "scheduler": diffusers.EulerDiscreteScheduler.from_config(pipe.scheduler.config)})
+    plain.set_progress_bar_config(disable=True)
+    expected = plain(prompt_embeds=embeds, negative_prompt_embeds=negative, num_inference_steps=3, guidance_scale=7.0,
+                     generator=torch.Generator().manual_seed(3), **SIZE).images[0]
+    assert np.array_equal(np.asarray(item.image), np.asarray(expected))
+
+
+def test_long_sdxl_prompt_is_not_cut(engine):
+    head = "a lighthouse on a rocky cliff, " * 11  # 77 tokens, two chunks already: the tail lands in the second
+    full = run(engine, model="tiny-sdxl", prompt=head + "purple aurora sky", negative_prompt="blurry", seed=4, steps=2,
+               save_images=False)
+    cut = run(engine, model="tiny-sdxl", prompt=head, negative_prompt="blurry", seed=4, steps=2, save_images=False)
+    assert not np.array_equal(np.asarray(full[0].image), np.asarray(cut[0].image))
+
+
+def test_bad_prompt_parts_are_refused_at_submit(engine):
+    manager = engine.manager
+    with pytest.raises(InvalidRequest, match=r"<lora:nope:0.5>: No lora named 'nope'") as err:
+        manager.validate(GenerationRequest(prompt="x <lora:nope:0.5>"))
+    assert err.value.field == "prompt"
+    with pytest.raises(InvalidRequest, match="No style named 'Inkk'. Did you mean: Ink"):
+        manager.validate(GenerationRequest(prompt="x", styles=("Inkk",)))
+    with pytest.raises(InvalidRequest, match=r"__zoo/animals__.*Did you mean: __zoo/animal__"):
+        manager.validate(GenerationRequest(prompt="a __zoo/animals__"))
