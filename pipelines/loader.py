@@ -18,6 +18,7 @@ from . import arch_configs, hub
 from .devices import DevicePlan
 from .errors import EaselError, ModelLoadError, UnsafeCheckpoint
 from .hashing import HashCache
+from .optimize import optimize_for_device
 from .probe import PICKLE_SUFFIXES, load_pickle_state_dict, probe_diffusers_folder
 from .types import Architecture, ModelFormat, ModelRecord
 
@@ -141,6 +142,8 @@ class ModelLoader:
     ) -> LoadedModel:
         pipe.set_progress_bar_config(disable=True)
         pipe.to(self.plan.device)
+        for change in optimize_for_device(pipe, self.plan):
+            log.info("%s: %s", record.name, change)
         files = files or record.path
         digest = ""
         if files is not None:

@@ -27,6 +27,7 @@ from . import arch_configs
 from .errors import EaselError, InvalidRequest, ModelLoadError, ModelNotFound
 from .hashing import HashCache
 from .loader import LoadedModel
+from .optimize import optimize_module
 from .probe import SAFETENSORS_SUFFIXES, load_pickle_state_dict
 from .registry import FOLDERS, ModelRegistry
 from .types import GenerationRequest, ModelFormat, ModelKind, ModelRecord
@@ -118,6 +119,7 @@ class VaeLoader:
                 self._loaded.move_to_end(key)
                 return self._loaded[key]
         module = self._read(record, config_dir, own.dtype).to(own.device).eval()
+        optimize_module("vae", module, own.device)  # the same layout the checkpoint's own VAE got
         self.loads += 1
         name = record.path.name if record.format is ModelFormat.SINGLE_FILE else record.name
         loaded = LoadedVae(name, self.hashes.model_hash(record.path)[:10], module)

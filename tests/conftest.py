@@ -41,25 +41,28 @@ def tiny_models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sd15_reference():
     """The in-memory tiny SD1.5 pipeline (seed 0) that the files on disk were written from."""
+    from tests.support.layout import laid_out_as_loaded
     from tests.support.tiny_models import tiny_sd15_pipeline
 
-    return tiny_sd15_pipeline(seed=0)
+    return laid_out_as_loaded(tiny_sd15_pipeline(seed=0))
 
 
 @pytest.fixture(scope="session")
 def tiny_sdxl_reference():
     """The in-memory tiny SDXL pipeline (seed 0) that the files on disk were written from."""
+    from tests.support.layout import laid_out_as_loaded
     from tests.support.tiny_models import tiny_sdxl_pipeline
 
-    return tiny_sdxl_pipeline(seed=0)
+    return laid_out_as_loaded(tiny_sdxl_pipeline(seed=0))
 
 
 @pytest.fixture(scope="session")
 def tiny_sdxl_refiner_reference():
     """The in-memory tiny SDXL refiner (StableDiffusionXLImg2ImgPipeline, seed 1) written to disk."""
+    from tests.support.layout import laid_out_as_loaded
     from tests.support.tiny_models import tiny_sdxl_refiner_pipeline
 
-    return tiny_sdxl_refiner_pipeline(seed=TINY_SDXL_REFINER_SEED)
+    return laid_out_as_loaded(tiny_sdxl_refiner_pipeline(seed=TINY_SDXL_REFINER_SEED))
 
 
 @pytest.fixture(scope="session")

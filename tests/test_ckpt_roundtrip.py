@@ -25,6 +25,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from pipelines.arch_configs import bundled_config_dir, config_dir_for, sidecar_path, tokenizer_kwargs
 from pipelines.types import Architecture
+from tests.support.layout import laid_out_as_loaded
 from tests.support.ckpt_export import (
     REFINER_OPENCLIP_PREFIX,
     SD1_CLIP_PREFIX,
@@ -114,7 +115,7 @@ def test_diffusers_folder_roundtrip(arch, reference, request, no_network):
 
 
 def test_loaded_single_file_generates_like_the_reference(arch, reference, single_file, tmp_path):
-    loaded = _load_single_file(arch, single_file, tmp_path / "cache")
+    loaded = laid_out_as_loaded(_load_single_file(arch, single_file, tmp_path / "cache"))
     kwargs = dict(prompt="a photo of a cat", height=64, width=64, num_inference_steps=2, output_type="np")
     want = reference(generator=torch.Generator().manual_seed(3), **kwargs).images
     got = loaded(generator=torch.Generator().manual_seed(3), **kwargs).images
