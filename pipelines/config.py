@@ -69,6 +69,11 @@ class AppConfig:
         "(the page and /docs stay open).",
         str,
     )
+    previews: str = setting(
+        "auto",
+        "Live previews while an image denoises: auto (the tiny TAESD decoder when one is in models/vae_approx, "
+        "else a fast colour approximation), approx, or off.",
+    )
     cache_dir: Path | None = setting(None, "Folder for derived files (materialized configs, hashes); default output_dir/.cache.", Path)
     preset: str = setting(
         "default",

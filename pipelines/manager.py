@@ -26,7 +26,8 @@ from .loras import LoraActivation, LoraManager
 from .metadata import infotext
 from .model_cache import ModelCache
 from .performance import PerformanceTable
-from .progress import StepCallback, StepTimer, latent_preview
+from .preview_decoder import PreviewDecoders
+from .progress import StepCallback, StepTimer
 from .prompt_plan import PromptPlanner, wildcard_seed
 from .refiner import RefinerStage, check_request, find_refiner, refiner_name
 from .registry import ModelRegistry
@@ -95,6 +96,7 @@ class PipelineManager:
         preview_interval: float = 0.25,
         loras: LoraManager | None = None,
         performance: PerformanceTable | None = None,
+        previews: PreviewDecoders | None = None,
     ):
         self.registry = registry
         self.loader = loader
@@ -108,6 +110,7 @@ class PipelineManager:
         self.vaes = VaeLoader(loader.hashes)
         self.loras = loras or LoraManager(registry, loader.hashes)
         self.performance = performance or PerformanceTable.load(registry, samplers)
+        self.previews = previews or PreviewDecoders(registry.models_dir)
         self._default_lock = threading.Lock()
         self._default_model = default_model
 
@@ -192,7 +195,7 @@ class PipelineManager:
         # 5. LoRAs patched in for the whole job (restored exactly afterwards, also on cancel or error);
         #    the images are made one by one, so each is shown and saved as soon as it is done.
         timer = StepTimer()
-        preview = latent_preview(model.architecture)
+        preview = self.previews.for_model(model.architecture, model.pipe.device, model.pipe.unet.dtype)
         cache: dict[tuple[str, str], Conditioning] = {}
         steps = refiner.total_steps if refiner else self.samplers.count_steps(model.scheduler_config, choice, generation.steps)
         extra = {**(refiner.metadata() if refiner else {}), **(vae.metadata() if vae else {})}

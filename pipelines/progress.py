@@ -23,6 +23,7 @@ from .types import Architecture
 PREVIEW_TABLE = Path(__file__).parent / "tables" / "latent_preview.yaml"
 
 PreviewFn = Callable[[torch.Tensor], Image.Image]
+PREVIEW_COST_RATIO = 5.0  # previews wait at least this many times what the last one took
 
 
 @functools.lru_cache(maxsize=None)
@@ -101,6 +102,7 @@ class StepCallback:
         self.preview_interval = preview_interval  # seconds: previews faster than a screen can show are waste
         self._clock = clock
         self._last_preview = -float("inf")
+        self._gap = preview_interval
         self.steps_done = 0
 
     def start(self) -> None:
@@ -119,13 +121,15 @@ class StepCallback:
             self.preview is not None
             and latents is not None
             and self.steps_done < self.total_steps
-            and now - self._last_preview >= self.preview_interval
+            and now - self._last_preview >= self._gap
         ):
             self._last_preview = now
             try:
                 image = self.preview(latents)
             except Exception:  # a preview must never break a generation
                 self.preview = None
+            # a costly preview (a tiny decoder on a slow CPU) is made less often: at most ~1/6 of the time
+            self._gap = max(self.preview_interval, PREVIEW_COST_RATIO * (self._clock() - now))
         self._emit(image)
         self.control.check()
         return {}

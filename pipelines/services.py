@@ -24,6 +24,7 @@ from .loras import LoraManager
 from .manager import PipelineManager
 from .model_cache import ModelCache
 from .performance import PerformanceTable
+from .preview_decoder import PreviewDecoders
 from .prompt_encoder import CompelEncoder
 from .prompt_plan import PromptPlanner
 from .registry import ModelRegistry
@@ -101,6 +102,7 @@ def build_services(cfg: AppConfig, start_worker: bool = True) -> Services:
         default_model=cfg.default_model,
         loras=loras,
         performance=performance,
+        previews=PreviewDecoders(cfg.models_dir, cfg.previews),
     )
     queue = JobQueue(manager.run, max_queue=cfg.max_queue)
     if start_worker:
