@@ -465,10 +465,20 @@ def pick_style(page, name: str) -> None:
         .some(l => l.innerText.trim() === name && l.querySelector('input').checked)""", arg=name)
 
 
+SHOWN_ORDER = """labels => labels.map((l, i) => [Number(l.style.order || 0), i, l])
+    .sort((a, b) => a[0] - b[0] || a[1] - b[1]).map(item => item[2])"""
+
+
+def visible_styles(page) -> list[str]:
+    """The styles the list shows, in the order it shows them."""
+    return page.locator("#styles label").evaluate_all(f"""labels => ({SHOWN_ORDER})(labels)
+        .filter(l => l.style.display !== 'none').map(l => l.innerText.trim())""")
+
+
 def picked_styles(page) -> list[str]:
     """The ticked styles in the order the list shows them (the order they apply)."""
-    return page.locator("#styles label").evaluate_all(
-        "labels => labels.filter(l => l.querySelector('input').checked).map(l => l.innerText.trim())")
+    return page.locator("#styles label").evaluate_all(f"""labels => ({SHOWN_ORDER})(labels)
+        .filter(l => l.querySelector('input').checked).map(l => l.innerText.trim())""")
 
 
 def test_issue_scenario_two_styles_a_mode_generate_restore_from_history(app, open_page):
@@ -481,10 +491,19 @@ def test_issue_scenario_two_styles_a_mode_generate_restore_from_history(app, ope
     open_tab(page, "Styles")
     pick_style(page, "Photo - Macro Detail")
     pick_style(page, "Cinematic - Film Noir")
+    # the search (name and category words) and the category list filter; picked styles stay in view
+    assert visible_styles(page) == ["Photo - Macro Detail", "Cinematic - Film Noir"]
+    textbox(page, "style-search").fill("anime cyber")
+    page.wait_for_function("document.querySelectorAll('#styles label:not([style*=none])').length === 3")
+    assert visible_styles(page)[2:] == ["Anime - Cyberpunk City"]
     textbox(page, "style-search").fill("")
-    page.wait_for_function("document.querySelectorAll('#styles label').length > 100")
+    page.select_option("#easel-style-category", "Sci-Fi")
+    expected = [s.name for s in services.styles.search("", "Sci-Fi")]
+    assert visible_styles(page) == ["Photo - Macro Detail", "Cinematic - Film Noir", *expected]
+    page.select_option("#easel-style-category", "")
+    page.wait_for_function("document.querySelectorAll('#styles label:not([style*=none])').length > 100")
     assert picked_styles(page) == ["Photo - Macro Detail", "Cinematic - Film Noir"]
-    assert page.locator("#styles label").first.inner_text().strip() == "Photo - Macro Detail"  # picked ones first
+    assert visible_styles(page)[:3] == ["Photo - Macro Detail", "Cinematic - Film Noir", "Anime - Key Visual"]
     styled, styled_negative = services.styles.apply(["Photo - Macro Detail", "Cinematic - Film Noir"], prompt, "")
     wait_value(page, "final-prompt", f"v === {styled!r}")
     assert textbox(page, "final-negative").input_value() == styled_negative
@@ -537,9 +556,11 @@ def test_issue_scenario_two_styles_a_mode_generate_restore_from_history(app, ope
 
     # and Stop during a long job: the page says so and keeps the images already made (none yet)
     pick_radio(page, "performance", "Long")
+    record_status_changes(page)
     page.click("#generate")
     page.wait_for_function("document.querySelector('#status').innerText.includes('Step ')")
-    assert re.match(r"Step \d+/150", status(page)[1])
+    assert re.match(r"Step \d+/150", status(page)[1]), list(dict.fromkeys(page.evaluate("window.__statuses")))
+    shot(page, "18-long-job-running")
     page.click("#stop")
     assert wait_state(page, "stopped", "failed") == "Stopped (0 images kept)"
     assert services.history.count("lighthouse keeper") == 1

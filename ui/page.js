@@ -44,7 +44,9 @@
 })();
 
 // Performance modes the engine cannot run with the model are labelled "(unavailable)": grey them out and make
-// them unclickable (the server also falls back if one is picked anyway). Styles: a hover card with the preview.
+// them unclickable (the server also falls back if one is picked anyway). Styles: the search box and category
+// filter the list here, as the style library's own search does (every word in the name or category; picked
+// styles always stay in view), and a hover card shows a style's preview or template.
 (() => {
   const markModes = () => {
     for (const label of document.querySelectorAll("#performance label")) {
@@ -58,8 +60,56 @@
   new MutationObserver(() => {
     if (pending) return;
     pending = true;
-    requestAnimationFrame(() => { pending = false; markModes(); });
+    requestAnimationFrame(() => { pending = false; markModes(); orderStyles(); filterStyles(); });
   }).observe(document, { subtree: true, childList: true, characterData: true });
+
+  // The picked styles in the order they apply (the order they were ticked), shown first via CSS `order`. When the
+  // server has set the list (its labels changed), it sent the picked ones first and in order: start from that.
+  let order = [];
+  let listing = "";
+  const orderStyles = () => {
+    const labels = Array.from(document.querySelectorAll("#styles label"));
+    const names = labels.map((label) => label.textContent.trim());
+    const picked = names.filter((_, i) => { const box = labels[i].querySelector("input"); return box && box.checked; });
+    if (names.join("\n") !== listing) {
+      listing = names.join("\n");
+      order = picked;
+    } else {
+      order = order.filter((name) => picked.includes(name)).concat(picked.filter((name) => !order.includes(name)));
+    }
+    labels.forEach((label, i) => {
+      const at = order.indexOf(names[i]);
+      const value = at === -1 ? "" : String(at - order.length);
+      if (label.style.order !== value) label.style.order = value;
+    });
+  };
+  document.addEventListener("change", (event) => {
+    if (event.target instanceof Element && event.target.closest("#styles")) { orderStyles(); filterStyles(); }
+  });
+
+  const filterStyles = () => {
+    const search = document.querySelector("#style-search textarea, #style-search input");
+    const select = document.querySelector("#easel-style-category");
+    const words = (search ? search.value : "").toLowerCase().split(/\s+/).filter(Boolean);
+    const category = select ? select.value : "";
+    const data = styleData();
+    for (const label of document.querySelectorAll("#styles label")) {
+      const name = label.textContent.trim();
+      const group = (data[name] || {}).category || "";
+      const text = `${name} ${group}`.toLowerCase();
+      const input = label.querySelector("input");
+      const show = (input && input.checked) ||
+        ((!category || group === category) && words.every((word) => text.includes(word)));
+      const display = show ? "" : "none";
+      if (label.style.display !== display) label.style.display = display;
+    }
+  };
+  document.addEventListener("input", (event) => {
+    if (event.target instanceof Element && event.target.closest("#style-search")) filterStyles();
+  });
+  document.addEventListener("change", (event) => {
+    if (event.target instanceof Element && event.target.id === "easel-style-category") filterStyles();
+  });
 
   let raw = null;
   let styles = {};

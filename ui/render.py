@@ -48,9 +48,6 @@ def render_form(values: Mapping[str, Any], ctx: UIContext) -> dict[str, dict[str
     out["vae"] = {"choices": vaes, "value": vae if vae in [v for _, v in vaes] else AUTOMATIC_VAE}
     styles = styles_view.known(ctx, values.get("styles") or [])
     out["styles"] = {"choices": styles_view.choices(ctx, styles), "value": styles}
-    out["style_search"] = {"value": ""}
-    out["style_category"] = {"value": styles_view.ALL,
-                             "choices": [styles_view.ALL, *ctx.services.styles.categories()]}
     out.update(styles_view.summary(ctx, str(values.get("prompt", "")), str(values.get("negative_prompt", "")), styles))
     return out
 

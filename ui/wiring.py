@@ -144,10 +144,11 @@ def connect(demo: gr.Blocks, page: Page, main, setting_tab, styles_tab, models_t
         form = page.settled(page.form_of(values))
         notice = ctx.notice()
         return {**page.updates(form, skip=TEXT_FIELDS), models_tab.unusable: models.unusable_markdown(ctx),
-                main.notice: gr.update(value=notice, visible=bool(notice)), styles_tab.data: styles.data_html(ctx)}
+                main.notice: gr.update(value=notice, visible=bool(notice)), styles_tab.data: styles.data_html(ctx),
+                styles_tab.category: styles.category_html(ctx)}
 
     models_tab.refresh.click(on_refresh, inputs=inputs,
-                             outputs={*outputs, models_tab.unusable, main.notice, styles_tab.data},
+                             outputs={*outputs, models_tab.unusable, main.notice, styles_tab.data, styles_tab.category},
                              preprocess=False, **QUIET)
 
     def on_custom_size(on: bool) -> tuple:

@@ -4,7 +4,12 @@ The picked styles are listed first, in the order they apply (the order they were
 the result of the previous one); a list under it shows each picked style's preview (its thumbnail, else
 its template), and two read-only boxes show the prompt and negative prompt the engine will be sent
 (`services.styles.apply`; wildcards and <lora:…> tags stay as typed, they are resolved per image).
-Hovering a style in the list shows the same preview (page.js reads the data from `#style-data`).
+
+The list is sent picked-first whenever the server sets it (restore, preset, remembered settings); a click
+moves the style up in the browser (page.js), without re-sending the list, so a quick second click never
+lands on a label the server is relabelling. The search box and the category list filter there too, as
+the library's own `search` does (every word in the name or category); hovering a style shows its
+preview. All of it reads the data in `#style-data`.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ QUIET = dict(show_progress="hidden", api_visibility="private")
 @dataclass
 class StylesTab:
     search: gr.Textbox
-    category: gr.Dropdown
+    category: gr.HTML  # a plain <select>: filtering happens in the browser
     styles: gr.CheckboxGroup
     clear: gr.Button
     selected: gr.HTML  # the picked styles in order, with previews
@@ -43,8 +48,8 @@ class StylesTab:
 
     def shown(self) -> dict[str, Any]:
         """Widgets the whole-form render also sets (render.py names them so)."""
-        return {"style_search": self.search, "style_category": self.category, "styles_selected": self.selected,
-                "final_prompt": self.final_prompt, "final_negative": self.final_negative, "style_data": self.data}
+        return {"styles_selected": self.selected, "final_prompt": self.final_prompt,
+                "final_negative": self.final_negative}
 
 
 # -- pure views ------------------------------------------------------------------------------------------
@@ -63,11 +68,10 @@ def known(ctx: UIContext, names: Iterable[Any]) -> list[str]:
     return out
 
 
-def choices(ctx: UIContext, selected: list[str], search: str = "", category: str | None = ALL) -> list[tuple[str, str]]:
-    """The list to show: the picked styles first (in order), then those matching the search and category."""
-    wanted = None if category in (None, "", ALL) else category
-    matches = [s.name for s in ctx.services.styles.search(search or "", wanted) if s.name not in selected]
-    return [(name, name) for name in [*selected, *matches]]
+def choices(ctx: UIContext, selected: list[str]) -> list[tuple[str, str]]:
+    """The list to show: the picked styles first (in the order they apply), then the others in library order."""
+    rest = [s.name for s in ctx.services.styles.all() if s.name not in selected]
+    return [(name, name) for name in [*selected, *rest]]
 
 
 def preview_url(ctx: UIContext, style: Style) -> str | None:
@@ -118,16 +122,22 @@ def data_html(ctx: UIContext) -> str:
     return f'<div id="easel-style-data" hidden data-styles="{html.escape(json.dumps(data))}"></div>'
 
 
+def category_html(ctx: UIContext) -> str:
+    options = "".join(f'<option value="{html.escape(c)}">{html.escape(c)}</option>'
+                      for c in ctx.services.styles.categories())
+    return (f'<label class="easel-category"><span>Category</span><select id="easel-style-category">'
+            f'<option value="">{ALL}</option>{options}</select></label>')
+
+
 # -- the tab ---------------------------------------------------------------------------------------------
 
 
 def build(ctx: UIContext, initial: dict[str, Any]) -> StylesTab:
     picked = known(ctx, initial.get("styles") or [])
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_id="style-filters"):
         search = gr.Textbox(label="Search styles", placeholder="Words of a name or category, e.g. photo film",
                             elem_id="style-search", scale=3, lines=1)
-        category = gr.Dropdown([ALL, *ctx.services.styles.categories()], value=ALL, label="Category",
-                               elem_id="style-category", scale=2)
+        category = gr.HTML(category_html(ctx), elem_id="style-category", padding=False)
     styles = gr.CheckboxGroup(choices(ctx, picked), value=picked, elem_id="styles", elem_classes=["easel-styles"],
                               label="Styles (picked ones first, in the order they apply)",
                               info="Each style wraps the result of the one before; click again to remove.")
@@ -140,14 +150,5 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> StylesTab:
                                 lines=1, max_lines=6, interactive=False, elem_id="final-negative")
     data = gr.HTML(data_html(ctx), elem_id="style-data", padding=False)
 
-    def filtered(picked_now: list[str], text: str, group: str):
-        return gr.update(choices=choices(ctx, known(ctx, picked_now or []), text, group))
-
-    # preprocess=False: the raw list may hold a style a refresh just removed; `known` drops it.
-    gr.on([search.change, category.change], filtered, [styles, search, category], styles,
-          trigger_mode="always_last", preprocess=False, **QUIET)
-    styles.input(filtered, [styles, search, category], styles, trigger_mode="always_last", preprocess=False,
-                 **QUIET)  # the picked ones move to the top, in click order
-    clear.click(lambda text, group: gr.update(choices=choices(ctx, [], text, group), value=[]), [search, category],
-                styles, **QUIET)
+    clear.click(lambda: gr.update(choices=choices(ctx, []), value=[]), None, styles, **QUIET)
     return StylesTab(search, category, styles, clear, selected, final_prompt, final_negative, data)
