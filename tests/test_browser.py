@@ -25,7 +25,7 @@ from pipelines.config import REPO_ROOT, AppConfig
 from pipelines.metadata import read_metadata
 from pipelines.performance import TABLE_PATH, PerformanceTable
 from pipelines.services import build_services
-from pipelines.types import Architecture, JobState
+from pipelines.types import Architecture, JobState, ModelKind
 from tests.support.ckpt_export import save_vae_file
 from tests.support.live_app import free_port, link_checkpoints
 from tests.support.lora_files import kohya_lora
@@ -640,3 +640,31 @@ def test_lora_slots_vae_and_refiner_in_the_models_tab(app, open_page):
     pick_option(page, "refiner", "tiny-sdxl-refiner  ·  SDXL refiner")
     page.wait_for_function("document.querySelector('#lora-notes').innerText.includes('is a LoRA for SD 1.x')")
     shot(page, "17-models-tab-sdxl-with-refiner")
+
+
+def test_a_new_page_follows_the_engines_default_model_and_refresh_finds_new_files(app, open_page):
+    """The HTTP API can switch the engine's default model: a page opened afterwards starts with it. Refresh
+    rescans the folders and updates every list."""
+    services, _url = app
+    services.manager.set_default_model("tiny-sdxl")
+    try:
+        page = open_page()
+        open_tab(page, "Models")
+        wait_value(page, "model", "v === 'tiny-sdxl  ·  SDXL'")
+        assert not page.locator("#refiner input").is_disabled()
+        open_tab(page, "Setting")
+        page.wait_for_selector("#aspect-ratio label:has-text('1728×576')")
+    finally:
+        services.manager.set_default_model(None)
+    loras = services.registry.folder(ModelKind.LORA)
+    added = loras / "paper-cut-copy.safetensors"
+    shutil.copy(loras / "paper-cut.safetensors", added)
+    try:
+        open_tab(page, "Models")
+        page.click("#refresh-models")
+        page.locator("#lora-4-name input").click()
+        page.wait_for_selector("li[role=option][aria-label^='paper-cut-copy']")
+        page.keyboard.press("Escape")
+    finally:
+        added.unlink()
+        services.registry.refresh()

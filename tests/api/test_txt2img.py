@@ -85,6 +85,8 @@ def test_page_endpoint_takes_styles_a_mode_and_loras(client, page, live):
     assert bad["error"] == "At most 5 LoRAs can be used at once."
     bad, _ = page.generate(prompt="x", styles=["Nope"])
     assert bad["error"].startswith("No style named 'Nope'")
+    bad, _ = page.generate(prompt="x", refiner="tiny-sdxl")
+    assert bad["error"].startswith("A refiner works only with an SDXL base model; tiny-sd15 is SD 1.x.")
 
 
 def test_image_equals_plain_diffusers_with_the_same_seed(client, tiny_sd15_reference):
