@@ -114,9 +114,18 @@ def test_modes_that_cannot_run_are_marked_and_settled_with_the_engines_reason(ct
     xl = ctx.mode_reasons("tiny-sdxl")
     assert "cannot be downloaded" in xl["Lightning"] and "sdxl_lightning_4step_lora.safetensors" in xl["Lightning"]
     assert "Quality" not in xl and "Speed" not in xl
-    form, notes = ctx.settle({**ctx.initial_form(), "performance": "Lightning", "steps": 4})
-    assert form["performance"] == "Speed" and form["steps"] == 30  # the launch preset's mode
+    form, notes = ctx.settle({**ctx.initial_form(), "performance": "Lightning", "steps": 4, "cfg_scale": 1.0,
+                              "sampler": "Euler", "scheduler": "SGM Uniform"})
+    # the launch preset's mode, with its guidance and sampler rather than the fast mode's
+    assert (form["performance"], form["steps"], form["cfg_scale"], form["sampler"]) == ("Speed", 30, 4.0, "DPM++ 2M SDE")
     assert notes == [f"{reason} Speed is used instead."]
+
+
+def test_the_lightning_preset_on_an_sd15_install_starts_with_a_mode_that_runs(ctx):
+    lightning = UIContext.build(ctx.services, preset="lightning")
+    form = lightning.initial_form()
+    assert form["model"] == "tiny-sd15" and form["performance"] == "Speed"  # the default preset's mode
+    assert (form["steps"], form["cfg_scale"], form["sampler"], form["scheduler"]) == (30, 4.0, "DPM++ 2M SDE", "Karras")
 
 
 def test_refiner_is_locked_for_a_base_that_is_not_sdxl(ctx):

@@ -12,11 +12,11 @@ from typing import Any
 from pipelines.errors import EaselError, InvalidRequest
 from pipelines.refiner import REFINER_ARCHITECTURES, check_pair
 from pipelines.services import Services
-from pipelines.types import Architecture, ModelFormat, ModelKind, ModelRecord
+from pipelines.types import Architecture, GenerationRequest, ModelFormat, ModelKind, ModelRecord
 
 from . import performance as modes
 from .form import AUTOMATIC_VAE, NO_LORA, NO_REFINER, FormTables, Restored, default_form
-from .presets import PresetLibrary, apply_preset
+from .presets import DEFAULT_PRESET, PresetLibrary, apply_preset
 
 
 def describe_record(record: ModelRecord) -> str:
@@ -167,10 +167,20 @@ class UIContext:
         """{mode: why it cannot run} for the modes the engine refuses with this model."""
         return modes.unavailable(self.tables.performance, self.architecture(model))
 
-    def fallback_mode(self, reasons: dict[str, str]) -> str:
-        """The mode a form falls back to when its own cannot run: the launch preset's, else Custom."""
-        mode = modes.canonical(self.tables.performance, self.presets.get(self.preset).values.get("performance"))
-        return mode if mode and mode not in reasons else modes.CUSTOM
+    def fallback_mode(self, reasons: dict[str, str]) -> tuple[str, dict[str, Any]]:
+        """The mode a form falls back to when its own cannot run, and the fields it sets: the launch preset's mode,
+        else the default preset's, else Custom with the launch preset's steps, guidance and sampler (or the
+        request defaults) rather than the settings of a fast mode that do not suit a plain model."""
+        defaults = GenerationRequest()
+        launch = self.presets.get(self.preset)
+        for preset in (launch, self.presets.get(DEFAULT_PRESET)):
+            mode = modes.canonical(self.tables.performance, preset.values.get("performance"))
+            if mode and mode != modes.CUSTOM and mode not in reasons:
+                break
+        else:
+            mode, preset = modes.CUSTOM, launch
+        settings = {name: preset.values.get(name, getattr(defaults, name)) for name in modes.MODE_FIELDS}
+        return mode, {**settings, **modes.mode_fields(self.tables.performance, mode)}
 
     def settle(self, values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """The form made consistent with its model: a mode that cannot run and a refiner that cannot be used are
@@ -181,9 +191,10 @@ class UIContext:
         mode = modes.canonical(self.tables.performance, values.get("performance")) or modes.CUSTOM
         reasons = self.mode_reasons(model)
         if mode in reasons:
-            fallback = self.fallback_mode(reasons)
+            fallback, settings = self.fallback_mode(reasons)
             notes.append(f"{reasons[mode]} {fallback} is used instead.")
             mode = fallback
+            values.update(settings)
         values["performance"] = mode
         values.update(modes.mode_fields(self.tables.performance, mode))
         problem = self.refiner_problem(model)
