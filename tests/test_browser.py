@@ -1,64 +1,99 @@
-"""The page end to end in headless Chromium, on the tiny SD 1.5 checkpoint, through the real engine.
+"""The page end to end in headless Chromium, through the real engine on tiny SD 1.5 / SDXL checkpoints.
 
 The app runs in-process on a free loopback port, built as app.py builds it (services -> UI -> one HTTP
-server), with a two-mode performance table (Quick: 2 steps, Long: 150) so that jobs are fast or
-reliably long. Screenshots of the main states go to test-artifacts/browser/.
+server). Its models folder holds the tiny checkpoints (and the tiny SDXL refiner), three kohya LoRAs and a
+VAE; its performance table is the engine's own kind of table, written for the tests: Quick (2 steps) and
+Long (150 steps) so that jobs are fast or reliably long, Turbo (2 steps with an acceleration LoRA that is
+installed) and the real Lightning entry (SDXL only, its LoRA not installed and the hub offline: never
+available here). The style library is the shipped one plus one style with a preview image.
+Screenshots of the main states go to test-artifacts/browser/.
 """
 
 from __future__ import annotations
 
 import base64
 import re
-import socket
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-from pipelines.config import AppConfig
+from pipelines.config import REPO_ROOT, AppConfig
+from pipelines.metadata import read_metadata
+from pipelines.performance import TABLE_PATH, PerformanceTable
 from pipelines.services import build_services
-from pipelines.types import JobState
+from pipelines.types import Architecture, JobState, ModelKind
+from tests.support.ckpt_export import save_vae_file
+from tests.support.live_app import free_port, link_checkpoints
+from tests.support.lora_files import kohya_lora
 from tests.test_metadata import png_with_text
 from ui.context import UIContext
 from ui.form import FormTables
 from ui.gradio_app import CSS, HEAD, build_ui
-from ui.performance import PerformanceTable
 from ui.presets import PresetLibrary
 from ui.server import Server, build_http_app
-from ui.sizes import AspectRatios
 
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
 CHROMIUM = "/usr/bin/chromium"
 WAIT = 180_000  # ms; generous because CI machines may be busy
-TEST_MODES = {"default": "Quick", "modes": {"Quick": {"steps": 2}, "Long": {"steps": 150}}}
 TEST_PRESETS = {
     "tiny": "description: Tiny test settings\nperformance: Custom\nsteps: 3\ncustom_size: true\nwidth: 64\n"
             "height: 64\nimage_count: 1\nsampler: Euler\nscheduler: Automatic\ncfg_scale: 5\n",
     "second": "description: Another look\nperformance: Long\nsampler: Euler a\ncfg_scale: 9\ncustom_size: true\n"
-              "width: 64\nheight: 64\nnegative_prompt: blurry\n",
+              "width: 64\nheight: 64\nnegative_prompt: blurry\nstyles: [Painting - Watercolor]\n",
 }
+TRIGGERS = "papercut, layered paper"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def modes_for_tests() -> dict:
+    """The engine's table format with modes made for tests, and the shipped Lightning entry as it is."""
+    shipped = yaml.safe_load(TABLE_PATH.read_text(encoding="utf-8"))["modes"]
+    return {"modes": {
+        "Quick": {"description": "Two steps (test mode).", "steps": 2},
+        "Long": {"description": "150 steps (test mode).", "steps": 150},
+        "Turbo": {"description": "Two steps with the tiny acceleration LoRA, no guidance (test mode).", "steps": 2,
+                  "cfg_scale": 1.0, "sampler": "Euler", "scheduler": "Automatic",
+                  "lora": {"sd1": {"file": "tiny-turbo.safetensors", "repo": "easel-tests/tiny-turbo",
+                                   "filename": "tiny-turbo.safetensors", "weight": 0.5}}},
+        "Lightning": shipped["Lightning"],
+    }}
 
 
 @pytest.fixture(scope="module")
-def app(tiny_models_dir, tmp_path_factory):
+def app(tiny_models_dir, tiny_sd15_reference, tiny_sdxl_reference, tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.skip("Chromium is not installed (Debian package `chromium`)")
-    out = tmp_path_factory.mktemp("browser-outputs")
-    presets_dir = tmp_path_factory.mktemp("presets")
+    root = tmp_path_factory.mktemp("browser-app")
+    models = root / "models"
+    link_checkpoints(tiny_models_dir, models, ("tiny-sd15", "tiny-sdxl", "tiny-sdxl-refiner"))
+    kohya_lora(tiny_sd15_reference, Architecture.SD1, models / "loras" / "paper-cut.safetensors", seed=11,
+               metadata={"modelspec.trigger_phrase": TRIGGERS, "ss_tag_frequency": '{"img": {"paper": 9}}'})
+    kohya_lora(tiny_sdxl_reference, Architecture.SDXL, models / "loras" / "xl-detail.safetensors", seed=12)
+    kohya_lora(tiny_sd15_reference, Architecture.SD1, models / "loras" / "tiny-turbo.safetensors", seed=13)
+    save_vae_file(tiny_sd15_reference.vae, models / "vae" / "tiny-vae.safetensors")
+    styles = root / "styles"
+    shutil.copytree(REPO_ROOT / "styles", styles)
+    (styles / "previews").mkdir()
+    Image.new("RGB", (300, 200), (40, 90, 220)).save(styles / "previews" / "blue.png")
+    (styles / "zz_tests.yaml").write_text("category: Test Previews\nstyles:\n  - name: Test - Blue Preview\n"
+                                          "    prompt: '{prompt}, in blue'\n    preview: previews/blue.png\n")
+    presets_dir = root / "presets"
+    presets_dir.mkdir()
     for name, text in TEST_PRESETS.items():
         (presets_dir / f"{name}.yaml").write_text(text, encoding="utf-8")
-    cfg = AppConfig(models_dir=tiny_models_dir, output_dir=out, device="cpu", precision="fp32", port=free_port())
+    (root / "modes.yaml").write_text(yaml.safe_dump(modes_for_tests(), sort_keys=False), encoding="utf-8")
+
+    cfg = AppConfig(models_dir=models, output_dir=root / "outputs", styles_dir=styles, device="cpu", precision="fp32",
+                    port=free_port())
     services = build_services(cfg)
-    tables = FormTables(AspectRatios.load(), PerformanceTable(TEST_MODES), services.samplers)
+    table = PerformanceTable.load(services.registry, services.samplers, root / "modes.yaml")
+    services.performance = services.manager.performance = table  # the engine's mode path, with the test modes
+    tables = FormTables.for_services(services)
     ctx = UIContext.build(services, PresetLibrary.load(tables, [presets_dir]), preset="tiny", tables=tables)
     server = Server(build_http_app(cfg, build_ui(ctx), CSS, head=HEAD), cfg.host, cfg.port)
     server.start()
@@ -114,6 +149,13 @@ new MutationObserver(() => {
 
 
 def shot(page, name: str) -> None:
+    from playwright.sync_api import Error as PlaywrightError
+
+    for close in page.locator("[data-testid='toast-close']").all():  # notices fade anyway; keep the shot clear
+        try:
+            close.click(timeout=2_000)
+        except PlaywrightError:
+            pass  # it faded meanwhile
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
@@ -344,6 +386,11 @@ def test_settings_are_remembered_across_reloads(app, open_page):
     textbox(page, "negative-prompt").fill("not this")
     pick_radio(page, "output-format", "webp")
     set_number(page, "#image-count", 5)
+    open_tab(page, "Styles")
+    pick_style(page, "Painting - Cubism")
+    pick_style(page, "Craft - Origami")
+    open_tab(page, "Models")
+    pick_option(page, "lora-3-name", "paper-cut  ·  SD 1.x")
     page.locator("body").click(position={"x": 5, "y": 5})
     page.wait_for_function("""() => { const raw = localStorage.getItem('easel-settings');
         return raw !== null && raw.length > 0; }""")
@@ -353,6 +400,11 @@ def test_settings_are_remembered_across_reloads(app, open_page):
     assert textbox(page, "negative-prompt").input_value() == "not this"
     assert page.locator("#output-format input:checked").get_attribute("value") == "webp"
     assert page.locator("#image-count input[type=number]").input_value() == "5"
+    open_tab(page, "Styles")
+    page.wait_for_function("document.querySelectorAll('#styles input:checked').length === 2")
+    assert picked_styles(page) == ["Painting - Cubism", "Craft - Origami"]
+    open_tab(page, "Models")
+    assert page.locator("#lora-3-name input").input_value() == "paper-cut  ·  SD 1.x"
 
 
 A1111_TEXT = (
@@ -399,3 +451,220 @@ def test_phone_sized_dark_page(app, open_page):
     light = open_page(viewport={"width": 390, "height": 844}, color_scheme="light", is_mobile=True)
     background = light.evaluate("getComputedStyle(document.body).backgroundColor")
     assert sum(int(v) for v in re.findall(r"\d+", background)[:3]) > 600, background
+
+
+# ------------------------------------------------------------------------- styles, modes, LoRAs, refiner
+
+
+def pick_style(page, name: str) -> None:
+    """Find a style with the search box, then tick it."""
+    textbox(page, "style-search").fill(name)
+    label = page.locator("#styles label", has_text=re.compile(rf"^\s*{re.escape(name)}\s*$"))
+    label.click()
+    page.wait_for_function("""(name) => [...document.querySelectorAll('#styles label')]
+        .some(l => l.innerText.trim() === name && l.querySelector('input').checked)""", arg=name)
+
+
+SHOWN_ORDER = """labels => labels.map((l, i) => [Number(l.style.order || 0), i, l])
+    .sort((a, b) => a[0] - b[0] || a[1] - b[1]).map(item => item[2])"""
+
+
+def visible_styles(page) -> list[str]:
+    """The styles the list shows, in the order it shows them."""
+    return page.locator("#styles label").evaluate_all(f"""labels => ({SHOWN_ORDER})(labels)
+        .filter(l => l.style.display !== 'none').map(l => l.innerText.trim())""")
+
+
+def picked_styles(page) -> list[str]:
+    """The ticked styles in the order the list shows them (the order they apply)."""
+    return page.locator("#styles label").evaluate_all(f"""labels => ({SHOWN_ORDER})(labels)
+        .filter(l => l.querySelector('input').checked).map(l => l.innerText.trim())""")
+
+
+def test_issue_scenario_two_styles_a_mode_generate_restore_from_history(app, open_page):
+    """The issue's scenario: a prompt, two styles and a performance mode; Generate shows progress, then the image,
+    whose metadata carries the styled prompt and the mode; History restores it, styles and mode included."""
+    services, _url = app
+    page = open_page()
+    prompt = "a lighthouse keeper's cat"
+    textbox(page, "prompt").fill(prompt)
+    open_tab(page, "Styles")
+    pick_style(page, "Photo - Macro Detail")
+    pick_style(page, "Cinematic - Film Noir")
+    # the search (name and category words) and the category list filter; picked styles stay in view
+    assert visible_styles(page) == ["Photo - Macro Detail", "Cinematic - Film Noir"]
+    textbox(page, "style-search").fill("anime cyber")
+    page.wait_for_function("document.querySelectorAll('#styles label:not([style*=none])').length === 3")
+    assert visible_styles(page)[2:] == ["Anime - Cyberpunk City"]
+    textbox(page, "style-search").fill("")
+    page.select_option("#easel-style-category", "Sci-Fi")
+    expected = [s.name for s in services.styles.search("", "Sci-Fi")]
+    assert visible_styles(page) == ["Photo - Macro Detail", "Cinematic - Film Noir", *expected]
+    page.select_option("#easel-style-category", "")
+    page.wait_for_function("document.querySelectorAll('#styles label:not([style*=none])').length > 100")
+    assert picked_styles(page) == ["Photo - Macro Detail", "Cinematic - Film Noir"]
+    assert visible_styles(page)[:3] == ["Photo - Macro Detail", "Cinematic - Film Noir", "Anime - Key Visual"]
+    styled, styled_negative = services.styles.apply(["Photo - Macro Detail", "Cinematic - Film Noir"], prompt, "")
+    wait_value(page, "final-prompt", f"v === {styled!r}")
+    assert textbox(page, "final-negative").input_value() == styled_negative
+    order = page.locator("#styles-selected li").evaluate_all("items => items.map(li => li.dataset.style)")
+    assert order == ["Photo - Macro Detail", "Cinematic - Film Noir"]
+    page.locator("#styles label", has_text="Cinematic - Film Noir").hover()  # the hover card shows the template
+    page.wait_for_selector("#easel-style-card:not([hidden])")
+    assert "film noir scene of {prompt}" in page.inner_text("#easel-style-card")
+    shot(page, "13-styles-tab-two-picked")
+    textbox(page, "style-search").fill("blue preview")  # a style with a preview image: its thumbnail
+    page.locator("#styles label", has_text="Test - Blue Preview").hover()
+    page.wait_for_function("""() => { const img = document.querySelector('#easel-style-card img');
+        return img && img.complete && img.naturalWidth === 192; }""")
+    shot(page, "14-style-hover-preview")
+
+    open_tab(page, "Setting")
+    pick_radio(page, "performance", "Quick")
+    record_status_changes(page)
+    page.click("#generate")
+    page.wait_for_selector("#status .easel-progress:is([data-state=queued], [data-state=running])")
+    assert wait_state(page, "done", "failed").startswith("Done: 1 image in ")
+    assert any(re.match(r"running\|Step \d/2", s) for s in page.evaluate("window.__statuses"))
+    page.wait_for_function("document.querySelectorAll('#gallery img').length === 1")
+    [entry] = services.history.list("lighthouse keeper")
+    meta = read_metadata(entry.path)
+    assert meta.infotext.startswith(styled + "\nNegative prompt: " + styled_negative)
+    assert meta.params["Performance"] == "Quick" and meta.params["Steps"] == 2
+    assert meta.params["Styles"] == ["Photo - Macro Detail", "Cinematic - Film Noir"]
+    assert meta.request["styles"] == ["Photo - Macro Detail", "Cinematic - Film Noir"]
+    assert meta.request["performance"] == "Quick" and meta.request["prompt"] == prompt
+
+    # change the form, then restore the image from History: styles (in order) and mode come back
+    open_tab(page, "Styles")
+    page.click("#styles-clear")
+    page.wait_for_function("[...document.querySelectorAll('#styles input')].every(i => !i.checked)")
+    open_tab(page, "Setting")
+    pick_radio(page, "performance", "Long")
+    open_tab(page, "History")
+    page.wait_for_function("document.querySelectorAll('#history-gallery img').length >= 1")
+    page.locator("#history-gallery img").first.click()
+    wait_value(page, "history-details", "v.includes('Performance: Quick')")
+    page.click("#history-restore")
+    open_tab(page, "Styles")
+    page.wait_for_function("document.querySelectorAll('#styles input:checked').length === 2")
+    assert picked_styles(page) == ["Photo - Macro Detail", "Cinematic - Film Noir"]
+    wait_value(page, "final-prompt", f"v === {styled!r}")
+    open_tab(page, "Setting")
+    assert page.locator("#performance input:checked").get_attribute("value") == "Quick"
+    assert textbox(page, "prompt").input_value() == prompt
+
+    # and Stop during a long job: the page says so and keeps the images already made (none yet)
+    pick_radio(page, "performance", "Long")
+    record_status_changes(page)
+    page.click("#generate")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Step ')")
+    assert re.match(r"Step \d+/150", status(page)[1]), list(dict.fromkeys(page.evaluate("window.__statuses")))
+    shot(page, "18-long-job-running")
+    page.click("#stop")
+    assert wait_state(page, "stopped", "failed") == "Stopped (0 images kept)"
+    assert services.history.count("lighthouse keeper") == 1
+
+
+def test_setting_tab_lists_the_engines_modes_and_explains_the_unavailable_one(app, open_page):
+    services, _url = app
+    page = open_page()
+    labels = page.locator("#performance label").all_inner_texts()
+    assert [t.strip() for t in labels] == ["Quick", "Long", "Turbo", "Lightning (unavailable)", "Custom"]
+    lightning = page.locator("#performance input[value=Lightning]")
+    page.wait_for_function("document.querySelector('#performance input[value=Lightning]').disabled")
+    assert lightning.is_disabled() and not page.locator("#performance input[value=Turbo]").is_disabled()
+    reason = services.performance.availability("Lightning", Architecture.SD1)
+    assert reason in page.inner_text("#performance-notes")
+    shot(page, "15-setting-modes-one-unavailable")
+
+    # Turbo: the engine's mode path adds its acceleration LoRA; Advanced shows what the mode sets
+    pick_radio(page, "performance", "Turbo")
+    page.wait_for_function("document.querySelector('#performance-notes').innerText.includes('tiny acceleration')")
+    open_tab(page, "Advanced")
+    page.wait_for_function("document.querySelector('#steps input[type=number]').value === '2'")
+    assert page.locator("#cfg-scale input[type=number]").input_value() == "1"
+    textbox(page, "prompt").fill("a turbo fox")
+    page.click("#generate")
+    assert wait_state(page, "done", "failed").startswith("Done")
+    [entry] = services.history.list("turbo fox")
+    assert entry.params.performance == "Turbo" and entry.params.steps == 2 and entry.params.cfg_scale == 1.0
+    assert [(lo.name, lo.weight) for lo in entry.params.loras] == [("tiny-turbo", 0.5)]
+    # editing a field the mode sets switches to Custom; a mode that cannot run on SDXL falls back with a warning
+    set_number(page, "#steps", 5)
+    open_tab(page, "Setting")
+    page.wait_for_function("document.querySelector('#performance input:checked').value === 'Custom'")
+    pick_radio(page, "performance", "Turbo")
+    open_tab(page, "Models")
+    pick_option(page, "model", "tiny-sdxl  ·  SDXL")
+    page.wait_for_selector("[data-testid='toast-body']:has-text('Turbo needs an SD 1.x model')")
+    open_tab(page, "Setting")
+    page.wait_for_function("document.querySelector('#performance input:checked').value === 'Custom'")
+    assert "Turbo (unavailable)" in page.inner_text("#performance")
+
+
+def test_lora_slots_vae_and_refiner_in_the_models_tab(app, open_page):
+    services, _url = app
+    page = open_page()
+    open_tab(page, "Models")
+    # SD 1.5 base: the refiner is locked at None, with the engine's reason
+    assert page.locator("#refiner input").is_disabled()
+    assert "A refiner works only with an SDXL base model; tiny-sd15 is SD 1.x" in page.inner_text("#refiner-info")
+    # LoRA slot 1: the SD 1.5 LoRA, its trigger words shown and added to the prompt; slot 2: an SDXL LoRA, marked
+    textbox(page, "prompt").fill("a paper fox")
+    pick_option(page, "lora-1-name", "paper-cut  ·  SD 1.x")
+    page.wait_for_function("document.querySelector('#lora-notes').innerText.includes('trigger words')")
+    assert "papercut" in page.inner_text("#lora-notes")
+    set_number(page, "#lora-1-weight", 0.8)
+    pick_option(page, "lora-2-name", "xl-detail  ·  SDXL  ·  not for SD 1.x")
+    page.wait_for_function("document.querySelector('#lora-notes').innerText.includes('is a LoRA for SDXL')")
+    page.click("#lora-triggers")
+    wait_value(page, "prompt", f"v === 'a paper fox, {TRIGGERS}'")
+    page.locator("#skip-invalid-loras input").check()
+    shot(page, "16-models-tab-lora-slots")
+    open_tab(page, "Advanced")
+    pick_option(page, "vae", "tiny-vae")  # VAE files do not tell SD 1.x from SDXL: listed by name only
+    page.click("#generate")
+    assert wait_state(page, "done", "failed").startswith("Done")
+    [entry] = services.history.list("paper fox")
+    assert [(lo.name, lo.weight) for lo in entry.params.loras] == [("paper-cut", 0.8)]  # the SDXL one left out
+    assert entry.params.vae == "tiny-vae.safetensors"
+    assert [(lo.name, lo.weight, lo.enabled) for lo in entry.request.loras] == [("paper-cut", 0.8, True),
+                                                                                ("xl-detail", 1.0, True)]
+    assert entry.request.skip_invalid_loras is True and entry.request.prompt == f"a paper fox, {TRIGGERS}"
+
+    # SDXL base: the refiner list opens; the SD 1.5 LoRA is the one marked now
+    open_tab(page, "Models")
+    pick_option(page, "model", "tiny-sdxl  ·  SDXL")
+    page.wait_for_function("!document.querySelector('#refiner input').disabled")
+    pick_option(page, "refiner", "tiny-sdxl-refiner  ·  SDXL refiner")
+    page.wait_for_function("document.querySelector('#lora-notes').innerText.includes('is a LoRA for SD 1.x')")
+    shot(page, "17-models-tab-sdxl-with-refiner")
+
+
+def test_a_new_page_follows_the_engines_default_model_and_refresh_finds_new_files(app, open_page):
+    """The HTTP API can switch the engine's default model: a page opened afterwards starts with it. Refresh
+    rescans the folders and updates every list."""
+    services, _url = app
+    services.manager.set_default_model("tiny-sdxl")
+    try:
+        page = open_page()
+        open_tab(page, "Models")
+        wait_value(page, "model", "v === 'tiny-sdxl  ·  SDXL'")
+        assert not page.locator("#refiner input").is_disabled()
+        open_tab(page, "Setting")
+        page.wait_for_selector("#aspect-ratio label:has-text('1728×576')")
+    finally:
+        services.manager.set_default_model(None)
+    loras = services.registry.folder(ModelKind.LORA)
+    added = loras / "paper-cut-copy.safetensors"
+    shutil.copy(loras / "paper-cut.safetensors", added)
+    try:
+        open_tab(page, "Models")
+        page.click("#refresh-models")
+        page.locator("#lora-4-name input").click()
+        page.wait_for_selector("li[role=option][aria-label^='paper-cut-copy']")
+        page.keyboard.press("Escape")
+    finally:
+        added.unlink()
+        services.registry.refresh()

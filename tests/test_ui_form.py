@@ -6,10 +6,13 @@ import json
 
 import pytest
 
+from pipelines.config import REPO_ROOT
 from pipelines.errors import InvalidRequest
 from pipelines.metadata import encode_image, read_metadata
+from pipelines.performance import PerformanceTable
 from pipelines.samplers import SamplerTable
-from pipelines.types import Architecture, GenerationRequest, ImageParams, LoraRef, SeedBehavior
+from pipelines.styles import StyleLibrary
+from pipelines.types import Architecture, GenerationRequest, ImageParams, LoraRef, ModelKind, SeedBehavior
 from tests.test_metadata import A1111_110, FOOOCUS_A1111, FOOOCUS_JSON, png_with_text
 from ui.form import (
     FormTables,
@@ -17,26 +20,41 @@ from ui.form import (
     fields_from_metadata,
     fields_from_record,
     form_from_request,
+    loras_from_slots,
     request_from_form,
     restore,
+    slots_from_loras,
 )
-from ui.performance import CUSTOM, PerformanceTable
+from ui import performance as modes
+from ui.performance import CUSTOM
 from ui.sizes import AspectRatios, Size
 
 SDXL, SD1 = Architecture.SDXL, Architecture.SD1
 
 
+def engine_tables() -> FormTables:
+    """The tables a running app has: the engine's mode table, sampler table and the shipped style library."""
+    samplers = SamplerTable.load()
+    return FormTables(AspectRatios.load(), PerformanceTable.load(samplers=samplers), samplers,
+                      StyleLibrary(REPO_ROOT / "styles"))
+
+
 @pytest.fixture(scope="module")
 def tables() -> FormTables:
-    return FormTables.load(SamplerTable.load())
+    return engine_tables()
 
 
-INSTALLED = {"juggernautXL_v8Rundiffusion": SDXL, "dreamshaper_8": SD1}
+INSTALLED = {
+    (ModelKind.CHECKPOINT, "juggernautXL_v8Rundiffusion"): SDXL, (ModelKind.CHECKPOINT, "dreamshaper_8"): SD1,
+    (ModelKind.CHECKPOINT, "sdxl_refiner"): Architecture.SDXL_REFINER, (ModelKind.LORA, "add_detail"): SD1,
+    (ModelKind.LORA, "detail"): SDXL, (ModelKind.VAE, "sdxl_vae"): SDXL,
+}
 
 
-def lookup(name: str):
-    """Stands in for the registry: two installed models, found by exact name."""
-    return (name, INSTALLED[name]) if name in INSTALLED else None
+def lookup(name: str, kind: ModelKind = ModelKind.CHECKPOINT):
+    """Stands in for the registry: a few installed files, found by exact name or file name."""
+    stem = name.removesuffix(".safetensors")
+    return (stem, INSTALLED[(kind, stem)]) if (kind, stem) in INSTALLED else None
 
 
 # ------------------------------------------------------------------------------------ form <-> request
@@ -51,6 +69,9 @@ def lookup(name: str):
     (GenerationRequest(prompt="custom size", width=64, height=96, steps=3, model="dreamshaper_8"), SD1),
     (GenerationRequest(prompt="odd", width=1000, height=1000, steps=20, styles=("A", "B"),
                        loras=(LoraRef("detail", 0.6),), refiner="r", refiner_switch=0.7, vae="v"), SDXL),
+    (GenerationRequest(prompt="fast", width=1152, height=896, performance="Lightning", steps=4, cfg_scale=1.0,
+                       sampler="Euler", scheduler="SGM Uniform", skip_invalid_loras=True,
+                       loras=(LoraRef("a", -1.5), LoraRef("b", 0.25, enabled=False), LoraRef("c"))), SDXL),
 ])
 def test_request_survives_form_round_trip(tables, request_, architecture):
     form = {**default_form(tables, architecture), **form_from_request(request_, tables, architecture)}
@@ -79,7 +100,7 @@ def test_blank_numbers_fall_back_and_bad_values_name_the_field(tables):
     with pytest.raises(InvalidRequest) as bad:
         request_from_form({**form, "image_count": 2.5}, tables)
     assert bad.value.field == "image_count"
-    with pytest.raises(InvalidRequest, match="Unknown performance mode 'Turbo'"):
+    with pytest.raises(InvalidRequest, match="Unknown performance mode 'Turbo'. Known: Quality, Speed"):
         request_from_form({**form, "performance": "Turbo"}, tables)
     with pytest.raises(InvalidRequest, match="not a size") as bad:
         request_from_form({**form, "aspect_ratio": "wide"}, tables)
@@ -100,7 +121,8 @@ def test_sizes_outside_the_list_become_custom(tables):
 def our_png(request: GenerationRequest, **params) -> bytes:
     base = dict(prompt="a cat, cinematic", negative_prompt="blurry", steps=30, sampler="DPM++ 2M SDE",
                 scheduler="Karras", cfg_scale=4.0, seed=1001, width=896, height=1152, model="juggernautXL_v8Rundiffusion",
-                model_hash="aeb7e9e689", prompt_template="a cat", styles=("Cinematic",), performance="Speed",
+                model_hash="aeb7e9e689", prompt_template="a cat", styles=("Cinematic - Film Still",),
+                performance="Speed",
                 batch_index=1)
     base.update(params)
     from PIL import Image
@@ -109,7 +131,8 @@ def our_png(request: GenerationRequest, **params) -> bytes:
 
 
 def test_our_png_restores_the_request_with_that_images_seed(tables):
-    sent = GenerationRequest(prompt="a cat", negative_prompt="blurry", styles=("Cinematic",), performance="Speed",
+    sent = GenerationRequest(prompt="a cat", negative_prompt="blurry", styles=("Cinematic - Film Still",
+                                                                           "Mood - Foggy Morning"), performance="Speed",
                              width=896, height=1152, steps=30, cfg_scale=4.0, sampler="DPM++ 2M SDE",
                              scheduler="Karras", seed=-1, image_count=3, seed_behavior=SeedBehavior.RANDOM)
     meta = read_metadata(our_png(sent))
@@ -125,7 +148,8 @@ def test_our_png_restores_the_request_with_that_images_seed(tables):
 def test_our_png_without_the_request_uses_the_typed_prompt(tables):
     meta = read_metadata(our_png(None))
     values = restore(fields_from_metadata(meta), tables, lookup, SDXL).values
-    assert values["prompt"] == "a cat" and values["styles"] == ["Cinematic"] and values["performance"] == "Speed"
+    assert values["prompt"] == "a cat" and values["styles"] == ["Cinematic - Film Still"]
+    assert values["performance"] == "Speed" and values["steps"] == 30
 
 
 def test_a1111_png_restores_what_it_says(tables):
@@ -152,17 +176,20 @@ def test_fooocus_png_restores_mode_styles_and_sampler(tables, png):
     assert v["model"] == "juggernautXL_v8Rundiffusion"  # installed: picked, and its SDXL size list used
     assert (v["sampler"], v["scheduler"]) == ("DPM++ 2M SDE", "Karras")
     assert (v["performance"], v["steps"], v["cfg_scale"], v["seed"]) == ("Speed", 30, 4.0, 1234567890)
-    assert v["aspect_ratio"] == "1152x896" and v["styles"][:2] == ["Fooocus V2", "Fooocus Enhance"]
+    assert v["aspect_ratio"] == "1152x896" and v["styles"] == []  # Fooocus's own styles are not in our library
     assert v["prompt"].startswith("a cat") and "cinematic" not in v["prompt"]  # the raw prompt
-    assert result.notes == []
+    assert result.notes[0].startswith("Styles not in the style library, left out: Fooocus V2, Fooocus Enhance")
+    # its LoRA slot: read, and explained since the file is not installed
+    assert result.notes[1] == "LoRA 'sd_xl_offset_example-lora_1.0' is not installed; its slot is left empty."
+    assert v["lora_1_name"] == "None" and len(result.notes) == 2
 
 
 def test_unknown_sampler_and_mode_are_explained_not_restored(tables):
-    fields = {"prompt": "p", "sampler": "Restart", "scheduler": "Karras", "steps": 8, "performance": "Lightning"}
+    fields = {"prompt": "p", "sampler": "Restart", "scheduler": "Karras", "steps": 8, "performance": "Turbo"}
     result = restore(fields, tables, lookup, SDXL)
     assert "sampler" not in result.values and result.values["performance"] == CUSTOM and result.values["steps"] == 8
     assert any("Unknown sampler 'Restart'" in n for n in result.notes)
-    assert any("'Lightning' is not available" in n for n in result.notes)
+    assert any("'Turbo' is not available" in n for n in result.notes)
 
 
 def test_history_record_without_request(tables):
@@ -203,14 +230,61 @@ def test_bad_aspect_ratio_tables_are_refused(data, message):
         AspectRatios(data)
 
 
-def test_performance_table():
-    table = PerformanceTable.load()
-    assert table.choices == ["Quality", "Speed", CUSTOM] and table.default == "Speed"
-    assert table.fields("Quality") == {"steps": 60} and table.fields(CUSTOM) == {}
-    assert table.matching("Speed", {"steps": 30}) == "Speed" and table.matching("Speed", {"steps": 31}) == CUSTOM
-    for data, message in [({"modes": {"Custom": {"steps": 3}}}, "reserved"),
-                          ({"modes": {"Fast": {"steps": "ten"}}}, "steps must be a whole number"),
-                          ({"modes": {"Fast": {"sharpness": 2}}}, "unknown field"),
-                          ({"modes": {"Fast": {"steps": 4}}, "default": "Slow"}, "default 'Slow'")]:
-        with pytest.raises(ValueError, match=message):
-            PerformanceTable(data)
+def test_modes_are_the_engines(tables):
+    table = tables.performance
+    assert modes.choices(table, {}) == [(m, m) for m in table.names()] + [(CUSTOM, CUSTOM)]
+    marked = modes.choices(table, {"Lightning": "Lightning needs an SDXL model."})
+    assert ("Lightning (unavailable)", "Lightning") in marked and ("Speed", "Speed") in marked
+    assert modes.mode_fields(table, "Quality") == {"steps": 60} and modes.mode_fields(table, CUSTOM) == {}
+    assert modes.mode_fields(table, "lightning") == {"steps": 4, "cfg_scale": 1.0, "sampler": "Euler",
+                                                     "scheduler": "SGM Uniform"}
+    assert modes.canonical(table, "extreme speed") == "Extreme Speed" and modes.canonical(table, "Turbo") is None
+    assert modes.matching(table, "Speed", {"steps": 30}) == "Speed"
+    assert modes.matching(table, "Speed", {"steps": 31}) == CUSTOM
+    assert modes.matching(table, "Lightning", {"steps": 4, "cfg_scale": 7.0}) == CUSTOM
+    notes = modes.notes_markdown(table, "Lightning", {"Hyper-SD": "no <file>"})
+    assert notes.startswith("**Lightning**: 4 steps") and "*Hyper-SD is unavailable*: no &lt;file&gt;" in notes
+    with pytest.raises(InvalidRequest, match="Unknown performance mode"):
+        modes.mode_fields(table, "Turbo")
+
+
+def test_lora_slots_map_to_the_request_both_ways():
+    slots = {"lora_1_enabled": True, "lora_1_name": "None", "lora_1_weight": 0.3,
+             "lora_2_enabled": False, "lora_2_name": "paper", "lora_2_weight": -0.5,
+             "lora_3_enabled": True, "lora_3_name": "detail", "lora_3_weight": None}
+    assert loras_from_slots(slots) == (LoraRef("paper", -0.5, enabled=False), LoraRef("detail", 1.0))
+    back = slots_from_loras([LoraRef("paper", -0.5, enabled=False), {"name": "detail", "weight": 2}])
+    assert back["lora_1_name"] == "paper" and back["lora_1_enabled"] is False and back["lora_1_weight"] == -0.5
+    assert back["lora_2_name"] == "detail" and back["lora_2_weight"] == 2.0
+    assert [back[f"lora_{n}_name"] for n in (3, 4, 5)] == ["None"] * 3 and back["lora_5_weight"] == 1.0
+    with pytest.raises(InvalidRequest) as bad:
+        loras_from_slots({"lora_1_name": "paper", "lora_1_weight": "heavy"})
+    assert bad.value.field == "lora_1_weight"
+
+
+def test_refiner_vae_and_loras_are_restored_when_installed(tables):
+    fields = {"prompt": "p", "refiner": "sdxl_refiner.safetensors", "refiner_switch": 0.7,
+              "vae": "sdxl_vae.safetensors",
+              "loras": [{"name": "add_detail.safetensors", "weight": 0.5}, {"name": "gone", "weight": 1.0},
+                        {"name": "detail", "weight": -1, "enabled": False}]}
+    result = restore(fields, tables, lookup, SDXL)
+    v = result.values
+    assert (v["refiner"], v["refiner_switch"], v["vae"]) == ("sdxl_refiner", 0.7, "sdxl_vae")
+    assert (v["lora_1_name"], v["lora_1_weight"], v["lora_2_name"], v["lora_2_enabled"]) == ("add_detail", 0.5,
+                                                                                              "detail", False)
+    assert v["lora_3_name"] == "None" and result.notes == ["LoRA 'gone' is not installed; its slot is left empty."]
+    request = request_from_form({**default_form(tables, SDXL), **v}, tables)
+    assert request.refiner == "sdxl_refiner" and request.vae == "sdxl_vae"
+    assert request.loras == (LoraRef("add_detail", 0.5), LoraRef("detail", -1.0, enabled=False))
+    gone = restore({"refiner": "dreamshaper_8", "vae": "missing_vae"}, tables, lookup, SDXL)
+    assert gone.values["refiner"] == "None" and gone.values["vae"] == "Automatic"
+    assert gone.notes == ["Refiner 'dreamshaper_8' is SD 1.x, not an SDXL model; no refiner is used.",
+                          "VAE 'missing_vae' is not installed; the model's own VAE is used."]
+    form = {**default_form(tables, SDXL), "refiner": "None", "vae": "Automatic"}
+    assert request_from_form(form, tables).refiner is None and request_from_form(form, tables).vae is None
+
+
+def test_a1111_restore_empties_the_lora_slots(tables):
+    """A1111's LoRAs are <lora:…> tags in the prompt, which is restored as is: slots would apply them twice."""
+    v = restore(fields_from_metadata(read_metadata(png_with_text(parameters=A1111_110))), tables, lookup, SDXL).values
+    assert "<lora:add_detail:0.6>" in v["prompt"] and v["lora_1_name"] == "None"

@@ -4,37 +4,50 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.samplers import SamplerTable
-from pipelines.types import Architecture
+from pipelines.types import Architecture, ModelKind
 from pipelines.validation import validate
+from tests.test_ui_form import engine_tables
 from ui.form import FormTables, default_form, request_from_form
 from ui.presets import BUNDLED_DIR, PresetLibrary, apply_preset, load_preset
 
 
 @pytest.fixture(scope="module")
 def tables() -> FormTables:
-    return FormTables.load(SamplerTable.load())
+    return engine_tables()
 
 
-def lookup(name):
+def lookup(name, kind=ModelKind.CHECKPOINT):
     return {"realisticStockPhoto_v20": ("realisticStockPhoto_v20", Architecture.SDXL),
             "dreamshaper_8": ("dreamshaper_8", Architecture.SD1)}.get(name)
 
 
-def test_bundled_presets_load_and_make_valid_requests(tables):
+@pytest.mark.parametrize("path", sorted(BUNDLED_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_preset_loads_with_real_styles_and_engine_modes(tables, path):
+    preset = load_preset(path, tables)
+    assert preset.description and preset.path == path
+    library_names = set(tables.styles.names())
+    assert all(style in library_names for style in preset.styles), preset.styles
+    assert preset.values["performance"] in [*tables.performance.names(), "Custom"]
+    for arch in (Architecture.SDXL, Architecture.SD1):
+        values = apply_preset(preset, tables, lookup, arch).values
+        request = validate(request_from_form({**default_form(tables, arch), **values}, tables), tables.samplers)
+        mode = tables.performance.get(request.performance) if request.performance else None
+        # the mode's own settings win; the preset's where the mode leaves them open
+        assert request.sampler == (mode.sampler if mode and mode.sampler else preset.values["sampler"])
+        assert request.cfg_scale == (mode.cfg_scale if mode and mode.cfg_scale else preset.values["cfg_scale"])
+        assert list(request.styles) == list(preset.styles)
+
+
+def test_bundled_library_and_the_lightning_preset(tables):
     library = PresetLibrary.load(tables)
     assert library.names[0] == "default"
     assert {"default", "realistic", "anime", "lightning"} <= set(library.names)
-    for name in library.names:
-        preset = library.get(name)
-        assert preset.description and preset.path.parent == BUNDLED_DIR
-        for arch in (Architecture.SDXL, Architecture.SD1):
-            values = apply_preset(preset, tables, lookup, arch).values
-            request = validate(request_from_form({**default_form(tables, arch), **values}, tables), tables.samplers)
-            assert request.sampler == preset.values["sampler"] and request.cfg_scale == preset.values["cfg_scale"]
     lightning = apply_preset(library.get("lightning"), tables, lookup, Architecture.SDXL).values
-    assert (lightning["performance"], lightning["steps"], lightning["scheduler"]) == ("Custom", 4, "SGM Uniform")
-    assert library.get("realistic").styles == ("Fooocus Photograph", "Fooocus Negative")
+    assert (lightning["performance"], lightning["steps"], lightning["cfg_scale"]) == ("Lightning", 4, 1.0)
+    assert (lightning["sampler"], lightning["scheduler"]) == ("Euler", "SGM Uniform")
+    assert tables.performance.availability("Lightning", Architecture.SD1).startswith("Lightning needs an SDXL model")
+    assert library.get("realistic").styles == ("Photo - Natural Light Portrait",)
+    assert library.get("anime").styles == ("Anime - Key Visual",)
 
 
 def test_preset_picks_its_installed_model_and_a_size_that_fits_it(tables):
@@ -57,7 +70,10 @@ def test_unknown_preset_lists_the_available_ones(tables):
     ("cfg: 4", "unknown field\\(s\\) cfg"),
     ("sampler: Euler b", "Unknown sampler 'Euler b'"),
     ("cfg_scale: 45", "cfg_scale must be between 0 and 30"),
-    ("performance: Turbo", "performance 'Turbo' is not one of Quality, Speed, Custom"),
+    ("performance: Turbo",
+     "performance 'Turbo' is not one of Quality, Speed, Extreme Speed, Lightning, Hyper-SD, Custom"),
+    ("styles: [Cinematic]", "styles: No style named 'Cinematic'. Did you mean: Cinematic - "),
+    ("performance: Lightning\nsteps: 8", "steps 8 contradicts performance 'Lightning', which sets steps 4"),
     ("styles: Cinematic", "styles must be a list"),
     ("aspect_ratio: square", "aspect_ratio: 'square' is not a size"),
     ("image_count: 40", "image_count must be between 1 and 32"),

@@ -107,3 +107,13 @@ def test_follow_reads_a_job_through_the_queue():
         assert queue.status(first).state.done
     finally:
         queue.stop()
+
+
+def test_a_follower_that_fell_behind_keeps_the_latest_progress():
+    """The queue hands a slow follower the latest progress before the events it missed (JobStarted among them):
+    the bar must not go back to "Starting…" after showing a step."""
+    view = View()
+    apply(view, JobQueued("j", 1))
+    assert apply(view, JobProgress("j", 5, 150, 0, 1, 9.0)) == {"status"}
+    assert apply(view, JobStarted("j")) == set()
+    assert text_of(view) == "Step 5/150 · ETA 0:09" and view.state == "running"

@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.errors import EaselError
+from pipelines.errors import EaselError, InvalidRequest
+from pipelines.refiner import REFINER_ARCHITECTURES, check_pair
 from pipelines.services import Services
-from pipelines.types import Architecture, ModelFormat, ModelKind, ModelRecord
+from pipelines.types import Architecture, GenerationRequest, ModelFormat, ModelKind, ModelRecord
 
-from .form import FormTables, Restored, default_form
-from .presets import PresetLibrary, apply_preset
+from . import performance as modes
+from .form import AUTOMATIC_VAE, NO_LORA, NO_REFINER, FormTables, Restored, default_form
+from .presets import DEFAULT_PRESET, PresetLibrary, apply_preset
 
 
 def describe_record(record: ModelRecord) -> str:
@@ -27,6 +29,14 @@ def describe_record(record: ModelRecord) -> str:
     return f"{record.architecture.label} · {kind}{size}"
 
 
+def lora_mismatch(record: ModelRecord, architecture: Architecture) -> str | None:
+    """Why a LoRA does not suit a model of `architecture` (the engine refuses it), or None when it may."""
+    unknown = Architecture.UNKNOWN
+    if record.architecture in (unknown, architecture) or architecture is unknown:
+        return None
+    return f"{record.name} is a LoRA for {record.architecture.label}; the model is {architecture.label}."
+
+
 @dataclass
 class UIContext:
     services: Services
@@ -37,17 +47,18 @@ class UIContext:
     @classmethod
     def build(cls, services: Services, presets: PresetLibrary | None = None, preset: str = "default",
               tables: FormTables | None = None) -> UIContext:
-        """The context for a page; tables and presets default to the bundled ones."""
-        tables = tables or FormTables.load(services.samplers)
+        """The context for a page; tables default to the engine's, presets to the bundled ones."""
+        tables = tables or FormTables.for_services(services)
         presets = presets or PresetLibrary.load(tables)
         presets.get(preset)  # a bad name fails here, with the list of names
         return cls(services, tables, presets, preset)
 
-    # -- models -------------------------------------------------------------------------------------
+    # -- base models --------------------------------------------------------------------------------
 
     def model_records(self) -> list[ModelRecord]:
-        """What the model list offers: usable checkpoints, or the hub model when there are none."""
-        records = [r for r in self.services.registry.checkpoints() if r.usable]
+        """What the model list offers: usable checkpoints that can start an image (no refiners), else the hub model."""
+        records = [r for r in self.services.registry.checkpoints()
+                   if r.usable and r.architecture is not Architecture.SDXL_REFINER]
         if not records and self.services.config.hub_model:
             records = [self.services.registry.hub_record(self.services.config.hub_model)]
         return records
@@ -57,13 +68,12 @@ class UIContext:
                  else f"{r.name}  ·  download from the hub", r.name) for r in self.model_records()]
 
     def record(self, name: str | None) -> ModelRecord | None:
-        """The offered model called `name` (None: the default one), or None when there is none."""
+        """The offered model called `name` (None: the engine's current default), or None when there is none."""
         records = self.model_records()
         if not name:
-            default = self.services.config.default_model
-            if default:
-                found = self.lookup(default)
-                name = found[0] if found else None
+            default = self.services.manager.default_model  # the HTTP API may have switched it
+            found = self.lookup(default) if default else None
+            name = found[0] if found else None
             return next((r for r in records if r.name == name), records[0] if records else None)
         try:
             wanted = self.services.registry.find(ModelKind.CHECKPOINT, name).name
@@ -71,14 +81,21 @@ class UIContext:
             wanted = name
         return next((r for r in records if r.name == wanted), None)
 
-    def lookup(self, name: str) -> tuple[str, Architecture] | None:
-        """(name as listed, architecture) for a model name from a preset or an image; None if not offered."""
+    def lookup(self, name: str, kind: ModelKind = ModelKind.CHECKPOINT) -> tuple[str, Architecture] | None:
+        """(name as listed, architecture) for a model named by a preset or an image; None if not offered.
+
+        Checkpoints are looked up among the base models, or among the refiner candidates when the name is one."""
         try:
-            record = self.services.registry.find(ModelKind.CHECKPOINT, name)
+            record = self.services.registry.find(kind, name)
         except EaselError:
             return None
-        offered = {r.name for r in self.model_records()}
-        return (record.name, record.architecture) if record.name in offered else None
+        if not record.usable:
+            return None
+        if kind is ModelKind.CHECKPOINT:
+            offered = {r.name for r in self.model_records()} | {r.name for r in self.refiner_records()}
+            if record.name not in offered:
+                return None
+        return record.name, record.architecture
 
     def architecture(self, model: str | None) -> Architecture:
         record = self.record(model)
@@ -86,7 +103,8 @@ class UIContext:
 
     def unusable_models(self) -> list[tuple[str, str]]:
         """(file, reason) for every model file that cannot be used, as the registry explains it."""
-        rows = [(r.name, r.note) for r in self.services.registry.checkpoints() if not r.usable]
+        rows = [(r.name, r.note) for kind in (ModelKind.CHECKPOINT, ModelKind.LORA, ModelKind.VAE)
+                for r in self.services.registry.list(kind) if not r.usable]
         rows += [(str(path), why) for path, why in self.services.registry.skipped]
         return rows
 
@@ -94,6 +112,96 @@ class UIContext:
         if any(r.usable for r in self.services.registry.checkpoints()):
             return ""
         return self.services.registry.missing_checkpoint_message()
+
+    # -- refiner, LoRAs, VAEs -----------------------------------------------------------------------
+
+    def refiner_records(self) -> list[ModelRecord]:
+        """Checkpoints that can refine an SDXL image: SDXL refiners and SDXL models."""
+        return [r for r in self.services.registry.checkpoints() if r.usable and r.architecture in REFINER_ARCHITECTURES]
+
+    def refiner_choices(self) -> list[tuple[str, str]]:
+        return [(NO_REFINER, NO_REFINER)] + [(f"{r.name}  ·  {r.architecture.label}", r.name)
+                                             for r in self.refiner_records()]
+
+    def refiner_problem(self, model: str | None) -> str | None:
+        """Why no refiner can be used with this base model (the engine's own words), or None when one can."""
+        record = self.record(model)
+        if record is None:
+            return None
+        try:
+            check_pair(record.name, record.architecture, "", Architecture.SDXL)
+        except InvalidRequest as exc:
+            return str(exc)
+        return None
+
+    def lora_records(self) -> list[ModelRecord]:
+        return [r for r in self.services.registry.list(ModelKind.LORA) if r.usable]
+
+    def lora_choices(self, architecture: Architecture) -> list[tuple[str, str]]:
+        """"None", then every LoRA with its architecture; those for another architecture marked."""
+        out = [(NO_LORA, NO_LORA)]
+        for record in self.lora_records():
+            label = f"{record.name}  ·  {record.architecture.label}"
+            if lora_mismatch(record, architecture):
+                label += f"  ·  not for {architecture.label}"
+            out.append((label, record.name))
+        return out
+
+    def lora_record(self, name: str | None) -> ModelRecord | None:
+        if not name or name == NO_LORA:
+            return None
+        try:
+            return self.services.registry.find(ModelKind.LORA, name)
+        except EaselError:
+            return None
+
+    def vae_choices(self) -> list[tuple[str, str]]:
+        records = [r for r in self.services.registry.list(ModelKind.VAE) if r.usable]
+        return [("Automatic (the model's own VAE)", AUTOMATIC_VAE)] + [
+            (r.name if r.architecture is Architecture.UNKNOWN else f"{r.name}  ·  {r.architecture.label}", r.name)
+            for r in records]
+
+    # -- performance modes --------------------------------------------------------------------------
+
+    def mode_reasons(self, model: str | None) -> dict[str, str]:
+        """{mode: why it cannot run} for the modes the engine refuses with this model."""
+        return modes.unavailable(self.tables.performance, self.architecture(model))
+
+    def fallback_mode(self, reasons: dict[str, str]) -> tuple[str, dict[str, Any]]:
+        """The mode a form falls back to when its own cannot run, and the fields it sets: the launch preset's mode,
+        else the default preset's, else Custom with the launch preset's steps, guidance and sampler (or the
+        request defaults) rather than the settings of a fast mode that do not suit a plain model."""
+        defaults = GenerationRequest()
+        launch = self.presets.get(self.preset)
+        for preset in (launch, self.presets.get(DEFAULT_PRESET)):
+            mode = modes.canonical(self.tables.performance, preset.values.get("performance"))
+            if mode and mode != modes.CUSTOM and mode not in reasons:
+                break
+        else:
+            mode, preset = modes.CUSTOM, launch
+        settings = {name: preset.values.get(name, getattr(defaults, name)) for name in modes.MODE_FIELDS}
+        return mode, {**settings, **modes.mode_fields(self.tables.performance, mode)}
+
+    def settle(self, values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The form made consistent with its model: a mode that cannot run and a refiner that cannot be used are
+        replaced, each with a note saying why; the fields a mode sets take the mode's values."""
+        values, notes = dict(values), []
+        record = self.record(values.get("model")) or self.record(None)
+        model = record.name if record else None
+        mode = modes.canonical(self.tables.performance, values.get("performance")) or modes.CUSTOM
+        reasons = self.mode_reasons(model)
+        if mode in reasons:
+            fallback, settings = self.fallback_mode(reasons)
+            notes.append(f"{reasons[mode]} {fallback} is used instead.")
+            mode = fallback
+            values.update(settings)
+        values["performance"] = mode
+        values.update(modes.mode_fields(self.tables.performance, mode))
+        problem = self.refiner_problem(model)
+        if problem and str(values.get("refiner") or NO_REFINER) != NO_REFINER:
+            notes.append(f"The refiner is turned off. {problem}")
+            values["refiner"] = NO_REFINER
+        return values, notes
 
     # -- form ---------------------------------------------------------------------------------------
 
@@ -107,4 +215,4 @@ class UIContext:
         values["model"] = record.name if record else None
         values.update(self.preset_values(self.preset, values["model"]).values)
         values["preset"] = self.preset
-        return values
+        return self.settle(values)[0]

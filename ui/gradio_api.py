@@ -14,23 +14,36 @@ from typing import Any
 import gradio as gr
 from gradio.data_classes import FileData
 
+from pipelines.errors import InvalidRequest
 from pipelines.types import JobState
 
 from .context import UIContext
 from .errors import user_message
-from .form import request_from_form
+from .form import LORA_SLOTS, request_from_form, slots_from_loras
+from .performance import CUSTOM, MODE_FIELDS
 
 
 def form_for_call(ctx: UIContext, given: dict[str, Any]) -> dict[str, Any]:
-    """The page's starting form with the caller's values on top; a size or seed given turns those fields on."""
+    """The page's starting form with the caller's values on top; a size or seed given turns those fields on.
+
+    `loras` ([{"name", "weight"}], at most five) fills the page's LoRA slots; steps, guidance, sampler or
+    schedule given without a performance mode mean Custom, as editing them in the page does.
+    """
     values = ctx.initial_form()
+    loras = given.pop("loras", None)
     values.update({k: v for k, v in given.items() if v is not None})
     if given.get("width") or given.get("height"):
         values["custom_size"] = True
     if given.get("seed") is not None:
         values["random_seed"] = given["seed"] == -1
-    if given.get("steps"):
-        values["performance"] = "Custom"
+    if given.get("performance") is None and any(given.get(name) is not None for name in MODE_FIELDS):
+        values["performance"] = CUSTOM
+    if loras is not None:
+        if not isinstance(loras, list) or not all(isinstance(item, dict) and item.get("name") for item in loras):
+            raise InvalidRequest('loras must be a list of {"name": ..., "weight": ...}.', field="loras")
+        if len(loras) > LORA_SLOTS:
+            raise InvalidRequest(f"At most {LORA_SLOTS} LoRAs can be used at once.", field="loras")
+        values.update(slots_from_loras(loras))
     return values
 
 
@@ -43,6 +56,11 @@ def register(ctx: UIContext) -> None:
         model: str | None = None,
         styles: list[str] | None = None,
         performance: str | None = None,
+        loras: list[dict] | None = None,
+        refiner: str | None = None,
+        refiner_switch: float | None = None,
+        vae: str | None = None,
+        skip_invalid_loras: bool | None = None,
         width: int | None = None,
         height: int | None = None,
         steps: int | None = None,
@@ -55,7 +73,10 @@ def register(ctx: UIContext) -> None:
     ) -> tuple[str, list[FileData]]:
         """Make images as the page's Generate button does; unset values come from the launch preset.
 
-        Returns a JSON text ({"status", "job_id", "seeds", "infotexts", "error"}) and the image files.
+        styles: style names, applied in order; performance: one of the engine's modes (or "Custom");
+        loras: [{"name": file name, "weight": -2..2}], at most five; refiner: an SDXL checkpoint or "None";
+        vae: a VAE file or "Automatic". Returns a JSON text ({"status", "job_id", "seeds", "infotexts",
+        "error"}) and the image files.
         """
         given = {k: v for k, v in locals().items() if k != "ctx"}
         try:

@@ -1,77 +1,81 @@
-"""Performance modes (Speed, Quality, ...): named sets of request fields, read from tables/performance.yaml.
+"""The page's view of the engine's performance modes (pipelines/performance.py, tables/performance.yaml).
 
-The UI picks a mode; the mode's fields (steps, and whatever else a mode sets) go into the request and
-its name is recorded in the image's metadata. "Custom" is the UI's own choice: the steps set by hand.
+The engine owns the modes: what each one sets and whether it can run with a model (`availability`).
+This module only words them for the Setting tab, with "Custom" beside them (the steps, guidance and
+sampler set by hand in Advanced), and says which form fields a mode sets, so that editing one of them
+by hand switches the form to Custom.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import html
 from typing import Any, Mapping
 
-import yaml
+from pipelines.errors import InvalidRequest
+from pipelines.performance import PerformanceTable
+from pipelines.types import Architecture
 
-from pipelines.types import GenerationRequest
-
-TABLE_PATH = Path(__file__).parent / "tables" / "performance.yaml"
 CUSTOM = "Custom"
-# The request fields a mode may set.
-MODE_FIELDS = ("steps", "cfg_scale", "sampler", "scheduler", "clip_skip")
-_KIND_NAMES = {int: "a whole number", float: "a number", str: "text"}
+MODE_FIELDS = ("steps", "cfg_scale", "sampler", "scheduler")  # the request fields a mode may set
+UNAVAILABLE = "unavailable"  # marks a mode's label in the list; page.js disables such choices
 
 
-class PerformanceTable:
-    def __init__(self, data: dict[str, Any], source: str = "performance.yaml"):
-        modes = data.get("modes") if isinstance(data, dict) else None
-        if not isinstance(modes, dict) or not modes:
-            raise ValueError(f"{source}: needs a `modes` mapping of mode name -> request fields")
-        self._modes: dict[str, dict[str, Any]] = {}
-        for name, fields in modes.items():
-            where = f"{source}: mode {name!r}"
-            if str(name) == CUSTOM:
-                raise ValueError(f"{where}: {CUSTOM!r} is reserved for hand-set steps")
-            if not isinstance(fields, dict) or not fields:
-                raise ValueError(f"{where} must set at least one of {', '.join(MODE_FIELDS)}")
-            unknown = sorted(set(fields) - set(MODE_FIELDS))
-            if unknown:
-                raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; a mode may set {', '.join(MODE_FIELDS)}")
-            typed = {}
-            for key, value in fields.items():
-                kind = type(getattr(GenerationRequest(), key))
-                if isinstance(value, bool) or not isinstance(value, (kind, int) if kind is float else kind):
-                    raise ValueError(f"{where}: {key} must be {_KIND_NAMES[kind]}, got {value!r}")
-                typed[key] = kind(value)
-            self._modes[str(name)] = typed
-        self.default = str(data.get("default") or next(iter(self._modes)))
-        if self.default not in self._modes:
-            raise ValueError(f"{source}: default {self.default!r} is not one of the modes ({', '.join(self._modes)})")
+def canonical(table: PerformanceTable, name: str | None) -> str | None:
+    """The mode's name as the table spells it; CUSTOM for Custom/None/""; None when the table has no such mode."""
+    if name in (None, "", CUSTOM):
+        return CUSTOM
+    try:
+        return table.get(str(name)).name
+    except InvalidRequest:
+        return None
 
-    @classmethod
-    def load(cls, path: Path = TABLE_PATH) -> PerformanceTable:
-        return cls(yaml.safe_load(Path(path).read_text(encoding="utf-8")), source=Path(path).name)
 
-    @property
-    def names(self) -> list[str]:
-        return list(self._modes)
+def mode_fields(table: PerformanceTable, name: str | None) -> dict[str, Any]:
+    """The form fields a mode sets ({} for Custom); InvalidRequest naming the known modes for an unknown one."""
+    if name in (None, "", CUSTOM):
+        return {}
+    mode = table.get(str(name))
+    return {field: getattr(mode, field) for field in MODE_FIELDS if getattr(mode, field) is not None}
 
-    @property
-    def choices(self) -> list[str]:
-        """What the Setting tab lists: every mode, then Custom."""
-        return [*self._modes, CUSTOM]
 
-    def fields(self, name: str | None) -> dict[str, Any]:
-        """The request fields a mode sets; {} for Custom (and for None)."""
-        if name in (None, "", CUSTOM):
-            return {}
-        if name not in self._modes:
-            raise KeyError(name)
-        return dict(self._modes[name])
-
-    def matching(self, name: str | None, values: Mapping[str, Any]) -> str:
-        """`name` if it is a mode whose fields all agree with `values` (a restored image), else Custom."""
-        if name not in self._modes:
+def matching(table: PerformanceTable, name: str | None, values: Mapping[str, Any]) -> str:
+    """`name` when it is a mode whose fields all agree with `values` (a restored image), else Custom."""
+    mode = canonical(table, name)
+    if mode in (None, CUSTOM):
+        return CUSTOM
+    for key, value in mode_fields(table, mode).items():
+        if key in values and values[key] != value:
             return CUSTOM
-        for key, value in self._modes[name].items():
-            if key in values and values[key] != value:
-                return CUSTOM
-        return name
+    return mode
+
+
+def unavailable(table: PerformanceTable, architecture: Architecture | str | None) -> dict[str, str]:
+    """{mode: the engine's reason} for every mode that cannot run on a model of this architecture."""
+    arch = Architecture(architecture) if architecture else Architecture.UNKNOWN
+    reasons = {}
+    for name in table.names():
+        why = table.availability(name, arch)
+        if why:
+            reasons[name] = why
+    return reasons
+
+
+def choices(table: PerformanceTable, reasons: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(label, value) pairs for the radio list: every mode (those that cannot run marked), then Custom."""
+    listed = [(f"{name} ({UNAVAILABLE})" if name in reasons else name, name) for name in table.names()]
+    return [*listed, (CUSTOM, CUSTOM)]
+
+
+def notes_markdown(table: PerformanceTable, selected: str | None, reasons: Mapping[str, str]) -> str:
+    """What the picked mode does, and why the marked ones cannot be picked with this model."""
+    lines = []
+    mode = canonical(table, selected)
+    if mode == CUSTOM:
+        lines.append("**Custom**: the steps, guidance and sampler set in Advanced.")
+    elif mode is not None and table.get(mode).description:
+        lines.append(f"**{html.escape(mode)}**: {html.escape(table.get(mode).description)}")
+    if reasons:
+        lines.append("")
+    for name, why in reasons.items():
+        lines.append(f"- *{html.escape(name)} is unavailable*: {html.escape(why)}")
+    return "\n".join(lines)

@@ -2,8 +2,9 @@
 
 A preset is data: a YAML mapping of form field names to values, plus a `description` and `model`
 candidates (the first one installed is used; without any, the current model stays). Every preset is
-checked when loaded, by building the request it describes and validating it as the engine would, so
-a typo fails at startup naming the file and the field, not later in the page.
+checked when loaded: its styles against the style library, its performance mode against the engine's
+modes, and the request it describes as the engine validates it, so a typo fails at startup naming the
+file and the field, not later in the page.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from pipelines.errors import InvalidRequest
-from pipelines.types import Architecture
+from pipelines.types import Architecture, ModelKind
 from pipelines.validation import validate
 
+from . import performance as modes
 from .form import FormTables, ModelLookup, Restored, default_form, request_from_form
 from .sizes import Size
 
@@ -71,9 +73,21 @@ def parse_preset(name: str, data: Any, tables: FormTables, source: str = "") -> 
             values["aspect_ratio"] = Size.parse(values["aspect_ratio"]).key
         except ValueError as exc:
             raise ValueError(f"{where}: aspect_ratio: {exc}") from None
-    if "performance" in values and values["performance"] not in tables.performance.choices:
-        raise ValueError(f"{where}: performance {values['performance']!r} is not one of "
-                         f"{', '.join(tables.performance.choices)}")
+    if "styles" in values:
+        try:  # named as the library spells them
+            values["styles"] = [tables.styles.get(style).name for style in styles]
+        except InvalidRequest as exc:
+            raise ValueError(f"{where}: styles: {exc}") from None
+    if "performance" in values:
+        mode = modes.canonical(tables.performance, values["performance"])
+        if mode is None:
+            raise ValueError(f"{where}: performance {values['performance']!r} is not one of "
+                             f"{', '.join([*tables.performance.names(), modes.CUSTOM])}")
+        values["performance"] = mode
+        for key, value in modes.mode_fields(tables.performance, mode).items():
+            if key in values and values[key] != value:
+                raise ValueError(f"{where}: {key} {values[key]!r} contradicts performance {mode!r}, which sets "
+                                 f"{key} {value!r}; leave {key} out or use performance Custom")
     try:  # the request this preset makes must pass the engine's own checks
         form = {**default_form(tables, Architecture.UNKNOWN), **values}
         validate(request_from_form(form, tables), tables.samplers)
@@ -130,7 +144,7 @@ def apply_preset(preset: Preset, tables: FormTables, lookup: ModelLookup,
     notes: list[str] = []
     architecture = current_architecture
     for candidate in preset.models:
-        found = lookup(candidate)
+        found = lookup(candidate, ModelKind.CHECKPOINT)
         if found is not None:
             values["model"], architecture = found
             break
@@ -140,8 +154,8 @@ def apply_preset(preset: Preset, tables: FormTables, lookup: ModelLookup,
                          "the current model is kept.")
     if "aspect_ratio" in values:
         values["aspect_ratio"] = tables.sizes.pick(architecture, values["aspect_ratio"])
-    if "performance" in values and "steps" not in values:
-        values.update(tables.performance.fields(values["performance"]))
+    if "performance" in values:
+        values.update(modes.mode_fields(tables.performance, values["performance"]))
     if "styles" in values:
         values["styles"] = list(values["styles"])
     return Restored(values, notes, f"preset {preset.name}")

@@ -116,6 +116,8 @@ def apply(view: View, event: Event) -> set[str]:
         view.state = "queued"
         view.status_html = progress_html(0, queue_text(event.position), "queued")
     elif isinstance(event, JobStarted):
+        if view.state == "running":  # the queue hands a follower that fell behind the latest progress first
+            return set()
         view.state = "running"
         view.status_html = progress_html(0, "Starting…")
     elif isinstance(event, JobStatus):

@@ -36,7 +36,7 @@ def txt2img(client, **body) -> tuple[dict, dict]:
 def test_same_settings_and_seed_give_the_page_s_image_and_infotext(client, page):
     answer, files = page.generate(prompt="a red fox in snow", negative_prompt="blurry", model="tiny-sd15", steps=4,
                                   cfg_scale=6.5, sampler="Euler a", scheduler="Automatic", seed=1234)
-    assert answer["status"] == "finished", answer
+    assert answer["status"] == "finished", answer["error"]
     [page_file] = files
 
     data, info = txt2img(client, prompt="a red fox in snow", negative_prompt="blurry", steps=4, cfg_scale=6.5,
@@ -55,6 +55,38 @@ def test_same_settings_and_seed_give_the_page_s_image_and_infotext(client, page)
     assert (info["sd_model_name"], info["sd_model_hash"]) == ("tiny-sd15", page_meta.params["Model hash"])
     assert (info["prompt"], info["negative_prompt"], info["steps"], info["cfg_scale"]) == ("a red fox in snow", "blurry", 4, 6.5)
     assert info["index_of_first_image"] == 0 and info["ignored_fields"] == []
+
+
+def test_page_endpoint_takes_styles_a_mode_and_loras(client, page, live):
+    """`/generate` (gradio_client) goes through the page's own form: styles in order, an engine mode, LoRA slots."""
+    styles = ["Photo - Macro Detail", "Cinematic - Film Noir"]
+    lora = [{"name": "papercut_v1", "weight": 0.5}]  # written for full-size SD 1.5: it does not fit the tiny model
+    failed, files = page.generate(prompt="a beetle", styles=styles, performance="Speed", seed=9, loras=lora)
+    assert (failed["status"], files) == ("failed", [])
+    assert failed["error"].startswith("papercut_v1.safetensors does not fit the model tiny-sd15")
+    answer, files = page.generate(prompt="a beetle", styles=styles, performance="Speed", seed=9, loras=lora,
+                                  skip_invalid_loras=True)
+    assert answer["status"] == "finished", answer["error"]
+    [file] = files
+    meta = read_metadata(file)
+    styled, negative = live.services.styles.apply(styles, "a beetle", "")
+    assert meta.image_params["prompt"] == styled and meta.image_params["negative_prompt"] == negative
+    assert meta.params["Performance"] == "Speed" and meta.params["Steps"] == 30  # the mode's steps, not the 3 given
+    assert meta.params["Styles"] == styles and meta.image_params["loras"] == []  # left out, as asked
+    assert meta.request["loras"] == [{"name": "papercut_v1", "weight": 0.5, "enabled": True}]
+    # the same settings over the A1111 API give the same picture
+    data, _info = txt2img(client, prompt=styled, negative_prompt=negative, steps=30, cfg_scale=7.0,
+                          sampler_name="Euler", seed=9, override_settings={"sd_model_checkpoint": "tiny-sd15"}, **SMALL)
+    assert np.array_equal(pixels(decode(data["images"][0])), pixels(file))
+    # bad values come back as messages, not tracebacks
+    bad, files = page.generate(prompt="x", performance="Turbo")
+    assert (bad["status"], files) == ("failed", []) and "Unknown performance mode 'Turbo'" in bad["error"]
+    bad, _ = page.generate(prompt="x", loras=[{"name": f"l{i}"} for i in range(6)])
+    assert bad["error"] == "At most 5 LoRAs can be used at once."
+    bad, _ = page.generate(prompt="x", styles=["Nope"])
+    assert bad["error"].startswith("No style named 'Nope'")
+    bad, _ = page.generate(prompt="x", refiner="tiny-sdxl")
+    assert bad["error"].startswith("A refiner works only with an SDXL base model; tiny-sd15 is SD 1.x.")
 
 
 def test_image_equals_plain_diffusers_with_the_same_seed(client, tiny_sd15_reference):

@@ -1,4 +1,5 @@
-"""The Advanced tab: guidance, sampler and the schedules it supports, steps, CLIP skip, batch seeds, size."""
+"""The Advanced tab: guidance, sampler and the schedules it supports, steps, CLIP skip, VAE override, batch seeds,
+size. Steps, guidance, sampler and schedule are set by the performance mode; editing one switches to Custom."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class AdvancedTab:
     scheduler: gr.Dropdown
     steps: gr.Slider
     clip_skip: gr.Slider
+    vae: gr.Dropdown
     seed_behavior: gr.Radio
     custom_size: gr.Checkbox
     width: gr.Number
@@ -33,7 +35,8 @@ class AdvancedTab:
 
     def fields(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in (
-            "cfg_scale", "sampler", "scheduler", "steps", "clip_skip", "seed_behavior", "custom_size", "width", "height")}
+            "cfg_scale", "sampler", "scheduler", "steps", "clip_skip", "vae", "seed_behavior", "custom_size", "width",
+            "height")}
 
 
 def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
@@ -45,9 +48,11 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
         choices = schedule_choices(ctx, initial["sampler"], initial["scheduler"])
         scheduler = gr.Dropdown(choices["choices"], value=choices["value"], label="Schedule type", elem_id="scheduler")
     steps = gr.Slider(1, 150, initial["steps"], step=1, label="Steps", elem_id="steps",
-                      info="Set by the performance mode; moving it switches the mode to Custom.")
+                      info="Set by the performance mode; changing it switches the mode to Custom.")
     clip_skip = gr.Slider(1, 12, initial["clip_skip"], step=1, label="CLIP skip", elem_id="clip-skip",
                           info="Use an earlier layer of the text encoder (2 suits many anime SD 1.5 models).")
+    vae = gr.Dropdown(ctx.vae_choices(), value=initial["vae"], label="VAE", elem_id="vae",
+                      info="Decodes the image; Automatic uses the one inside the checkpoint.")
     seed_behavior = gr.Radio(SEED_BEHAVIOURS, value=initial["seed_behavior"], label="Seeds of a batch",
                              elem_id="seed-behavior")
     custom_size = gr.Checkbox(initial["custom_size"], label="Custom size (instead of the aspect ratio list)",
@@ -60,4 +65,4 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
 
     sampler.input(lambda name, current: gr.update(**schedule_choices(ctx, name, current)), [sampler, scheduler],
                   scheduler, show_progress="hidden", api_visibility="private", preprocess=False)  # see gradio_app
-    return AdvancedTab(cfg_scale, sampler, scheduler, steps, clip_skip, seed_behavior, custom_size, width, height)
+    return AdvancedTab(cfg_scale, sampler, scheduler, steps, clip_skip, vae, seed_behavior, custom_size, width, height)

@@ -1,4 +1,8 @@
-"""The Setting tab: preset, performance, aspect ratio, image number, negative prompt, seed, file format."""
+"""The Setting tab: preset, performance mode, aspect ratio, image number, negative prompt, seed, file format.
+
+The modes are the engine's (pipelines/tables/performance.yaml); those that cannot run with the chosen
+model are marked "(unavailable)" (page.js greys them out) and the reason is shown under the list.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,14 @@ import gradio as gr
 from pipelines.metadata import EXTENSIONS as OUTPUT_FORMATS
 
 from ..context import UIContext
-from ..render import aspect_state
+from ..render import aspect_state, mode_widgets
 
 
 @dataclass
 class SettingTab:
     preset: gr.Dropdown
     performance: gr.Radio
+    performance_notes: gr.Markdown
     aspect_ratio: gr.Radio
     image_count: gr.Slider
     negative_prompt: gr.Textbox
@@ -29,14 +34,20 @@ class SettingTab:
             "preset", "performance", "aspect_ratio", "image_count", "negative_prompt", "random_seed", "seed",
             "output_format")}
 
+    def shown(self) -> dict[str, Any]:
+        return {"performance_notes": self.performance_notes}
+
 
 def build(ctx: UIContext, initial: dict[str, Any]) -> SettingTab:
     tables = ctx.tables
     architecture = ctx.architecture(initial.get("model"))
     preset = gr.Dropdown(ctx.presets.choices(), value=initial["preset"], label="Preset", elem_id="preset",
                          info="Sets model, performance, styles, guidance, sampler and size at once.")
-    performance = gr.Radio(tables.performance.choices, value=initial["performance"], label="Performance",
-                           elem_id="performance", info="Custom keeps the steps set in Advanced.")
+    modes = mode_widgets(ctx, initial.get("model"), initial["performance"])
+    performance = gr.Radio(modes["performance"]["choices"], value=modes["performance"]["value"], label="Performance",
+                           elem_id="performance", elem_classes=["easel-modes"],
+                           info="Sets steps, guidance and sampler; Custom keeps those set in Advanced.")
+    performance_notes = gr.Markdown(modes["performance_notes"]["value"], elem_id="performance-notes")
     aspect_ratio = gr.Radio(tables.sizes.choices(architecture), value=initial["aspect_ratio"], elem_id="aspect-ratio",
                             **aspect_state(initial["custom_size"]))
     image_count = gr.Slider(1, 32, initial["image_count"], step=1, label="Image number", elem_id="image-count")
@@ -50,4 +61,5 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> SettingTab:
                              elem_id="output-format")
     random_seed.input(lambda on: gr.update(visible=not on), random_seed, seed, show_progress="hidden",
                       api_visibility="private")
-    return SettingTab(preset, performance, aspect_ratio, image_count, negative_prompt, random_seed, seed, output_format)
+    return SettingTab(preset, performance, performance_notes, aspect_ratio, image_count, negative_prompt, random_seed,
+                      seed, output_format)
