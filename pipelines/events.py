@@ -20,11 +20,13 @@ class Event:
 @dataclass(frozen=True)
 class JobQueued(Event):
     position: int  # 1 = next to run
+    ahead: int = 0  # jobs that run before this one, the running one included
 
 
 @dataclass(frozen=True)
 class JobPosition(Event):
     position: int
+    ahead: int = 0
 
 
 @dataclass(frozen=True)

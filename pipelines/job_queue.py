@@ -81,6 +81,7 @@ class _Job:
     events: list[Event] = field(default_factory=list)
     progress: JobProgress | None = None
     progress_version: int = 0
+    progress_after: int = 0  # how many events came before the latest progress: where it belongs in the stream
     preview: Any = None  # the latest preview image, kept while later progress events carry none
     cancel_requested: bool = False
     skip_requested: bool = False
@@ -139,7 +140,7 @@ class JobQueue:
             job = _Job(job_id=job_id, request=request, owner=owner, submitted_at=time.time())
             self._jobs[job_id] = job
             self._waiting.append(job)
-            self._append(job, JobQueued(job_id, self._position_locked(job)))
+            self._append(job, JobQueued(job_id, self._position_locked(job), self._ahead_locked(job)))
             self._cond.notify_all()
         return job_id
 
@@ -195,7 +196,8 @@ class JobQueue:
     def events(self, job_id: str, timeout: float | None = None) -> Iterator[Event]:
         """Every event of the job from the first, then live ones, ending after its terminal event.
 
-        Progress events are coalesced: a slow follower gets the latest, not a backlog. With a timeout,
+        Progress events are coalesced: a slow follower gets the latest, not a backlog, in its place among
+        the other events (which all arrive, in order). With a timeout,
         the iterator ends quietly when nothing happens for that long.
         """
         index, seen_progress = 0, 0
@@ -210,12 +212,13 @@ class JobQueue:
                     if remaining is not None and remaining <= 0:
                         return
                     self._cond.wait(remaining)
-                batch = job.events[index:]
+                batch: list[Event] = list(job.events[index:])
+                if job.progress_version != seen_progress and not any(isinstance(e, TERMINAL) for e in batch):
+                    # in its place among the events, so a follower never sees the job step back (progress,
+                    # then the older "started"); the events after it are newer than it
+                    batch.insert(max(0, job.progress_after - index), job.progress)
                 index = len(job.events)
-                progress = job.progress if job.progress_version != seen_progress else None
                 seen_progress = job.progress_version
-            if progress is not None and not any(isinstance(e, TERMINAL) for e in batch):
-                yield progress
             for event in batch:
                 yield event
                 if isinstance(event, TERMINAL):
@@ -296,6 +299,7 @@ class JobQueue:
             if isinstance(event, JobProgress):
                 job.progress = event
                 job.progress_version += 1
+                job.progress_after = len(job.events)
                 if event.preview is not None:
                     job.preview = event.preview
             else:
@@ -326,7 +330,7 @@ class JobQueue:
 
     def _announce_positions(self) -> None:
         for job in self._waiting:
-            self._append(job, JobPosition(job.job_id, self._position_locked(job)))
+            self._append(job, JobPosition(job.job_id, self._position_locked(job), self._ahead_locked(job)))
 
     def _position_locked(self, job: _Job) -> int:
         if job.state is JobState.RUNNING:
@@ -334,6 +338,13 @@ class JobQueue:
         if job.state.done:
             return -1
         return list(self._waiting).index(job) + 1
+
+    def _ahead_locked(self, job: _Job) -> int:
+        """Jobs that will run before this one: those in front of it in the line, and the running one."""
+        position = self._position_locked(job)
+        if position <= 0:
+            return 0
+        return position - 1 + (1 if self._running is not None else 0)
 
     def _info(self, job: _Job) -> JobInfo:
         progress = job.progress
@@ -345,6 +356,7 @@ class JobQueue:
             submitted_at=job.submitted_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
+            ahead=self._ahead_locked(job),
             step=progress.step if progress else 0,
             total_steps=progress.total_steps if progress else 0,
             image_index=progress.image_index if progress else 0,

@@ -223,6 +223,7 @@ class JobInfo:
     submitted_at: float
     started_at: float | None = None
     finished_at: float | None = None
+    ahead: int = 0  # jobs that run before this one, the running one included; 0 when running or done
     step: int = 0
     total_steps: int = 0
     image_index: int = 0

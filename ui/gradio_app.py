@@ -64,8 +64,8 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
                     log.exception("submitting a job failed")
                 yield {main.status: progress_html(1, user_message(exc), "failed")}
                 return
-            position = ctx.services.queue.status(jid).position
-            first = progress_html(0, queue_text(position), "queued") if position > 0 else progress_html(0, "Starting…")
+            info = ctx.services.queue.status(jid)
+            first = progress_html(0, queue_text(info.position, info.ahead), "queued" if info.position > 0 else "running")
             yield {main.job_id: jid, main.status: first, main.gallery: [],
                    main.preview: "", main.shown: [], main.selected: None, main.parameters: "",
                    main.restore: gr.update(interactive=False)}

@@ -104,9 +104,12 @@ def progress_text(event: JobProgress) -> str:
     return " · ".join(parts)
 
 
-def queue_text(position: int) -> str:
-    ahead = "1 job ahead" if position == 1 else f"{position} jobs ahead"
-    return f"Waiting in the queue: position {position} ({ahead})"
+def queue_text(position: int, ahead: int) -> str:
+    """The waiting line; a job with nothing ahead of it is about to start (the worker is picking it up)."""
+    if ahead <= 0:
+        return "Starting…"
+    jobs = "1 job ahead" if ahead == 1 else f"{ahead} jobs ahead"
+    return f"Waiting in the queue: position {position} ({jobs})"
 
 
 def apply(view: View, event: Event) -> set[str]:
@@ -114,10 +117,8 @@ def apply(view: View, event: Event) -> set[str]:
     changed = {"status"}
     if isinstance(event, (JobQueued, JobPosition)):
         view.state = "queued"
-        view.status_html = progress_html(0, queue_text(event.position), "queued")
+        view.status_html = progress_html(0, queue_text(event.position, event.ahead), "queued")
     elif isinstance(event, JobStarted):
-        if view.state == "running":  # the queue hands a follower that fell behind the latest progress first
-            return set()
         view.state = "running"
         view.status_html = progress_html(0, "Starting…")
     elif isinstance(event, JobStatus):
