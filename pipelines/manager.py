@@ -16,6 +16,7 @@ import torch
 
 from . import APP_NAME, __version__
 from .conditioning import Conditioning, PromptEncoder
+from .conditioning_schedule import PromptSwitch, encode_schedule, tensor_inputs
 from .errors import EaselError, ImageSkipped, InvalidRequest
 from .events import ImageReady, JobStatus
 from .history import History
@@ -272,24 +273,26 @@ class PipelineManager:
     ):
         pipe = model.pipe
         guidance = request.cfg_scale > 1.0
-        key = (plan.prompt, plan.negative_prompt)
-        if key not in cache:
-            cache[key] = self.encoder.encode(model, plan.prompt, plan.negative_prompt, request.clip_skip, guidance)
+        # A1111's prompt editing ([from:to:when], [a|b]) counts the steps the progress bar counts.
+        schedule = encode_schedule(
+            lambda text, negative: self.encoder.encode(model, text, negative, request.clip_skip, guidance),
+            plan.prompt, plan.negative_prompt, callback.total_steps, cache,
+        )
         pipe.scheduler = self.samplers.make(model.scheduler_config, choice, seed=plan.seed)
         generator = torch.Generator("cpu").manual_seed(plan.seed)
         latents = initial_latents(pipe, generator, request.width, request.height)
         # The VAE override is swapped in for this image only; the checkpoint's own comes back whatever happens.
         with swapped_vae(vae, [pipe, refiner.pipe if refiner else None]), torch.inference_mode():
             output = pipe(
-                **cache[key].pipeline_kwargs(),
+                **schedule.first.pipeline_kwargs(),
                 width=request.width,
                 height=request.height,
                 num_inference_steps=request.steps,
                 guidance_scale=request.cfg_scale,
                 generator=generator,
                 latents=latents,
-                callback_on_step_end=callback,
-                callback_on_step_end_tensor_inputs=["latents"],
+                callback_on_step_end=PromptSwitch(callback, schedule),
+                callback_on_step_end_tensor_inputs=tensor_inputs(schedule),
                 # with a refiner: stop at the switch and hand the latents over
                 **(refiner.base_kwargs() if refiner else {"output_type": "pil"}),
             )

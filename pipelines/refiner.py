@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .conditioning import Conditioning, PromptEncoder
+from .conditioning_schedule import PromptSwitch, encode_schedule, tensor_inputs
 from .errors import InvalidRequest, ModelNotFound
 from .loader import LoadedModel
 from .registry import ModelRegistry
@@ -212,12 +213,14 @@ class RefinerStage:
         own text encoders.
         """
         guidance = request.cfg_scale > 1.0
-        key = (prompt, negative)
-        if key not in self._conditioning:
-            self._conditioning[key] = encoder.encode(self.model, prompt, negative, request.clip_skip, guidance)
+        schedule = encode_schedule(
+            lambda text, negative_text: encoder.encode(self.model, text, negative_text, request.clip_skip, guidance),
+            prompt, negative, callback.total_steps, self._conditioning,
+        )
+        offset = callback.steps_done  # the refiner's step i is step offset + i of the image: the schedule goes on
         self.pipe.scheduler = samplers.make(self.model.scheduler_config, choice, seed=seed)
         output = self.pipe(
-            **self._conditioning[key].pipeline_kwargs(),
+            **schedule.at(offset).pipeline_kwargs(),
             image=latents,
             num_inference_steps=request.steps,
             denoising_start=self.switch,
@@ -226,7 +229,7 @@ class RefinerStage:
             negative_aesthetic_score=NEGATIVE_AESTHETIC_SCORE,
             generator=generator,
             output_type="pil",
-            callback_on_step_end=_StageCallback(callback, callback.steps_done),
-            callback_on_step_end_tensor_inputs=["latents"],
+            callback_on_step_end=PromptSwitch(_StageCallback(callback, offset), schedule, offset),
+            callback_on_step_end_tensor_inputs=tensor_inputs(schedule),
         )
         return output.images[0]

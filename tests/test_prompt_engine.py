@@ -121,3 +121,63 @@ def test_bad_prompt_parts_are_refused_at_submit(engine):
         manager.validate(GenerationRequest(prompt="x", styles=("Inkk",)))
     with pytest.raises(InvalidRequest, match=r"__zoo/animals__.*Did you mean: __zoo/animal__"):
         manager.validate(GenerationRequest(prompt="a __zoo/animals__"))
+
+
+def plain_with_prompt_per_step(pipe, prompts: list[str], negatives: list[str], seed: int, cfg: float) -> np.ndarray:
+    """Plain diffusers with Euler; step s sees prompts[s], swapped in through diffusers' own step callback."""
+    plain = type(pipe)(**{**pipe.components, "scheduler": diffusers.EulerDiscreteScheduler.from_config(pipe.scheduler.config)})
+    plain.set_progress_bar_config(disable=True)
+    sdxl = isinstance(plain, diffusers.StableDiffusionXLPipeline)
+    with torch.no_grad():
+        encoded = {pair: plain.encode_prompt(pair[0], negative_prompt=pair[1], device="cpu", num_images_per_prompt=1,
+                                             do_classifier_free_guidance=True)
+                   for pair in set(zip(prompts, negatives))}
+    pairs = list(zip(prompts, negatives))
+
+    def swap(_pipe, i, _t, tensors):
+        if i + 1 >= len(pairs) or pairs[i + 1] == pairs[i]:
+            return {}
+        embeds = encoded[pairs[i + 1]]
+        out = {"prompt_embeds": torch.cat([embeds[1], embeds[0]])}
+        if sdxl:
+            out["add_text_embeds"] = torch.cat([embeds[3], embeds[2]])
+        return out
+
+    first = encoded[pairs[0]]
+    kwargs = dict(prompt_embeds=first[0], negative_prompt_embeds=first[1])
+    if sdxl:
+        kwargs.update(pooled_prompt_embeds=first[2], negative_pooled_prompt_embeds=first[3])
+    out = plain(**kwargs, num_inference_steps=len(prompts), guidance_scale=cfg, generator=torch.Generator().manual_seed(seed),
+                callback_on_step_end=swap, callback_on_step_end_tensor_inputs=["prompt_embeds", "add_text_embeds"] if sdxl
+                else ["prompt_embeds"], **SIZE)
+    return np.asarray(out.images[0])
+
+
+@pytest.mark.parametrize(
+    "model,reference_fixture,prompt,negative,per_step",
+    [
+        # [from:to:when] at a step: steps 0-1 see "red", as A1111 counts
+        ("tiny-sd15", "tiny_sd15_reference", "a [red:blue:1] fox", "ugly",
+         [("a red fox", "ugly")] * 2 + [("a blue fox", "ugly")] * 2),
+        # [a|b] alternation, and an edit of the negative prompt on the same timeline
+        ("tiny-sd15", "tiny_sd15_reference", "a [fox|owl]", "[blurry:dark:2]",
+         [("a fox", "blurry"), ("a fox", "blurry"), ("a owl", "blurry"), ("a fox", "dark")]),
+        # SDXL: both text encoders and the pooled embedding switch; 0.5 of 4 steps is step 2
+        ("tiny-sdxl", "tiny_sdxl_reference", "a [red:blue:0.5] fox", "ugly",
+         [("a red fox", "ugly")] * 3 + [("a blue fox", "ugly")]),
+        # an edit that never fires is the plain prompt
+        ("tiny-sd15", "tiny_sd15_reference", "a [red:blue:4] fox", "ugly", [("a red fox", "ugly")] * 4),
+    ],
+)
+def test_prompt_editing_equals_diffusers_switching_prompts_at_the_same_steps(engine, request, model, reference_fixture,
+                                                                             prompt, negative, per_step):
+    [item] = run(engine, model=model, prompt=prompt, negative_prompt=negative, seed=9, steps=4, sampler="Euler",
+                 scheduler="Automatic", cfg_scale=6.0, save_images=False)
+    expected = plain_with_prompt_per_step(request.getfixturevalue(reference_fixture), [p for p, _ in per_step],
+                                          [n for _, n in per_step], 9, 6.0)
+    assert np.array_equal(np.asarray(item.image), expected)
+    assert (item.params.prompt, item.params.negative_prompt) == (prompt, negative)  # metadata keeps what was typed
+    if len(set(per_step)) > 1:  # and the edit did something: not the image of the first prompt alone
+        first = plain_with_prompt_per_step(request.getfixturevalue(reference_fixture), [per_step[0][0]] * 4,
+                                           [per_step[0][1]] * 4, 9, 6.0)
+        assert not np.array_equal(np.asarray(item.image), first)

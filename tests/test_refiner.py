@@ -106,6 +106,41 @@ def test_an_sdxl_checkpoint_as_refiner_equals_plain_diffusers(engine, tiny_sdxl_
     assert np.array_equal(np.asarray(info.result.images[0].image), expected)
 
 
+def test_prompt_editing_goes_on_in_the_refiners_stage(engine, tiny_sdxl_reference, tiny_sdxl_refiner_reference):
+    """[red:blue:3] of 5 Euler steps: steps 0-3 see red (base 0-2, refiner 3), step 4 (the refiner's) sees blue."""
+    info = run(engine, model="tiny-sdxl", refiner="tiny-sdxl-refiner", refiner_switch=0.6, prompt="a [red:blue:3] fox",
+               negative_prompt=NEGATIVE, seed=12, steps=5, cfg_scale=5.0, sampler="Euler", scheduler="Automatic")
+    assert info.state is JobState.FINISHED, info.error
+    euler = diffusers.EulerDiscreteScheduler.from_config
+    base = diffusers.StableDiffusionXLPipeline(**{**tiny_sdxl_reference.components,
+                                                  "scheduler": euler(tiny_sdxl_reference.scheduler.config)})
+    ref = tiny_sdxl_refiner_reference
+    refiner = diffusers.StableDiffusionXLImg2ImgPipeline(
+        **{**ref.components, "scheduler": euler(ref.scheduler.config)},
+        requires_aesthetics_score=ref.config.requires_aesthetics_score,
+        force_zeros_for_empty_prompt=ref.config.force_zeros_for_empty_prompt,
+    )
+    generator = torch.Generator().manual_seed(12)
+    common = dict(num_inference_steps=5, guidance_scale=5.0, generator=generator)
+    for pipe in (base, refiner):
+        pipe.set_progress_bar_config(disable=True)
+    latents = base("a red fox", negative_prompt=NEGATIVE, denoising_end=0.6, output_type="latent", **SIZE, **common).images
+    with torch.no_grad():
+        red = refiner.encode_prompt("a red fox", negative_prompt=NEGATIVE, device="cpu")
+        blue = refiner.encode_prompt("a blue fox", negative_prompt=NEGATIVE, device="cpu")
+
+    def to_blue_after_first(_pipe, i, _t, tensors):
+        if i != 0:
+            return {}
+        return {"prompt_embeds": torch.cat([blue[1], blue[0]]), "add_text_embeds": torch.cat([blue[3], blue[2]])}
+
+    expected = refiner(prompt_embeds=red[0], negative_prompt_embeds=red[1], pooled_prompt_embeds=red[2],
+                       negative_pooled_prompt_embeds=red[3], image=latents, denoising_start=0.6, **common,
+                       callback_on_step_end=to_blue_after_first,
+                       callback_on_step_end_tensor_inputs=["prompt_embeds", "add_text_embeds"]).images[0]
+    assert np.array_equal(np.asarray(info.result.images[0].image), np.asarray(expected))
+
+
 class ScriptedControl:
     """The queue's JobControl, recording every event and raising skip/stop at chosen (image, step)s."""
 
