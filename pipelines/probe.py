@@ -174,8 +174,12 @@ def _lora_architecture(keys: list[str], shapes: Mapping[str, object]) -> Archite
     return Architecture.UNKNOWN
 
 
+# What trainers leave beside a VAE in unpruned files (the discriminator, loss weights, EMA counters).
+_VAE_LEFTOVERS = ("loss.", "model_ema.")
+
+
 def _looks_like_vae(keys: list[str]) -> bool:
-    plain = [k.removeprefix("first_stage_model.") for k in keys]
+    plain = [k.removeprefix("first_stage_model.") for k in keys if not k.startswith(_VAE_LEFTOVERS)]
     return any(k.startswith(("encoder.down.", "decoder.up.", "encoder.down_blocks.", "decoder.up_blocks.")) for k in plain) and all(
         k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")) for k in plain
     )

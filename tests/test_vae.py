@@ -13,7 +13,7 @@ import diffusers
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from pipelines.optimize import optimize_module
 from pipelines.config import AppConfig
@@ -44,6 +44,10 @@ def models(tmp_path_factory, tiny_sd15_file, tiny_sdxl_file) -> Path:
     save_vae_file(vae, vae_dir / "tiny-vae.safetensors")  # the original layout, no prefix (vae-ft-mse, sdxl_vae)
     save_vae_file(vae, vae_dir / "sub" / "prefixed.ckpt", prefix="first_stage_model.")
     save_vae_file(vae, vae_dir / "diffusers-layout.safetensors", layout="diffusers")
+    # an unpruned VAE as trainers publish it: the discriminator, loss weights and EMA counters beside the VAE
+    leftovers = {"loss.logvar": torch.zeros(()), "loss.discriminator.main.0.weight": torch.ones(4, 3, 4, 4),
+                 "model_ema.decay": torch.tensor(0.9999), "model_ema.num_updates": torch.tensor(840000)}
+    save_file({**load_file(str(vae_dir / "tiny-vae.safetensors")), **leftovers}, str(vae_dir / "unpruned.safetensors"))
     vae.save_pretrained(str(vae_dir / "folder-vae"))  # config.json + diffusion_pytorch_model.safetensors
     narrow = build_model("vae", {**tiny_vae_config(), "block_out_channels": [8, 8, 16, 16]}, seed=3,
                          dtype=torch.float32, device="cpu")
@@ -117,9 +121,9 @@ def test_every_layout_loads_the_weights_written_and_is_cached(engine, models):
     model = loaded(engine, "tiny-sdxl")
     written = tiny_vae(VAE_SEED).state_dict()
     records = {r.name: r for r in engine.registry.list(ModelKind.VAE)}
-    assert set(records) == {"tiny-vae", "sub/prefixed", "diffusers-layout", "folder-vae", "wrong-shape"}
+    assert set(records) == {"tiny-vae", "sub/prefixed", "diffusers-layout", "folder-vae", "wrong-shape", "unpruned"}
     assert records["folder-vae"].format is ModelFormat.DIFFUSERS  # one model, not its inner file
-    for name in ("tiny-vae", "prefixed.ckpt", "diffusers-layout", "folder-vae"):
+    for name in ("tiny-vae", "prefixed.ckpt", "diffusers-layout", "folder-vae", "unpruned"):
         vae = engine.manager.vaes.load(find_vae(engine.registry, name), model)
         state = vae.module.state_dict()
         assert state.keys() == written.keys(), name
