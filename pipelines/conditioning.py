@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 
 from .loader import LoadedModel
-from .types import Architecture
+from .types import Architecture, ModelRecord
 
 
 @dataclass
@@ -23,6 +23,7 @@ class Conditioning:
     pooled_prompt_embeds: torch.Tensor | None = None  # SDXL only
     negative_pooled_prompt_embeds: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)  # e.g. what was cut from an over-long prompt
+    embeddings: tuple[ModelRecord, ...] = ()  # the textual-inversion files the prompts named
 
     def pipeline_kwargs(self) -> dict[str, torch.Tensor]:
         names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")

@@ -14,6 +14,7 @@ import torch
 
 from .conditioning import Conditioning
 from .prompt_schedule import joint_schedule
+from .types import ModelRecord
 
 
 @dataclass
@@ -27,6 +28,11 @@ class ConditioningSchedule:
     @property
     def changes(self) -> bool:
         return len(self.entries) > 1
+
+    @property
+    def embeddings(self) -> tuple[ModelRecord, ...]:
+        """The textual inversions any of the prompts used, each once."""
+        return tuple(dict.fromkeys(record for _, cond in self.entries for record in cond.embeddings))
 
     def at(self, step: int) -> Conditioning:
         """The conditioning of denoising step `step` (counted from 0): A1111's `step <= last step` rule."""

@@ -123,6 +123,15 @@ class TextualInversions:
         assert pattern is not None
         return lambda text: pattern.sub(lambda m: loaded[m.group(0).lower()].placeholders, text)
 
+    def used(self, model: LoadedModel, texts: Iterable[str]) -> list[ModelRecord]:
+        """The embedding files loaded into this model that the texts name (after `prepare`), in name order."""
+        loaded = self._loaded.get(model.pipe, {})
+        pattern = self._pattern([e.name for e in loaded.values()])
+        if pattern is None:
+            return []
+        found = {m.group(0).lower() for text in texts for m in pattern.finditer(text)}
+        return [loaded[word].record for word in sorted(found)]
+
     def _pattern(self, words: list[str]) -> re.Pattern[str] | None:
         return _word_pattern(tuple(sorted(set(words))))
 

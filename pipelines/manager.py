@@ -17,6 +17,7 @@ import torch
 from . import APP_NAME, __version__
 from .conditioning import Conditioning, PromptEncoder
 from .conditioning_schedule import PromptSwitch, encode_schedule, tensor_inputs
+from .embeddings import embedding_word
 from .errors import EaselError, ImageSkipped, InvalidRequest
 from .events import ImageReady, JobStatus
 from .history import History
@@ -42,6 +43,7 @@ from .types import (
     ModelKind,
     ModelRecord,
     SeedBehavior,
+    UsedEmbedding,
 )
 from .vae import LoadedVae, VaeLoader, find_vae, swapped_vae, vae_name
 from .validation import validate
@@ -207,11 +209,13 @@ class PipelineManager:
                 callback = StepCallback(control, timer, plan.index, len(plans), steps, preview, self.preview_interval)
                 try:
                     callback.start()
-                    image = self.generate_one(model, generation, choice, plan, callback, cache, refiner, vae)
+                    image, embeddings = self.generate_one(model, generation, choice, plan, callback, cache, refiner, vae)
                 except ImageSkipped:
                     result.skipped += 1
                     continue
-                item = self.finish_image(control, model, request, generation, choice, plan, image, active, extra)
+                used = {"embeddings": self.embedding_refs(embeddings)} if embeddings else {}
+                item = self.finish_image(control, model, request, generation, choice, plan, image, active,
+                                         {**extra, **used})
                 result.images.append(item)
                 control.emit(ImageReady(control.job_id, plan.index, item))
         result.seconds = time.perf_counter() - started
@@ -297,9 +301,15 @@ class PipelineManager:
                 **(refiner.base_kwargs() if refiner else {"output_type": "pil"}),
             )
             if refiner is not None:
-                return refiner.refine(output.images, request, choice, self.samplers, plan.prompt, plan.negative_prompt,
-                                      plan.seed, generator, callback, self.encoder)
-        return output.images[0]
+                image = refiner.refine(output.images, request, choice, self.samplers, plan.prompt, plan.negative_prompt,
+                                       plan.seed, generator, callback, self.encoder)
+                return image, schedule.embeddings
+        return output.images[0], schedule.embeddings
+
+    def embedding_refs(self, records: tuple[ModelRecord, ...]) -> tuple[UsedEmbedding, ...]:
+        """Names and file hashes of the textual inversions used, for A1111's `TI hashes`."""
+        hashes = self.loader.hashes
+        return tuple(UsedEmbedding(embedding_word(r), hashes.model_hash(r.path)) for r in records if r.path is not None)
 
     def finish_image(
         self,

@@ -123,6 +123,8 @@ def infotext_fields(params: ImageParams) -> dict[str, str]:
     if params.loras:  # A1111 writes "name: sha256[:12]"; Fooocus adds the weights the same way
         fields["Lora hashes"] = ", ".join(f"{_lora_label(lo.name)}: {lo.hash[:12]}" for lo in params.loras if lo.hash)
         fields["Lora weights"] = ", ".join(f"{_lora_label(lo.name)}: {_num(lo.weight)}" for lo in params.loras)
+    if params.embeddings:  # A1111: "name: sha256[:12]" of each textual inversion the prompts used
+        fields["TI hashes"] = ", ".join(f"{_lora_label(e.name)}: {e.hash[:12]}" for e in params.embeddings)
     if params.styles:
         fields["Styles"] = repr(list(params.styles))  # Fooocus's form, which Fooocus reads back
     if params.performance:

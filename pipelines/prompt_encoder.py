@@ -149,6 +149,7 @@ class CompelEncoder:
         if guidance:
             texts["negative_prompt"] = strip_lora_tags(negative)
         substitute = self.embeddings.prepare(model, texts.values()) if self.embeddings else _same
+        used = tuple(self.embeddings.used(model, texts.values())) if self.embeddings else ()
         with torch.no_grad():
             encoded = [self.encode_text(providers, text, substitute, field) for field, text in texts.items()]
             embeds = pad_to_same_length([e for e, _ in encoded], providers)
@@ -159,6 +160,7 @@ class CompelEncoder:
             negative_prompt_embeds=embeds[1] if guidance else None,
             pooled_prompt_embeds=pooled[0],
             negative_pooled_prompt_embeds=pooled[1] if guidance else None,
+            embeddings=used,
         )
 
     def providers(self, model: LoadedModel, clip_skip: int) -> list[A1111Provider]:

@@ -143,6 +143,12 @@ class AppliedLora:
 
 
 @dataclass(frozen=True)
+class UsedEmbedding:
+    name: str  # the word that called it in the prompt
+    hash: str  # sha256 of the file; A1111's `TI hashes` shows the first 12 hex digits
+
+
+@dataclass(frozen=True)
 class ImageParams:
     """Everything needed to re-create one image exactly, and what its metadata carries."""
 
@@ -171,6 +177,7 @@ class ImageParams:
     batch_index: int = 0
     version: str = ""
     refiner_hash: str | None = None  # the refiner checkpoint's short hash (A1111: `Refiner: name [hash]`)
+    embeddings: tuple[UsedEmbedding, ...] = ()  # textual inversions the prompts named
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))
@@ -181,6 +188,7 @@ class ImageParams:
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["loras"] = tuple(AppliedLora(**lo) if isinstance(lo, dict) else lo for lo in kwargs.get("loras") or ())
         kwargs["styles"] = tuple(kwargs.get("styles") or ())
+        kwargs["embeddings"] = tuple(UsedEmbedding(**e) if isinstance(e, dict) else e for e in kwargs.get("embeddings") or ())
         return cls(**kwargs)
 
 

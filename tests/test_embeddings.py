@@ -140,3 +140,43 @@ def test_embedding_in_a_long_prompt_stays_in_one_chunk(registry):
         [encoder.embeddings.prepare(model, ["OldStyle"])("dog " * 74 + "OldStyle")], [1.0], "cpu")[0]
     first, second = ids[:77].tolist(), ids[77:].tolist()
     assert first[75] == 49407 and second[1:4] == list(range(len(model.pipe.tokenizer) - 3, len(model.pipe.tokenizer)))
+
+
+def test_jobs_record_the_embeddings_used_as_a1111s_ti_hashes(models, tiny_sd15_file, tmp_path):
+    """Through the engine: names and file hashes of the embeddings the prompts used (negative included)."""
+    import hashlib
+
+    from pipelines.config import AppConfig
+    from pipelines.metadata import read_metadata
+    from pipelines.services import build_services
+    from pipelines.types import GenerationRequest, ImageParams, JobState, UsedEmbedding
+    from tests.support.paths import link_or_copy
+
+    root = tmp_path / "models"
+    link_or_copy(tiny_sd15_file, root / "checkpoints" / tiny_sd15_file.name)
+    config = tiny_sd15_file.with_name(tiny_sd15_file.stem + ".config.json")
+    link_or_copy(config, root / "checkpoints" / config.name)
+    for name in ("tiemb.safetensors", "OldStyle.pt"):
+        link_or_copy(models / "embeddings" / name, root / "embeddings" / name)
+    services = build_services(AppConfig(models_dir=root, output_dir=tmp_path / "out", device="cpu", precision="fp32"))
+    try:
+        def run(prompt, negative):
+            info = services.queue.wait(services.queue.submit(GenerationRequest(
+                prompt=prompt, negative_prompt=negative, steps=2, seed=1, width=64, height=64)), timeout=120)
+            assert info.state is JobState.FINISHED, info.error
+            return info.result.images[0]
+
+        item = run("a photo of [tiemb:x:0.5]", "OldStyle, blurry")  # a name inside a prompt edit counts too
+        digest = {n: hashlib.sha256((models / "embeddings" / n).read_bytes()).hexdigest()
+                  for n in ("tiemb.safetensors", "OldStyle.pt")}
+        assert item.params.embeddings == (UsedEmbedding("OldStyle", digest["OldStyle.pt"]),
+                                          UsedEmbedding("tiemb", digest["tiemb.safetensors"]))
+        expected = f'TI hashes: "OldStyle: {digest["OldStyle.pt"][:12]}, tiemb: {digest["tiemb.safetensors"][:12]}"'
+        assert expected in item.infotext
+        meta = read_metadata(item.path)
+        assert meta.params["TI hashes"] == f'OldStyle: {digest["OldStyle.pt"][:12]}, tiemb: {digest["tiemb.safetensors"][:12]}'
+        assert ImageParams.from_dict(meta.image_params) == item.params
+        plain = run("a photo of a cat", "blurry")
+        assert plain.params.embeddings == () and "TI hashes" not in plain.infotext
+    finally:
+        services.close()
