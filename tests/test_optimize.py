@@ -42,3 +42,48 @@ def test_the_engine_loads_models_channels_last(tiny_models_dir, tmp_path):
         assert loaded.pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     finally:
         services.close()
+
+
+def test_unaligned_weights_move_to_aligned_memory_with_their_values_and_ties():
+    from pipelines.optimize import ALIGNMENT, align_weights
+
+    base = torch.randn(4096)
+    layer, other = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
+    layer.weight.data = base[3:259].view(16, 16)  # 12 bytes into an allocation, like a memory-mapped file
+    other.weight = layer.weight  # a tied weight stays tied
+    model = torch.nn.Sequential(layer, other)
+    expected = layer.weight.detach().clone()
+    assert layer.weight.data_ptr() % ALIGNMENT
+    assert align_weights(model) == 1
+    assert layer.weight.data_ptr() % ALIGNMENT == 0 and torch.equal(layer.weight, expected)
+    assert other.weight is layer.weight
+    assert align_weights(model) == 0  # nothing left to move
+
+
+def test_a_checkpoint_file_loads_into_aligned_memory_and_gives_the_in_memory_models_bits(tiny_models_dir, tmp_path,
+                                                                                         tiny_sdxl_reference):
+    """A memory-mapped safetensors file puts tensors at its own offsets; loaded, they are aligned like any model's."""
+    from pipelines.config import AppConfig
+    from pipelines.optimize import ALIGNMENT
+    from pipelines.services import build_services
+    from pipelines.types import GenerationRequest
+
+    services = build_services(AppConfig(models_dir=tiny_models_dir, output_dir=tmp_path, device="cpu", precision="fp32"))
+    try:
+        services.queue.wait(services.queue.submit(GenerationRequest(model="tiny-sdxl", prompt="x", width=64, height=64,
+                                                                    steps=1)), 60)
+        [loaded] = services.cache.loaded()
+        pipe = loaded.pipe
+        for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+            assert all(p.data_ptr() % ALIGNMENT == 0 for p in getattr(pipe, name).parameters()), name
+        # the same call on the loaded pipeline and on the in-memory one it was written from: the same latents
+        latents = []
+        for source in (pipe, tiny_sdxl_reference):
+            euler = diffusers.EulerDiscreteScheduler.from_config(tiny_sdxl_reference.scheduler.config)
+            plain = type(source)(**{**source.components, "scheduler": euler})
+            plain.set_progress_bar_config(disable=True)
+            latents.append(plain("a red boat", num_inference_steps=3, guidance_scale=1.0, output_type="latent", width=64,
+                                 height=64, generator=torch.Generator().manual_seed(5)).images)
+        assert torch.equal(latents[0], latents[1])
+    finally:
+        services.close()
