@@ -8,11 +8,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
+from safetensors.torch import save_file
 
+from tests.support.ckpt_export import save_vae_file
 from tests.support.live_app import LiveApp, link_checkpoints, start_live_app, write_kohya_lora
+from tests.support.tiny_models import tiny_vae
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+VAE_SEED = 11  # not the seed of any tiny model's own VAE
 LORA_METADATA = {"ss_output_name": "paper-cut", "ss_network_dim": "4", "ss_tag_frequency": json.dumps({"img": {"paper": 3}})}
 
 
@@ -21,6 +26,10 @@ def api_models_dir(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFacto
     root = tmp_path_factory.mktemp("api-models")
     link_checkpoints(tiny_models_dir, root, ("tiny-sd15", "tiny-sdxl"))
     write_kohya_lora(root / "loras" / "styles" / "papercut_v1.safetensors", LORA_METADATA)
+    save_vae_file(tiny_vae(VAE_SEED), root / "vae" / "tiny-vae.safetensors")
+    (root / "embeddings").mkdir()
+    save_file({"emb_params": torch.randn(2, 32)}, str(root / "embeddings" / "tiemb.safetensors"))  # fits the tiny SD1.5
+    save_file({"clip_l": torch.randn(3, 32), "clip_g": torch.randn(3, 64)}, str(root / "embeddings" / "xlemb.safetensors"))
     return root
 
 

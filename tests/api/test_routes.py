@@ -254,13 +254,54 @@ def test_malformed_json_and_unknown_model_answers(client):
     assert answer.status_code == 404 and "nope" in answer.json()["detail"]
 
 
+def test_vaes_are_listed_and_sd_vae_picks_one_per_request_or_as_the_option(client, live, api_models_dir):
+    path = api_models_dir / "vae" / "tiny-vae.safetensors"
+    assert client.get(f"{PREFIX}/sd-vae").json() == [{"model_name": "tiny-vae.safetensors", "filename": str(path)}]
+    assert client.post(f"{PREFIX}/refresh-vae").status_code == 200
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+    common = {"prompt": "a lighthouse", "steps": 2, "width": 64, "height": 64, "seed": 3, "sampler_name": "Euler"}
+
+    def generate(**extra):
+        answer = client.post(f"{PREFIX}/txt2img", json={**common, **extra})
+        assert answer.status_code == 200, answer.text
+        pixels = Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0]))).convert("RGB").tobytes()
+        return pixels, json.loads(answer.json()["info"])["infotexts"][0]
+
+    own, own_text = generate()
+    chosen, chosen_text = generate(override_settings={"sd_vae": "tiny-vae.safetensors"})
+    assert chosen != own and "VAE" not in own_text
+    assert f"VAE hash: {digest}, VAE: tiny-vae.safetensors" in chosen_text
+    assert generate(override_settings={"sd_vae": "None"})[0] == own  # A1111's None: the checkpoint's own
+    bad = client.post(f"{PREFIX}/txt2img", json={**common, "override_settings": {"sd_vae": "tiny-vea"}})
+    assert bad.status_code == 422 and "sd_vae" in json.dumps(bad.json()["detail"]) and "tiny-vae" in bad.text
+    try:
+        assert client.post(f"{PREFIX}/options", json={"sd_vae": "tiny-vae"}).status_code == 200
+        assert client.get(f"{PREFIX}/options").json()["sd_vae"] == "tiny-vae"
+        assert generate()[0] == chosen  # the option is the default of requests that do not say
+        assert generate(override_settings={"sd_vae": "Automatic"})[0] == own
+        bad = client.post(f"{PREFIX}/options", json={"sd_vae": "missing", "samples_format": "webp"})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "sd_vae"]
+        assert client.get(f"{PREFIX}/options").json()["samples_format"] == "png"  # nothing changed
+    finally:
+        client.post(f"{PREFIX}/options", json={"sd_vae": "Automatic"})
+    assert client.get(f"{PREFIX}/options").json()["sd_vae"] == "Automatic"
+
+
+def test_embeddings_are_split_by_the_default_checkpoint_as_a1111_does(client, live):
+    answer = client.get(f"{PREFIX}/embeddings").json()
+    blank = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None}
+    assert live.services.manager.default_record().name == "tiny-sd15"
+    assert answer == {"loaded": {"tiemb": {**blank, "shape": 32, "vectors": 2}},
+                      "skipped": {"xlemb": {**blank, "shape": 96, "vectors": 3}}}  # SDXL: clip_l + clip_g widths
+
+
 def test_docs_and_openapi_describe_every_route(client):
     spec = client.get("/openapi.json").json()
     expected = {
         ("post", "txt2img"), ("post", "img2img"), ("get", "options"), ("post", "options"), ("get", "sd-models"),
         ("post", "refresh-checkpoints"), ("get", "loras"), ("post", "refresh-loras"), ("get", "samplers"),
         ("get", "schedulers"), ("get", "prompt-styles"), ("get", "progress"), ("post", "interrupt"), ("post", "skip"),
-        ("post", "png-info"), ("get", "memory"),
+        ("post", "png-info"), ("get", "memory"), ("get", "sd-vae"), ("post", "refresh-vae"), ("get", "embeddings"),
     }
     listed = {(method, path.removeprefix(PREFIX + "/")) for path, ops in spec["paths"].items() for method in ops}
     assert listed == expected

@@ -16,9 +16,19 @@ from pipelines.probe import read_safetensors_header
 from pipelines.registry import ModelRegistry
 from pipelines.samplers import SamplerTable
 from pipelines.services import Services
-from pipelines.types import ModelFormat, ModelKind, ModelRecord
+from pipelines.embeddings import embedding_word, read_tables
+from pipelines.types import Architecture, ModelFormat, ModelKind, ModelRecord
 
-from .schemas import LoraItem, PromptStyleItem, SamplerItem, SchedulerItem, SDModelItem
+from .schemas import (
+    EmbeddingItem,
+    EmbeddingsResponse,
+    LoraItem,
+    PromptStyleItem,
+    SamplerItem,
+    SchedulerItem,
+    SDModelItem,
+    SDVaeItem,
+)
 
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]\s*$")
 
@@ -103,6 +113,38 @@ def lora_items(services: Services) -> list[LoraItem]:
             )
         )
     return items
+
+
+# -- VAEs and embeddings
+
+
+def sd_vae_items(services: Services) -> list[SDVaeItem]:
+    """Installed VAEs, named as sd_vae takes them (the path in the folder, with the suffix)."""
+    return [SDVaeItem(model_name=model_file_name(record), filename=str(record.path))
+            for record in services.registry.list(ModelKind.VAE) if record.path is not None]
+
+
+def embedding_items(services: Services) -> EmbeddingsResponse:
+    """A1111's split: `loaded` fit the default checkpoint, `skipped` do not (or cannot be read)."""
+    try:
+        architecture = services.manager.default_record().architecture
+    except Exception:  # no checkpoint: nothing to tell them apart by
+        architecture = None
+    loaded, skipped = {}, {}
+    for record in services.registry.list(ModelKind.EMBEDDING):
+        if record.path is None:
+            continue
+        word = embedding_word(record)
+        try:
+            tables = read_tables(record.path)
+        except (OSError, ValueError, RuntimeError):
+            skipped[word] = EmbeddingItem()
+            continue
+        first = next(iter(tables.values()))
+        item = EmbeddingItem(shape=sum(t.shape[-1] for t in tables.values()), vectors=int(first.shape[0]))
+        fits = architecture is None or record.architecture in (architecture, Architecture.UNKNOWN)
+        (loaded if fits else skipped)[word] = item
+    return EmbeddingsResponse(loaded=loaded, skipped=skipped)
 
 
 # -- samplers and schedule types

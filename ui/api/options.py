@@ -1,8 +1,8 @@
 """A1111's `options`: the few settings Easel has under A1111's names, read and changed through the API.
 
 The default checkpoint lives on the pipeline manager (the page shows and changes the same one); the
-others are API-only defaults for requests that do not say (image format, clip skip), kept in memory
-until the app restarts. Every value is checked before any is applied, so a bad POST changes nothing.
+others are API-only defaults for requests that do not say (VAE, image format, clip skip), kept in
+memory until the app restarts. Every value is checked before any is applied, so a bad POST changes nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 from pipelines.errors import InvalidRequest
 from pipelines.metadata import normalize_format
 from pipelines.services import Services
-from pipelines.types import ModelRecord
+from pipelines.types import GenerationRequest, ModelRecord
+from pipelines.vae import find_vae, vae_name
 
 from .catalog import find_checkpoint, model_title
 from .schemas import Options, OptionsUpdate
@@ -28,6 +29,12 @@ class ApiOptions:
         self._lock = threading.Lock()
         self._format = normalize_format(samples_format)
         self._clip_skip = clip_skip
+        self._vae = "Automatic"
+
+    @property
+    def vae(self) -> str:
+        with self._lock:
+            return self._vae
 
     @property
     def output_format(self) -> str:
@@ -50,8 +57,9 @@ class ApiOptions:
             sha256 = manager.known_hash(record)
             title = model_title(record, sha256)
         with self._lock:
-            fmt, clip_skip = self._format, self._clip_skip
+            fmt, clip_skip, vae = self._format, self._clip_skip, self._vae
         return Options(
+            sd_vae=vae,
             sd_model_checkpoint=title,
             sd_checkpoint_hash=sha256,
             samples_format=A1111_FORMAT[fmt],
@@ -73,10 +81,26 @@ class ApiOptions:
                 fmt = normalize_format(sent["samples_format"])
             except InvalidRequest as exc:
                 raise InvalidRequest(str(exc), field="samples_format") from exc
+        vae = sent.get("sd_vae")
+        if vae is not None:
+            vae = vae_option(self._services, vae)
         if record is not None:
             self._services.manager.set_default_model(record.name)
         with self._lock:
             if fmt is not None:
                 self._format = fmt
+            if vae is not None:
+                self._vae = vae
             if sent.get("CLIP_stop_at_last_layers") is not None:
                 self._clip_skip = int(sent["CLIP_stop_at_last_layers"])
+
+
+def vae_option(services: Services, text: str) -> str:
+    """An sd_vae value checked: "Automatic" for the checkpoint's own (A1111's "None" too), else an installed VAE."""
+    if vae_name(GenerationRequest(vae=text)) is None:
+        return "Automatic"
+    try:
+        find_vae(services.registry, text)
+    except InvalidRequest as exc:
+        raise InvalidRequest(str(exc), field="sd_vae") from exc
+    return text.strip()

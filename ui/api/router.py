@@ -29,9 +29,19 @@ from pipelines.services import Services
 from pipelines.types import GenerationRequest, JobInfo, JobState
 
 from .auth import Credentials, basic_auth
-from .catalog import lora_items, memory_stats, sampler_items, scheduler_items, sd_model_items, style_items
+from .catalog import (
+    embedding_items,
+    lora_items,
+    memory_stats,
+    sampler_items,
+    scheduler_items,
+    sd_model_items,
+    sd_vae_items,
+    style_items,
+)
 from .options import ApiOptions
 from .schemas import (
+    EmbeddingsResponse,
     LoraItem,
     MemoryResponse,
     Options,
@@ -43,6 +53,7 @@ from .schemas import (
     SamplerItem,
     SchedulerItem,
     SDModelItem,
+    SDVaeItem,
     TextToImageResponse,
     Txt2ImgRequest,
 )
@@ -229,6 +240,21 @@ def build_api_router(services: Services, credentials: Credentials = ()) -> APIRo
     def refresh_loras() -> None:
         """Rescan the models folder."""
         services.registry.refresh()
+
+    @router.get("/sd-vae", response_model=list[SDVaeItem])
+    def sd_vae() -> list[SDVaeItem]:
+        """Installed VAEs; a model_name here is what sd_vae (options or override_settings) takes."""
+        return sd_vae_items(services)
+
+    @router.post("/refresh-vae")
+    def refresh_vae() -> None:
+        """Rescan the models folder."""
+        services.registry.refresh()
+
+    @router.get("/embeddings", response_model=EmbeddingsResponse)
+    def embeddings() -> EmbeddingsResponse:
+        """Textual-inversion embeddings: `loaded` fit the default checkpoint, `skipped` do not."""
+        return embedding_items(services)
 
     @router.get("/samplers", response_model=list[SamplerItem])
     def samplers() -> list[SamplerItem]:

@@ -71,7 +71,7 @@ class Txt2ImgRequest(A1111Model):
     s_noise: Float | None = None
     override_settings: dict[str, Any] = Field(
         default_factory=dict,
-        description="Options for this request only: sd_model_checkpoint, CLIP_stop_at_last_layers, samples_format.",
+        description="Options for this request only: sd_model_checkpoint, sd_vae, CLIP_stop_at_last_layers, samples_format.",
     )
     override_settings_restore_afterwards: bool = True
     refiner_checkpoint: str | None = None
@@ -155,6 +155,24 @@ class LoraItem(A1111Model):
     metadata: dict[str, Any]
 
 
+class SDVaeItem(A1111Model):
+    model_name: str = Field(description="What sd_vae takes: the file name (a folder's name for diffusers folders).")
+    filename: str
+
+
+class EmbeddingItem(A1111Model):
+    step: int | None = None
+    sd_checkpoint: str | None = None
+    sd_checkpoint_name: str | None = None
+    shape: int | None = Field(None, description="Width of each vector (768 SD 1.x, 1024 SD 2.x; SDXL: clip_g's 1280).")
+    vectors: int | None = Field(None, description="How many vectors the name stands for.")
+
+
+class EmbeddingsResponse(A1111Model):
+    loaded: dict[str, EmbeddingItem]
+    skipped: dict[str, EmbeddingItem] = Field(description="Files that could not be read, with nothing known of them.")
+
+
 class SamplerItem(A1111Model):
     name: str
     aliases: list[str]
@@ -187,7 +205,8 @@ class Options(A1111Model):
 
     sd_model_checkpoint: str | None = Field(None, description="Title of the default checkpoint; POST to switch.")
     sd_checkpoint_hash: str | None = Field(None, description="Its sha256, once known (read-only).")
-    sd_vae: str = Field("Automatic", description="Read-only: the checkpoint's own VAE is used.")
+    sd_vae: str = Field("Automatic", description="VAE used when a request does not say: Automatic (the checkpoint's "
+                                                 "own) or a name from sd-vae.")
     samples_format: str = Field("png", description="Format of API images: png, jpg or webp.")
     CLIP_stop_at_last_layers: int = Field(1, description="Clip skip used when a request does not say.")
     outdir_samples: str = Field("", description="Read-only: where images are saved.")
@@ -195,5 +214,6 @@ class Options(A1111Model):
 
 class OptionsUpdate(A1111Model):
     sd_model_checkpoint: str | None = None
+    sd_vae: str | None = None
     samples_format: str | None = None
     CLIP_stop_at_last_layers: Int | None = Field(None, **_range("clip_skip"))

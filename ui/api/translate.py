@@ -34,6 +34,7 @@ A1111_FIELD = {
     "clip_skip": "override_settings.CLIP_stop_at_last_layers",
     "output_format": "override_settings.samples_format",
     "model": "override_settings.sd_model_checkpoint",
+    "vae": "override_settings.sd_vae",
 }
 
 # A1111 features Easel does not implement: field -> the values that mean "off". A request that turns one
@@ -123,6 +124,7 @@ def request_from_txt2img(payload: Txt2ImgRequest, manager: PipelineManager, opti
         image_count=count,
         clip_skip=clip_skip,
         output_format=fmt,
+        vae=str(override_setting(overrides, "sd_vae", options.vae)),
         save_images=payload.save_images and not payload.do_not_save_samples,
     )
     return manager.validate(request)
