@@ -5,7 +5,11 @@ step callback with previews, saving with metadata, history) shows up instead of 
 Both paths run the same loaded pipeline, sampler, size and seed in this process, interleaved, and the
 median of several rounds is reported.
 
-    python bench/manager_overhead.py [--steps 100] [--rounds 5] [--size 64] [--arch sd1|sdxl]
+    python bench/manager_overhead.py [--steps 100] [--rounds 5] [--size 64] [--arch sd1|sdxl] [--prompt TEXT]
+
+With a prompt that edits itself, e.g. --prompt "a [lighthouse|castle] on a cliff" (a new prompt every step),
+the ratio shows what switching the conditioning costs; plain diffusers reads the brackets as text and does
+the same work per step.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--arch", choices=["sd1", "sdxl"], default="sd1")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--prompt", default="a lighthouse on a cliff at dusk")
     args = parser.parse_args()
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
@@ -47,7 +52,7 @@ def main() -> None:
     save_single_file(build(), work / "models" / "checkpoints" / "tiny.safetensors")
     services = build_services(AppConfig(models_dir=work / "models", output_dir=work / "out", device="cpu", precision=args.precision))
     request = GenerationRequest(
-        model="tiny", prompt="a lighthouse on a cliff at dusk", negative_prompt="blurry", steps=args.steps,
+        model="tiny", prompt=args.prompt, negative_prompt="blurry", steps=args.steps,
         width=args.size, height=args.size, sampler="Euler", scheduler="Automatic", seed=1, cfg_scale=7,
     )
 

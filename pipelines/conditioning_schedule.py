@@ -71,13 +71,16 @@ class PromptSwitch:
         self.callback = callback
         self.schedule = schedule
         self.offset = offset
+        self._stacked: dict[int, dict[str, torch.Tensor]] = {}  # per entry: built once, handed over at each switch
 
     def __call__(self, pipe: Any, step_index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         out = dict(self.callback(pipe, step_index, timestep, tensors) or {})
         step = self.offset + step_index
         following = self.schedule.at(step + 1)
         if following is not self.schedule.at(step):
-            out.update(pipeline_tensors(following, tensors, pipe.do_classifier_free_guidance))
+            if id(following) not in self._stacked:
+                self._stacked[id(following)] = pipeline_tensors(following, tensors, pipe.do_classifier_free_guidance)
+            out.update(self._stacked[id(following)])
         return out
 
 
