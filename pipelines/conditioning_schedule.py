@@ -8,11 +8,12 @@ schedule from `prompt_schedule`. A prompt without editing is one entry and costs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from .conditioning import Conditioning
+from .conditioning import Conditioning, PromptEncoder
+from .loader import LoadedModel
 from .prompt_schedule import joint_schedule
 from .types import ModelRecord
 
@@ -40,10 +41,14 @@ class ConditioningSchedule:
 
 
 def encode_schedule(
-    encode: Callable[[str, str], Conditioning],
+    encoder: PromptEncoder,
+    model: LoadedModel,
     prompt: str,
     negative: str,
+    *,
     steps: int,
+    clip_skip: int,
+    guidance: bool,
     cache: dict[tuple[str, str], Conditioning],
 ) -> ConditioningSchedule:
     """Every distinct (prompt, negative) pair of the schedule encoded once; `cache` is shared by a job's images."""
@@ -51,7 +56,7 @@ def encode_schedule(
     for end, text, negative_text in joint_schedule(prompt, negative, steps):
         key = (text, negative_text)
         if key not in cache:
-            cache[key] = encode(text, negative_text)
+            cache[key] = encoder.encode(model, text, negative_text, clip_skip, guidance)
         entries.append((end, cache[key]))
     return ConditioningSchedule(entries)
 

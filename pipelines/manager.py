@@ -213,9 +213,8 @@ class PipelineManager:
                 except ImageSkipped:
                     result.skipped += 1
                     continue
-                used = {"embeddings": self.embedding_refs(embeddings)} if embeddings else {}
                 item = self.finish_image(control, model, request, generation, choice, plan, image, active,
-                                         {**extra, **used})
+                                         {**extra, "embeddings": self.embedding_refs(embeddings)})
                 result.images.append(item)
                 control.emit(ImageReady(control.job_id, plan.index, item))
         result.seconds = time.perf_counter() - started
@@ -278,10 +277,8 @@ class PipelineManager:
         pipe = model.pipe
         guidance = request.cfg_scale > 1.0
         # A1111's prompt editing ([from:to:when], [a|b]) counts the steps the progress bar counts.
-        schedule = encode_schedule(
-            lambda text, negative: self.encoder.encode(model, text, negative, request.clip_skip, guidance),
-            plan.prompt, plan.negative_prompt, callback.total_steps, cache,
-        )
+        schedule = encode_schedule(self.encoder, model, plan.prompt, plan.negative_prompt, steps=callback.total_steps,
+                                   clip_skip=request.clip_skip, guidance=guidance, cache=cache)
         pipe.scheduler = self.samplers.make(model.scheduler_config, choice, seed=plan.seed)
         generator = torch.Generator("cpu").manual_seed(plan.seed)
         latents = initial_latents(pipe, generator, request.width, request.height)

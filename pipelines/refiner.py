@@ -213,10 +213,8 @@ class RefinerStage:
         own text encoders.
         """
         guidance = request.cfg_scale > 1.0
-        schedule = encode_schedule(
-            lambda text, negative_text: encoder.encode(self.model, text, negative_text, request.clip_skip, guidance),
-            prompt, negative, callback.total_steps, self._conditioning,
-        )
+        schedule = encode_schedule(encoder, self.model, prompt, negative, steps=callback.total_steps,
+                                   clip_skip=request.clip_skip, guidance=guidance, cache=self._conditioning)
         offset = callback.steps_done  # the refiner's step i is step offset + i of the image: the schedule goes on
         self.pipe.scheduler = samplers.make(self.model.scheduler_config, choice, seed=seed)
         output = self.pipe(
