@@ -30,6 +30,24 @@ from pipelines.types import Architecture, JobState, ModelKind
 from tests.support.ckpt_export import save_vae_file
 from tests.support.live_app import free_port, link_checkpoints
 from tests.support.lora_files import kohya_lora
+from tests.support.page_helpers import (
+    ARTIFACTS,
+    open_tab,
+    pick_option,
+    pick_radio,
+    pick_style,
+    picked_styles,
+    pixels,
+    RECORD_ERROR_TOASTS,
+    record_status_changes,
+    set_number,
+    shot,
+    status,
+    textbox,
+    visible_styles,
+    wait_state,
+    wait_value,
+)
 from tests.test_metadata import png_with_text
 from ui.context import UIContext
 from ui.form import FormTables
@@ -39,7 +57,6 @@ from ui.server import Server, build_http_app
 
 pytestmark = pytest.mark.browser
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
 CHROMIUM = "/usr/bin/chromium"
 WAIT = 180_000  # ms; generous because CI machines may be busy
 expect.set_options(timeout=WAIT)  # assertions on the page retry until the page agrees or this passes
@@ -137,85 +154,6 @@ def open_page(app, browser):
         for page in context.pages:
             assert page.evaluate("window.__errorToasts") == [], "the page showed an error"
         context.close()
-
-
-RECORD_ERROR_TOASTS = """
-window.__errorToasts = [];
-new MutationObserver(() => {
-    for (const toast of document.querySelectorAll('[data-testid="toast-body"].error:not([data-seen])')) {
-        toast.dataset.seen = '1';
-        window.__errorToasts.push(toast.innerText);
-    }
-}).observe(document, {subtree: true, childList: true});
-"""
-
-
-def shot(page, name: str) -> None:
-    from playwright.sync_api import Error as PlaywrightError
-
-    for close in page.locator("[data-testid='toast-close']").all():  # notices fade anyway; keep the shot clear
-        try:
-            close.click(timeout=2_000)
-        except PlaywrightError:
-            pass  # it faded meanwhile
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def open_tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name).click()
-
-
-def pick_radio(page, elem_id: str, label: str) -> None:
-    page.locator(f"#{elem_id} label", has_text=re.compile(rf"^\s*{re.escape(label)}\s*$")).click()
-
-
-def pick_option(page, elem_id: str, label: str) -> None:
-    page.locator(f"#{elem_id} input").click()
-    page.locator(f"li[role=option][aria-label='{label}']").click()
-    wait_value(page, elem_id, f"v === '{label}'")
-
-
-def set_number(page, selector: str, value) -> None:
-    field = page.locator(f"{selector} input[type=number]").first
-    field.fill(str(value))
-    field.press("Tab")
-
-
-def status(page) -> tuple[str, str]:
-    bar = page.locator("#status .easel-progress")
-    return bar.get_attribute("data-state"), bar.inner_text()
-
-
-def wait_state(page, *states: str) -> str:
-    selector = ", ".join(f'#status .easel-progress[data-state="{s}"]' for s in states)
-    page.wait_for_selector(selector)
-    return status(page)[1]
-
-
-def record_status_changes(page) -> None:
-    """Keep every progress text the page shows, so a fast job's steps can still be checked afterwards."""
-    page.evaluate("""() => {
-        window.__statuses = [];
-        const note = () => { const bar = document.querySelector('#status .easel-progress');
-            if (bar) window.__statuses.push(bar.dataset.state + '|' + bar.innerText); };
-        new MutationObserver(note).observe(document.querySelector('#status'),
-            {subtree: true, childList: true, characterData: true, attributes: true});
-    }""")
-
-
-def wait_value(page, elem_id: str, check: str) -> None:
-    """Wait until the text field `elem_id` has a value for which the JS expression `check` (on `v`) holds."""
-    page.wait_for_function(f"""() => {{ const el = document.querySelector('#{elem_id} textarea, #{elem_id} input');
-        if (!el) return false; const v = el.value; return {check}; }}""")
-
-
-def textbox(page, elem_id: str):
-    return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
-
-
-def pixels(path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 # ----------------------------------------------------------------------------------------------- tests
@@ -453,31 +391,6 @@ def test_phone_sized_dark_page(app, open_page):
 
 
 # ------------------------------------------------------------------------- styles, modes, LoRAs, refiner
-
-
-def pick_style(page, name: str) -> None:
-    """Find a style with the search box, then tick it."""
-    textbox(page, "style-search").fill(name)
-    label = page.locator("#styles label", has_text=re.compile(rf"^\s*{re.escape(name)}\s*$"))
-    label.click()
-    page.wait_for_function("""(name) => [...document.querySelectorAll('#styles label')]
-        .some(l => l.innerText.trim() === name && l.querySelector('input').checked)""", arg=name)
-
-
-SHOWN_ORDER = """labels => labels.map((l, i) => [Number(l.style.order || 0), i, l])
-    .sort((a, b) => a[0] - b[0] || a[1] - b[1]).map(item => item[2])"""
-
-
-def visible_styles(page) -> list[str]:
-    """The styles the list shows, in the order it shows them."""
-    return page.locator("#styles label").evaluate_all(f"""labels => ({SHOWN_ORDER})(labels)
-        .filter(l => l.style.display !== 'none').map(l => l.innerText.trim())""")
-
-
-def picked_styles(page) -> list[str]:
-    """The ticked styles in the order the list shows them (the order they apply)."""
-    return page.locator("#styles label").evaluate_all(f"""labels => ({SHOWN_ORDER})(labels)
-        .filter(l => l.querySelector('input').checked).map(l => l.innerText.trim())""")
 
 
 def test_issue_scenario_two_styles_a_mode_generate_restore_from_history(app, open_page):
