@@ -37,10 +37,15 @@ log = logging.getLogger(__name__)
 _AUTOMATIC = ("", "automatic", "none", "default")  # "use the checkpoint's own VAE", as forms spell it
 
 
-def vae_name(request: GenerationRequest) -> str | None:
-    """The VAE a request asks for, or None for the checkpoint's own ("Automatic", "None" or nothing)."""
-    name = (request.vae or "").strip()
+def own_vae_name(text: str | None) -> str | None:
+    """A VAE name as written, or None when it means the checkpoint's own ("Automatic", "None" or nothing)."""
+    name = (text or "").strip()
     return None if name.lower() in _AUTOMATIC else name
+
+
+def vae_name(request: GenerationRequest) -> str | None:
+    """The VAE a request asks for, or None for the checkpoint's own."""
+    return own_vae_name(request.vae)
 
 
 @dataclass(frozen=True)

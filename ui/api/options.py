@@ -13,8 +13,8 @@ from typing import Any
 from pipelines.errors import InvalidRequest
 from pipelines.metadata import normalize_format
 from pipelines.services import Services
-from pipelines.types import GenerationRequest, ModelRecord
-from pipelines.vae import find_vae, vae_name
+from pipelines.types import ModelRecord
+from pipelines.vae import find_vae, own_vae_name
 
 from .catalog import find_checkpoint, model_title
 from .schemas import Options, OptionsUpdate
@@ -97,10 +97,11 @@ class ApiOptions:
 
 def vae_option(services: Services, text: str) -> str:
     """An sd_vae value checked: "Automatic" for the checkpoint's own (A1111's "None" too), else an installed VAE."""
-    if vae_name(GenerationRequest(vae=text)) is None:
+    name = own_vae_name(text)
+    if name is None:
         return "Automatic"
     try:
-        find_vae(services.registry, text)
+        find_vae(services.registry, name)
     except InvalidRequest as exc:
         raise InvalidRequest(str(exc), field="sd_vae") from exc
-    return text.strip()
+    return name
