@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 import diffusers  # noqa: E402
 import torch  # noqa: E402
 
-from pipelines.arch_configs import bundled_config_dir, tokenizer_kwargs  # noqa: E402
 from pipelines.config import AppConfig  # noqa: E402
+from pipelines.loading.configs import bundled_config_dir, tokenizer_kwargs  # noqa: E402
 from pipelines.services import build_services  # noqa: E402
 from pipelines.types import Architecture, GenerationRequest, JobState  # noqa: E402
 
@@ -81,16 +81,27 @@ def main() -> None:
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
     path = ensure_checkpoint()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    )
     prompt, negative = "a lighthouse on a cliff at dusk, dramatic sky", "blurry"
 
     for name in args.precisions.split(","):
         dtype = DTYPES[name]
         out = Path(tempfile.mkdtemp(prefix="easel-bench-out-"))
         services = build_services(AppConfig(models_dir=path.parent.parent, output_dir=out, device="cpu", precision=name))
-        request = GenerationRequest(model="sd15-random", prompt=prompt, negative_prompt=negative, steps=args.steps,
-                                    width=args.size, height=args.size, sampler="Euler", scheduler="Automatic",
-                                    cfg_scale=7.5, seed=1)
+        request = GenerationRequest(
+            model="sd15-random",
+            prompt=prompt,
+            negative_prompt=negative,
+            steps=args.steps,
+            width=args.size,
+            height=args.size,
+            sampler="Euler",
+            scheduler="Automatic",
+            cfg_scale=7.5,
+            seed=1,
+        )
 
         def app_image() -> None:
             info = services.queue.wait(services.queue.submit(request), timeout=7200)
@@ -98,7 +109,10 @@ def main() -> None:
 
         load_app = timed(app_image)  # includes loading
         plain = diffusers.StableDiffusionPipeline.from_single_file(
-            str(path), config=str(bundled_config_dir(Architecture.SD1)), local_files_only=True, torch_dtype=dtype,
+            str(path),
+            config=str(bundled_config_dir(Architecture.SD1)),
+            local_files_only=True,
+            torch_dtype=dtype,
             **tokenizer_kwargs(Architecture.SD1),
         )
         plain.scheduler = diffusers.EulerDiscreteScheduler.from_config(plain.scheduler.config)
@@ -106,8 +120,15 @@ def main() -> None:
 
         def plain_image() -> None:
             with torch.inference_mode():
-                plain(prompt, negative_prompt=negative, num_inference_steps=args.steps, width=args.size,
-                      height=args.size, guidance_scale=7.5, generator=torch.Generator().manual_seed(1))
+                plain(
+                    prompt,
+                    negative_prompt=negative,
+                    num_inference_steps=args.steps,
+                    width=args.size,
+                    height=args.size,
+                    guidance_scale=7.5,
+                    generator=torch.Generator().manual_seed(1),
+                )
 
         plain_image()  # warm-up
         plain_runs, app_runs = [], []
@@ -118,7 +139,9 @@ def main() -> None:
         p_unet, p_vae = component_times(plain, args.size)
         a_unet, a_vae = component_times(loaded.pipe, args.size)
         p, a = statistics.median(plain_runs), statistics.median(app_runs)
-        print(f"\n== {name}: SD1.5 full size, {args.size}x{args.size}, CFG, {args.steps} Euler steps (first app job incl. load: {load_app:.1f} s)")
+        print(
+            f"\n== {name}: SD1.5 full size, {args.size}x{args.size}, CFG, {args.steps} Euler steps (first app job incl. load: {load_app:.1f} s)"
+        )
         print(f"{'':14}{'image s':>10}{'UNet step s':>13}{'VAE decode s':>14}")
         print(f"{'plain':14}{p:10.2f}{p_unet:13.2f}{p_vae:14.2f}")
         print(f"{'app':14}{a:10.2f}{a_unet:13.2f}{a_vae:14.2f}")

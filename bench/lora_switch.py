@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from pipelines.hashing import HashCache  # noqa: E402
-from pipelines.loader import LoadedModel  # noqa: E402
-from pipelines.loras import LoraManager  # noqa: E402
-from pipelines.registry import ModelRegistry  # noqa: E402
+from pipelines.loading.hashing import HashCache  # noqa: E402
+from pipelines.loading.loader import LoadedModel  # noqa: E402
+from pipelines.loading.registry import ModelRegistry  # noqa: E402
+from pipelines.loras.patching import LoraManager  # noqa: E402
 from pipelines.types import Architecture, LoraRef, ModelFormat, ModelKind, ModelRecord  # noqa: E402
 from tests.support.full_size import full_sd15_pipeline  # noqa: E402
 from tests.support.lora_files import kohya_lora  # noqa: E402
@@ -77,8 +77,15 @@ def main() -> int:
         root = Path(tmp)
         names = ["lora-a", "lora-b", "lora-c"]
         for seed, name in enumerate(names):
-            kohya_lora(pipe, Architecture.SD1, root / "loras" / f"{name}.safetensors", rank=args.rank,
-                       alpha=args.rank / 2, seed=seed, dtype=torch.float16)
+            kohya_lora(
+                pipe,
+                Architecture.SD1,
+                root / "loras" / f"{name}.safetensors",
+                rank=args.rank,
+                alpha=args.rank / 2,
+                seed=seed,
+                dtype=torch.float16,
+            )
         size_mb = sum((root / "loras" / f"{n}.safetensors").stat().st_size for n in names) / 1e6 / len(names)
         print(f"wrote {len(names)} kohya LoRAs, {size_mb:.0f} MB each")
         registry = ModelRegistry(root, root / "cache")
@@ -111,8 +118,10 @@ def main() -> int:
         print("\npatch in place, restore from a copy (pipelines/loras.py):")
         print(f"  first use of a 2-LoRA set (reads the files): {first_use:.2f}s")
         print(f"  switch set A -> set B between jobs:           {switch:.2f}s")
-        print(f"  step with LoRAs in effect:                    {patched_step:.2f}s "
-              f"(overhead {100 * (patched_step / step - 1):+.1f}%)")
+        print(
+            f"  step with LoRAs in effect:                    {patched_step:.2f}s "
+            f"(overhead {100 * (patched_step / step - 1):+.1f}%)"
+        )
         print(f"  RATIO switch / step: {switch / step:.2f}")
 
         if not args.no_peft:
@@ -140,8 +149,12 @@ def peft_compare(pipe, root: Path, names: list[str], step: float, args) -> None:
     print("\ndiffusers PEFT adapters (load_lora_weights + set_adapters, unfused):")
     print(f"  load_lora_weights per file (first use):       {sum(loads) / len(loads):.2f}s")
     print(f"  switch set A -> set B (set_adapters):         {min(switches):.3f}s")
-    print(f"  step with 2 adapters active:                  {adapter_step:.2f}s (overhead {100 * (adapter_step / step - 1):+.1f}%)")
-    print(f"  step with adapters loaded but disabled:       {disabled_step:.2f}s (overhead {100 * (disabled_step / step - 1):+.1f}%)")
+    print(
+        f"  step with 2 adapters active:                  {adapter_step:.2f}s (overhead {100 * (adapter_step / step - 1):+.1f}%)"
+    )
+    print(
+        f"  step with adapters loaded but disabled:       {disabled_step:.2f}s (overhead {100 * (disabled_step / step - 1):+.1f}%)"
+    )
     pipe.unload_lora_weights()
 
 

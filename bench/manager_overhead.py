@@ -50,10 +50,20 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="easel-bench-"))
     build = tiny_sd15_pipeline if args.arch == "sd1" else tiny_sdxl_pipeline
     save_single_file(build(), work / "models" / "checkpoints" / "tiny.safetensors")
-    services = build_services(AppConfig(models_dir=work / "models", output_dir=work / "out", device="cpu", precision=args.precision))
+    services = build_services(
+        AppConfig(models_dir=work / "models", output_dir=work / "out", device="cpu", precision=args.precision)
+    )
     request = GenerationRequest(
-        model="tiny", prompt=args.prompt, negative_prompt="blurry", steps=args.steps,
-        width=args.size, height=args.size, sampler="Euler", scheduler="Automatic", seed=1, cfg_scale=7,
+        model="tiny",
+        prompt=args.prompt,
+        negative_prompt="blurry",
+        steps=args.steps,
+        width=args.size,
+        height=args.size,
+        sampler="Euler",
+        scheduler="Automatic",
+        seed=1,
+        cfg_scale=7,
     )
 
     def manager_run() -> float:
@@ -64,14 +74,23 @@ def main() -> None:
 
     manager_run()  # loads the model, warms caches
     [loaded] = services.cache.loaded()
-    plain = type(loaded.pipe)(**{**loaded.pipe.components, "scheduler": diffusers.EulerDiscreteScheduler.from_config(loaded.scheduler_config)})
+    plain = type(loaded.pipe)(
+        **{**loaded.pipe.components, "scheduler": diffusers.EulerDiscreteScheduler.from_config(loaded.scheduler_config)}
+    )
     plain.set_progress_bar_config(disable=True)
 
     def plain_run() -> float:
         start = time.perf_counter()
         with torch.inference_mode():
-            plain(request.prompt, negative_prompt=request.negative_prompt, num_inference_steps=args.steps, width=args.size,
-                  height=args.size, guidance_scale=7, generator=torch.Generator().manual_seed(1))
+            plain(
+                request.prompt,
+                negative_prompt=request.negative_prompt,
+                num_inference_steps=args.steps,
+                width=args.size,
+                height=args.size,
+                guidance_scale=7,
+                generator=torch.Generator().manual_seed(1),
+            )
         return time.perf_counter() - start
 
     plain_run()

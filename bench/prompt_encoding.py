@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.conditioning import PlainEncoder  # noqa: E402
-from pipelines.loader import LoadedModel  # noqa: E402
-from pipelines.prompt_encoder import CompelEncoder  # noqa: E402
+from pipelines.loading.loader import LoadedModel  # noqa: E402
+from pipelines.prompts.compel_encoder import CompelEncoder  # noqa: E402
+from pipelines.prompts.conditioning import PlainEncoder  # noqa: E402
 from pipelines.types import Architecture, ModelFormat, ModelKind, ModelRecord  # noqa: E402
 from tests.support.full_size import bundled_configs  # noqa: E402
 from tests.support.random_models import build_model  # noqa: E402
@@ -71,8 +71,11 @@ def compare(theirs, ours, runs: int) -> tuple[float, float, float]:
     """Median seconds of each and the median ratio, from rounds that run both back to back."""
     theirs(), ours()  # warm-up
     pairs = [(timed(theirs), timed(ours)) for _ in range(runs)]
-    return (statistics.median(t for t, _ in pairs), statistics.median(o for _, o in pairs),
-            statistics.median(o / t for t, o in pairs))
+    return (
+        statistics.median(t for t, _ in pairs),
+        statistics.median(o for _, o in pairs),
+        statistics.median(o / t for t, o in pairs),
+    )
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The pipeline manager: models, prompts, styles, queue and generation. Never imports the UI."""
+"""The engine: models, prompts, styles, the queue and generation. Never imports the UI."""
 
-__version__ = "0.1.0"
-APP_NAME = "Easel"
+from pipelines.about import APP_NAME, __version__
+
+__all__ = ["APP_NAME", "__version__"]

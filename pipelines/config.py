@@ -65,8 +65,7 @@ class AppConfig:
     )
     api_auth: str | None = setting(
         None,
-        "Protect the /sdapi/v1 API with HTTP Basic: user:password, several separated by commas "
-        "(the page and /docs stay open).",
+        "Protect the /sdapi/v1 API with HTTP Basic: user:password, several separated by commas (the page and /docs stay open).",
         str,
     )
     previews: str = setting(
@@ -74,7 +73,9 @@ class AppConfig:
         "Live previews while an image denoises: auto (the tiny TAESD decoder when one is in models/vae_approx, "
         "else a fast colour approximation), approx, or off.",
     )
-    cache_dir: Path | None = setting(None, "Folder for derived files (materialized configs, hashes); default output_dir/.cache.", Path)
+    cache_dir: Path | None = setting(
+        None, "Folder for derived files (materialized configs, hashes); default output_dir/.cache.", Path
+    )
     preset: str = setting(
         "default",
         "Preset to start the page with: a file name from presets/ without .yaml (default, realistic, anime, "

@@ -14,27 +14,28 @@ from typing import Any
 
 import torch
 
-from . import APP_NAME, __version__
-from .conditioning import Conditioning, PromptEncoder
-from .conditioning_schedule import PromptSwitch, encode_schedule, tensor_inputs
-from .embeddings import embedding_word
-from .errors import EaselError, ImageSkipped, InvalidRequest
-from .events import ImageReady, JobStatus
-from .history import History
-from .image_store import ImageStore
-from .job_queue import JobControl
-from .loader import LoadedModel, ModelLoader
-from .loras import LoraActivation, LoraManager
-from .metadata import infotext
-from .model_cache import ModelCache
-from .performance import PerformanceTable
-from .preview_decoder import PreviewDecoders
-from .progress import StepCallback, StepTimer
-from .prompt_plan import PromptPlanner, wildcard_seed
-from .refiner import RefinerStage, check_request, find_refiner, refiner_name
-from .registry import ModelRegistry
-from .samplers import SamplerChoice, SamplerTable
-from .types import (
+from pipelines.about import APP_NAME, __version__
+from pipelines.errors import EaselError, ImageSkipped, InvalidRequest
+from pipelines.generation.refiner import RefinerStage, check_request, find_refiner, refiner_name
+from pipelines.jobs.events import ImageReady, JobStatus
+from pipelines.jobs.previews import PreviewDecoders
+from pipelines.jobs.progress import StepCallback, StepTimer
+from pipelines.jobs.queue import JobControl
+from pipelines.loading.cache import ModelCache
+from pipelines.loading.loader import LoadedModel, ModelLoader
+from pipelines.loading.registry import ModelRegistry
+from pipelines.loading.vae import LoadedVae, VaeLoader, find_vae, swapped_vae, vae_name
+from pipelines.loras.patching import LoraActivation, LoraManager
+from pipelines.outputs.history import History
+from pipelines.outputs.metadata import infotext
+from pipelines.outputs.store import ImageStore
+from pipelines.performance import PerformanceTable
+from pipelines.prompts.conditioning import Conditioning, PromptEncoder
+from pipelines.prompts.embeddings import embedding_word
+from pipelines.prompts.plan import PromptPlanner, wildcard_seed
+from pipelines.prompts.switching import PromptSwitch, encode_schedule, tensor_inputs
+from pipelines.samplers import SamplerChoice, SamplerTable
+from pipelines.types import (
     Architecture,
     GenerationRequest,
     GenerationResult,
@@ -45,8 +46,7 @@ from .types import (
     SeedBehavior,
     UsedEmbedding,
 )
-from .vae import LoadedVae, VaeLoader, find_vae, swapped_vae, vae_name
-from .validation import validate
+from pipelines.validation import validate
 
 MAX_SEED = 2**32 - 1  # random seeds stay in A1111's range so other tools can reuse them
 
@@ -213,8 +213,17 @@ class PipelineManager:
                 except ImageSkipped:
                     result.skipped += 1
                     continue
-                item = self.finish_image(control, model, request, generation, choice, plan, image, active,
-                                         {**extra, "embeddings": self.embedding_refs(embeddings)})
+                item = self.finish_image(
+                    control,
+                    model,
+                    request,
+                    generation,
+                    choice,
+                    plan,
+                    image,
+                    active,
+                    {**extra, "embeddings": self.embedding_refs(embeddings)},
+                )
                 result.images.append(item)
                 control.emit(ImageReady(control.job_id, plan.index, item))
         result.seconds = time.perf_counter() - started
@@ -277,8 +286,16 @@ class PipelineManager:
         pipe = model.pipe
         guidance = request.cfg_scale > 1.0
         # A1111's prompt editing ([from:to:when], [a|b]) counts the steps the progress bar counts.
-        schedule = encode_schedule(self.encoder, model, plan.prompt, plan.negative_prompt, steps=callback.total_steps,
-                                   clip_skip=request.clip_skip, guidance=guidance, cache=cache)
+        schedule = encode_schedule(
+            self.encoder,
+            model,
+            plan.prompt,
+            plan.negative_prompt,
+            steps=callback.total_steps,
+            clip_skip=request.clip_skip,
+            guidance=guidance,
+            cache=cache,
+        )
         pipe.scheduler = self.samplers.make(model.scheduler_config, choice, seed=plan.seed)
         generator = torch.Generator("cpu").manual_seed(plan.seed)
         latents = initial_latents(pipe, generator, request.width, request.height)
@@ -298,8 +315,18 @@ class PipelineManager:
                 **(refiner.base_kwargs() if refiner else {"output_type": "pil"}),
             )
             if refiner is not None:
-                image = refiner.refine(output.images, request, choice, self.samplers, plan.prompt, plan.negative_prompt,
-                                       plan.seed, generator, callback, self.encoder)
+                image = refiner.refine(
+                    output.images,
+                    request,
+                    choice,
+                    self.samplers,
+                    plan.prompt,
+                    plan.negative_prompt,
+                    plan.seed,
+                    generator,
+                    callback,
+                    self.encoder,
+                )
                 return image, schedule.embeddings
         return output.images[0], schedule.embeddings
 

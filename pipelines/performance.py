@@ -18,12 +18,12 @@ from typing import Any, Callable
 
 import yaml
 
-from . import hub
-from .errors import HubDownloadError, InvalidRequest, ModelNotFound
-from .registry import FOLDERS, ModelRegistry
-from .samplers import SamplerTable
-from .types import Architecture, GenerationRequest, LoraRef, ModelKind
-from .validation import LIMITS
+from pipelines.errors import HubDownloadError, InvalidRequest, ModelNotFound
+from pipelines.loading import hub
+from pipelines.loading.registry import FOLDERS, ModelRegistry
+from pipelines.samplers import SamplerTable
+from pipelines.types import Architecture, GenerationRequest, LoraRef, ModelKind
+from pipelines.validation import LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,9 @@ class PerformanceTable:
         self._failed: dict[tuple[str, str], tuple[float, str]] = {}  # recent failed checks: (when, why)
 
     @classmethod
-    def load(cls, registry: ModelRegistry | None = None, samplers: SamplerTable | None = None, path: Path = TABLE_PATH) -> PerformanceTable:
+    def load(
+        cls, registry: ModelRegistry | None = None, samplers: SamplerTable | None = None, path: Path = TABLE_PATH
+    ) -> PerformanceTable:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         modes = {name: _mode(name, entry or {}, samplers) for name, entry in (data.get("modes") or {}).items()}
         return cls(modes, registry)
@@ -126,7 +128,9 @@ class PerformanceTable:
             f"{problem}. Get {lora.filename} from {lora.url} and save it as {self._folder() / lora.file}."
         )
 
-    def apply(self, request: GenerationRequest, architecture: Architecture, progress: ProgressFn | None = None) -> GenerationRequest:
+    def apply(
+        self, request: GenerationRequest, architecture: Architecture, progress: ProgressFn | None = None
+    ) -> GenerationRequest:
         """settings(request) plus the mode's LoRA for `architecture` (downloaded first if needed)."""
         request = self.settings(request)
         if not request.performance:
@@ -202,7 +206,9 @@ class PerformanceTable:
         progress(f"Downloading {lora.file} from {lora.repo}", 0.0)
         try:
             with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
-                got = huggingface_hub.hf_hub_download(lora.repo, lora.filename, local_dir=tmp, tqdm_class=hub._progress_tqdm(lora.file, progress))
+                got = huggingface_hub.hf_hub_download(
+                    lora.repo, lora.filename, local_dir=tmp, tqdm_class=hub._progress_tqdm(lora.file, progress)
+                )
                 os.replace(got, target)
         except Exception as exc:
             raise HubDownloadError(f"Could not download {lora.file} from {lora.url}: {_explain(exc)}.") from exc
@@ -259,7 +265,10 @@ def _mode(name: str, entry: dict[str, Any], samplers: SamplerTable | None) -> Pe
     for arch_name, lora in (entry.get("lora") or {}).items():
         arch = Architecture(arch_name)
         loras[arch] = ModeLora(
-            file=lora["file"], repo=lora["repo"], filename=lora["filename"], weight=float(lora.get("weight", 1.0)),
+            file=lora["file"],
+            repo=lora["repo"],
+            filename=lora["filename"],
+            weight=float(lora.get("weight", 1.0)),
             also=tuple(lora.get("also") or ()),
         )
     return PerformanceMode(

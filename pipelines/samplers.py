@@ -11,7 +11,7 @@ from typing import Any
 import diffusers
 import yaml
 
-from .errors import InvalidRequest
+from pipelines.errors import InvalidRequest
 
 TABLE_PATH = Path(__file__).parent / "tables" / "samplers.yaml"
 
@@ -102,9 +102,7 @@ class SamplerTable:
         for known in self._samplers:
             if known.lower() == name.strip().lower():
                 return known, None
-        raise InvalidRequest(
-            f"Unknown sampler {name!r}. Known samplers: {', '.join(self._samplers)}.", field="sampler"
-        )
+        raise InvalidRequest(f"Unknown sampler {name!r}. Known samplers: {', '.join(self._samplers)}.", field="sampler")
 
     def _find_schedule(self, name: str) -> str:
         if name in self._schedules:
@@ -115,9 +113,7 @@ class SamplerTable:
         for known in self._schedules:
             if known.lower() == name.strip().lower():
                 return known
-        raise InvalidRequest(
-            f"Unknown schedule type {name!r}. Known: {', '.join(self._schedules)}.", field="scheduler"
-        )
+        raise InvalidRequest(f"Unknown schedule type {name!r}. Known: {', '.join(self._schedules)}.", field="scheduler")
 
 
 def _lookup(table: dict[str, Any], name: str) -> Any:

@@ -11,26 +11,26 @@ from dataclasses import dataclass
 
 import torch
 
-from . import devices
-from .config import AppConfig
-from .devices import DevicePlan
-from .embeddings import TextualInversions
-from .hashing import HashCache
-from .history import History
-from .image_store import ImageStore
-from .job_queue import JobQueue
-from .loader import ModelLoader
-from .loras import LoraManager
-from .manager import PipelineManager
-from .model_cache import ModelCache
-from .performance import PerformanceTable
-from .preview_decoder import PreviewDecoders
-from .prompt_encoder import CompelEncoder
-from .prompt_plan import PromptPlanner
-from .registry import ModelRegistry
-from .samplers import SamplerTable
-from .styles import StyleLibrary
-from .wildcards import Wildcards
+from pipelines import devices
+from pipelines.config import AppConfig
+from pipelines.devices import DevicePlan
+from pipelines.jobs.previews import PreviewDecoders
+from pipelines.jobs.queue import JobQueue
+from pipelines.loading.cache import ModelCache
+from pipelines.loading.hashing import HashCache
+from pipelines.loading.loader import ModelLoader
+from pipelines.loading.registry import ModelRegistry
+from pipelines.loras.patching import LoraManager
+from pipelines.manager import PipelineManager
+from pipelines.outputs.history import History
+from pipelines.outputs.store import ImageStore
+from pipelines.performance import PerformanceTable
+from pipelines.prompts.compel_encoder import CompelEncoder
+from pipelines.prompts.embeddings import TextualInversions
+from pipelines.prompts.plan import PromptPlanner
+from pipelines.prompts.styles import StyleLibrary
+from pipelines.prompts.wildcards import Wildcards
+from pipelines.samplers import SamplerTable
 
 log = logging.getLogger(__name__)
 

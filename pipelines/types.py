@@ -125,7 +125,9 @@ class GenerationRequest:
         kwargs = {k: v for k, v in data.items() if k in names}
         if "loras" in kwargs:
             kwargs["loras"] = tuple(
-                item if isinstance(item, LoraRef) else LoraRef(**{k: v for k, v in item.items() if k in ("name", "weight", "enabled")})
+                item
+                if isinstance(item, LoraRef)
+                else LoraRef(**{k: v for k, v in item.items() if k in ("name", "weight", "enabled")})
                 for item in kwargs["loras"] or ()
             )
         if "styles" in kwargs:

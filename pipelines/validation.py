@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 
-from .errors import InvalidRequest
-from .samplers import SamplerTable
-from .types import GenerationRequest
+from pipelines.errors import InvalidRequest
+from pipelines.samplers import SamplerTable
+from pipelines.types import GenerationRequest
 
 # field: (lowest, highest)
 LIMITS: dict[str, tuple[float, float]] = {
@@ -32,7 +32,11 @@ def validate(request: GenerationRequest, samplers: SamplerTable) -> GenerationRe
     """Return the request with names normalized; raise InvalidRequest naming the first bad field."""
     for name, (low, high) in LIMITS.items():
         value = getattr(request, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not math.isfinite(value))
+        ):
             raise InvalidRequest(f"{name} must be a number, got {value!r}.", field=name)
         if not low <= value <= high:
             raise InvalidRequest(f"{name} must be between {low:g} and {high:g}, got {value!r}.", field=name)

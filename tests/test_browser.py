@@ -23,7 +23,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from pipelines.config import REPO_ROOT, AppConfig
-from pipelines.metadata import read_metadata
+from pipelines.outputs.metadata import read_metadata
 from pipelines.performance import TABLE_PATH, PerformanceTable
 from pipelines.services import build_services
 from pipelines.types import Architecture, JobState, ModelKind
@@ -32,13 +32,13 @@ from tests.support.live_app import free_port, link_checkpoints
 from tests.support.lora_files import kohya_lora
 from tests.support.page_helpers import (
     ARTIFACTS,
+    RECORD_ERROR_TOASTS,
     open_tab,
     pick_option,
     pick_radio,
     pick_style,
     picked_styles,
     pixels,
-    RECORD_ERROR_TOASTS,
     record_status_changes,
     set_number,
     shot,
@@ -50,9 +50,9 @@ from tests.support.page_helpers import (
 )
 from tests.test_metadata import png_with_text
 from ui.context import UIContext
-from ui.form import FormTables
+from ui.form.fields import FormTables
+from ui.form.presets import PresetLibrary
 from ui.gradio_app import CSS, HEAD, build_ui
-from ui.presets import PresetLibrary
 from ui.server import Server, build_http_app
 
 pytestmark = pytest.mark.browser
@@ -62,9 +62,9 @@ WAIT = 180_000  # ms; generous because CI machines may be busy
 expect.set_options(timeout=WAIT)  # assertions on the page retry until the page agrees or this passes
 TEST_PRESETS = {
     "tiny": "description: Tiny test settings\nperformance: Custom\nsteps: 3\ncustom_size: true\nwidth: 64\n"
-            "height: 64\nimage_count: 1\nsampler: Euler\nscheduler: Automatic\ncfg_scale: 5\n",
+    "height: 64\nimage_count: 1\nsampler: Euler\nscheduler: Automatic\ncfg_scale: 5\n",
     "second": "description: Another look\nperformance: Long\nsampler: Euler a\ncfg_scale: 9\ncustom_size: true\n"
-              "width: 64\nheight: 64\nnegative_prompt: blurry\nstyles: [Painting - Watercolor]\n",
+    "width: 64\nheight: 64\nnegative_prompt: blurry\nstyles: [Painting - Watercolor]\n",
 }
 TRIGGERS = "papercut, layered paper"
 
@@ -72,15 +72,28 @@ TRIGGERS = "papercut, layered paper"
 def modes_for_tests() -> dict:
     """The engine's table format with modes made for tests, and the shipped Lightning entry as it is."""
     shipped = yaml.safe_load(TABLE_PATH.read_text(encoding="utf-8"))["modes"]
-    return {"modes": {
-        "Quick": {"description": "Two steps (test mode).", "steps": 2},
-        "Long": {"description": "150 steps (test mode).", "steps": 150},
-        "Turbo": {"description": "Two steps with the tiny acceleration LoRA, no guidance (test mode).", "steps": 2,
-                  "cfg_scale": 1.0, "sampler": "Euler", "scheduler": "Automatic",
-                  "lora": {"sd1": {"file": "tiny-turbo.safetensors", "repo": "easel-tests/tiny-turbo",
-                                   "filename": "tiny-turbo.safetensors", "weight": 0.5}}},
-        "Lightning": shipped["Lightning"],
-    }}
+    return {
+        "modes": {
+            "Quick": {"description": "Two steps (test mode).", "steps": 2},
+            "Long": {"description": "150 steps (test mode).", "steps": 150},
+            "Turbo": {
+                "description": "Two steps with the tiny acceleration LoRA, no guidance (test mode).",
+                "steps": 2,
+                "cfg_scale": 1.0,
+                "sampler": "Euler",
+                "scheduler": "Automatic",
+                "lora": {
+                    "sd1": {
+                        "file": "tiny-turbo.safetensors",
+                        "repo": "easel-tests/tiny-turbo",
+                        "filename": "tiny-turbo.safetensors",
+                        "weight": 0.5,
+                    }
+                },
+            },
+            "Lightning": shipped["Lightning"],
+        }
+    }
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +103,13 @@ def app(tiny_models_dir, tiny_sd15_reference, tiny_sdxl_reference, tmp_path_fact
     root = tmp_path_factory.mktemp("browser-app")
     models = root / "models"
     link_checkpoints(tiny_models_dir, models, ("tiny-sd15", "tiny-sdxl", "tiny-sdxl-refiner"))
-    kohya_lora(tiny_sd15_reference, Architecture.SD1, models / "loras" / "paper-cut.safetensors", seed=11,
-               metadata={"modelspec.trigger_phrase": TRIGGERS, "ss_tag_frequency": '{"img": {"paper": 9}}'})
+    kohya_lora(
+        tiny_sd15_reference,
+        Architecture.SD1,
+        models / "loras" / "paper-cut.safetensors",
+        seed=11,
+        metadata={"modelspec.trigger_phrase": TRIGGERS, "ss_tag_frequency": '{"img": {"paper": 9}}'},
+    )
     kohya_lora(tiny_sdxl_reference, Architecture.SDXL, models / "loras" / "xl-detail.safetensors", seed=12)
     kohya_lora(tiny_sd15_reference, Architecture.SD1, models / "loras" / "tiny-turbo.safetensors", seed=13)
     save_vae_file(tiny_sd15_reference.vae, models / "vae" / "tiny-vae.safetensors")
@@ -99,16 +117,19 @@ def app(tiny_models_dir, tiny_sd15_reference, tiny_sdxl_reference, tmp_path_fact
     shutil.copytree(REPO_ROOT / "styles", styles)
     (styles / "previews").mkdir()
     Image.new("RGB", (300, 200), (40, 90, 220)).save(styles / "previews" / "blue.png")
-    (styles / "zz_tests.yaml").write_text("category: Test Previews\nstyles:\n  - name: Test - Blue Preview\n"
-                                          "    prompt: '{prompt}, in blue'\n    preview: previews/blue.png\n")
+    (styles / "zz_tests.yaml").write_text(
+        "category: Test Previews\nstyles:\n  - name: Test - Blue Preview\n"
+        "    prompt: '{prompt}, in blue'\n    preview: previews/blue.png\n"
+    )
     presets_dir = root / "presets"
     presets_dir.mkdir()
     for name, text in TEST_PRESETS.items():
         (presets_dir / f"{name}.yaml").write_text(text, encoding="utf-8")
     (root / "modes.yaml").write_text(yaml.safe_dump(modes_for_tests(), sort_keys=False), encoding="utf-8")
 
-    cfg = AppConfig(models_dir=models, output_dir=root / "outputs", styles_dir=styles, device="cpu", precision="fp32",
-                    port=free_port())
+    cfg = AppConfig(
+        models_dir=models, output_dir=root / "outputs", styles_dir=styles, device="cpu", precision="fp32", port=free_port()
+    )
     services = build_services(cfg)
     table = PerformanceTable.load(services.registry, services.samplers, root / "modes.yaml")
     services.performance = services.manager.performance = table  # the engine's mode path, with the test modes
@@ -127,8 +148,7 @@ def browser(app):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM,
-                                             args=["--no-sandbox", "--disable-background-networking"])
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking"])
         yield browser
         browser.close()
 
@@ -354,14 +374,17 @@ A1111_TEXT = (
 def test_image_dropped_on_the_page_restores_its_settings(app, open_page):
     page = open_page()
     data = base64.b64encode(png_with_text(parameters=A1111_TEXT)).decode()
-    page.evaluate("""(data) => {
+    page.evaluate(
+        """(data) => {
         const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
         const transfer = new DataTransfer();
         transfer.items.add(new File([bytes], 'from-a1111.png', {type: 'image/png'}));
         const target = document.querySelector('#gallery');
         for (const type of ['dragenter', 'dragover', 'drop'])
             target.dispatchEvent(new DragEvent(type, {dataTransfer: transfer, bubbles: true, cancelable: true}));
-    }""", data)
+    }""",
+        data,
+    )
     wait_value(page, "history-details", "v.startsWith('Made with A1111')")
     shot(page, "11-dropped-image")
     page.click("#history-restore")
@@ -478,8 +501,7 @@ def test_issue_scenario_two_styles_a_mode_generate_restore_from_history(app, ope
 def test_setting_tab_lists_the_engines_modes_and_explains_the_unavailable_one(app, open_page):
     services, _url = app
     page = open_page()
-    expect(page.locator("#performance label")).to_have_text(
-        ["Quick", "Long", "Turbo", "Lightning (unavailable)", "Custom"])
+    expect(page.locator("#performance label")).to_have_text(["Quick", "Long", "Turbo", "Lightning (unavailable)", "Custom"])
     expect(page.locator("#performance input[value=Lightning]")).to_be_disabled()
     expect(page.locator("#performance input[value=Turbo]")).not_to_be_disabled()
     reason = services.performance.availability("Lightning", Architecture.SD1)
@@ -537,8 +559,10 @@ def test_lora_slots_vae_and_refiner_in_the_models_tab(app, open_page):
     [entry] = services.history.list("paper fox")
     assert [(lo.name, lo.weight) for lo in entry.params.loras] == [("paper-cut", 0.8)]  # the SDXL one left out
     assert entry.params.vae == "tiny-vae.safetensors"
-    assert [(lo.name, lo.weight, lo.enabled) for lo in entry.request.loras] == [("paper-cut", 0.8, True),
-                                                                                ("xl-detail", 1.0, True)]
+    assert [(lo.name, lo.weight, lo.enabled) for lo in entry.request.loras] == [
+        ("paper-cut", 0.8, True),
+        ("xl-detail", 1.0, True),
+    ]
     assert entry.request.skip_invalid_loras is True and entry.request.prompt == f"a paper fox, {TRIGGERS}"
 
     # SDXL base: the refiner list opens; the SD 1.5 LoRA is the one marked now

@@ -23,9 +23,8 @@ from diffusers.loaders.single_file_utils import (
 from safetensors.torch import load_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from pipelines.arch_configs import bundled_config_dir, config_dir_for, sidecar_path, tokenizer_kwargs
+from pipelines.loading.configs import config_dir_for, sidecar_path, tokenizer_kwargs
 from pipelines.types import Architecture
-from tests.support.layout import laid_out_as_loaded
 from tests.support.ckpt_export import (
     REFINER_OPENCLIP_PREFIX,
     SD1_CLIP_PREFIX,
@@ -43,6 +42,7 @@ from tests.support.ckpt_export import (
     vae_to_ldm,
 )
 from tests.support.full_size import bundled_configs
+from tests.support.layout import laid_out_as_loaded
 
 MODEL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 PIPELINES = {
@@ -83,9 +83,7 @@ def single_file(arch, request) -> Path:
 
 def _load_single_file(arch: Architecture, path: Path, cache: Path):
     config_dir = config_dir_for(arch, path, cache)
-    return PIPELINES[arch].from_single_file(
-        str(path), config=str(config_dir), local_files_only=True, **tokenizer_kwargs(arch)
-    )
+    return PIPELINES[arch].from_single_file(str(path), config=str(config_dir), local_files_only=True, **tokenizer_kwargs(arch))
 
 
 def test_single_file_safetensors_roundtrip(arch, reference, single_file, tmp_path, no_network):
@@ -165,6 +163,7 @@ def test_full_size_models_need_no_sidecar(arch):
 
 def _full_size_configs(arch: Architecture) -> dict[str, dict]:
     """The configs of a full-size model as pipeline_configs() reports them, built on the meta device."""
+
     class _Pipe:  # pipeline_configs only reads components' .config
         pass
 
@@ -240,7 +239,9 @@ def test_refiner_file_uses_the_refiner_layout(tiny_sdxl_refiner_file, tiny_sdxl_
     from tests.support.tiny_models import tiny_sdxl_pipeline
 
     base_vae = tiny_sdxl_pipeline(seed=0).vae.state_dict()
-    assert not torch.equal(base_vae["decoder.conv_out.weight"], tiny_sdxl_refiner_reference.vae.state_dict()["decoder.conv_out.weight"])
+    assert not torch.equal(
+        base_vae["decoder.conv_out.weight"], tiny_sdxl_refiner_reference.vae.state_dict()["decoder.conv_out.weight"]
+    )
 
 
 def test_full_size_refiner_layout_is_what_diffusers_reads_back():
@@ -274,7 +275,6 @@ def test_component_mappings_reject_unknown_tensors():
     }
 
 
-
 # ---- the tiny models themselves ------------------------------------------------------------------
 
 
@@ -301,7 +301,14 @@ def test_tiny_weights_are_seeded_and_fully_random(arch, reference):
 def test_tiny_models_generate_finite_images(arch, dtype):
     pipe = _tiny(arch, seed=0, dtype=dtype)
     assert pipe.unet.dtype == dtype
-    image = pipe("a photo of a cat", negative_prompt="blurry", height=64, width=64, num_inference_steps=3,
-                 generator=torch.Generator().manual_seed(0), output_type="np").images
+    image = pipe(
+        "a photo of a cat",
+        negative_prompt="blurry",
+        height=64,
+        width=64,
+        num_inference_steps=3,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
     assert image.shape == (1, 64, 64, 3)
     assert not (image != image).any() and 0.05 < float(image.std()) < 0.45

@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.config import AppConfig
 from pipelines.errors import ModelNotFound
-from pipelines.hashing import HashCache
+from pipelines.loading.hashing import HashCache
 from pipelines.services import build_services
 from pipelines.types import GenerationRequest, JobState, ModelKind
 

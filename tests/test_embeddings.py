@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import save_file
 
 from pipelines.errors import InvalidRequest
-from pipelines.embeddings import TextualInversions, read_tables
-from pipelines.loader import LoadedModel
-from pipelines.prompt_encoder import CompelEncoder
-from pipelines.registry import ModelRegistry
+from pipelines.loading.loader import LoadedModel
+from pipelines.loading.registry import ModelRegistry
+from pipelines.prompts.compel_encoder import CompelEncoder
+from pipelines.prompts.embeddings import TextualInversions, read_tables
 from pipelines.types import Architecture, ModelFormat, ModelKind, ModelRecord
 from tests.support.tiny_models import tiny_sd15_pipeline, tiny_sdxl_pipeline
 
@@ -33,8 +33,10 @@ def models(tmp_path_factory) -> Path:
     folder = root / "embeddings"
     (folder / "sdxl").mkdir(parents=True)
     save_file({"emb_params": SD15_TWO}, str(folder / "tiemb.safetensors"))  # diffusers/kohya layout
-    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": SD15_THREE}, "name": "OldStyle", "step": 3000},
-               folder / "OldStyle.pt")  # A1111's own .pt layout
+    torch.save(
+        {"string_to_token": {"*": 265}, "string_to_param": {"*": SD15_THREE}, "name": "OldStyle", "step": 3000},
+        folder / "OldStyle.pt",
+    )  # A1111's own .pt layout
     save_file({"emb_params": SD15_THREE[:1]}, str(folder / "cat.safetensors"))  # a name that is a word
     save_file({"clip_l": SDXL_L, "clip_g": SDXL_G}, str(folder / "sdxl" / "xlemb.safetensors"))
     return root
@@ -48,8 +50,9 @@ def registry(models, tmp_path_factory) -> ModelRegistry:
 
 
 def loaded(pipe, arch: Architecture) -> LoadedModel:
-    return LoadedModel(ModelRecord(f"tiny-{arch.value}", ModelKind.CHECKPOINT, arch, ModelFormat.DIFFUSERS, None),
-                       arch, pipe, "0" * 64, 0)
+    return LoadedModel(
+        ModelRecord(f"tiny-{arch.value}", ModelKind.CHECKPOINT, arch, ModelFormat.DIFFUSERS, None), arch, pipe, "0" * 64, 0
+    )
 
 
 def test_registry_lists_every_format(registry):
@@ -104,18 +107,25 @@ def test_an_embedding_named_like_a_word(registry):
 def test_sdxl_embedding_goes_to_both_encoders(registry):
     ours = loaded(tiny_sdxl_pipeline(seed=0), Architecture.SDXL)
     reference = tiny_sdxl_pipeline(seed=0)
-    reference.load_textual_inversion({"emb_params": SDXL_L}, token="xlemb", text_encoder=reference.text_encoder,
-                                     tokenizer=reference.tokenizer)
-    reference.load_textual_inversion({"emb_params": SDXL_G}, token="xlemb", text_encoder=reference.text_encoder_2,
-                                     tokenizer=reference.tokenizer_2)
+    reference.load_textual_inversion(
+        {"emb_params": SDXL_L}, token="xlemb", text_encoder=reference.text_encoder, tokenizer=reference.tokenizer
+    )
+    reference.load_textual_inversion(
+        {"emb_params": SDXL_G}, token="xlemb", text_encoder=reference.text_encoder_2, tokenizer=reference.tokenizer_2
+    )
     got = CompelEncoder(TextualInversions(registry)).encode(ours, "a photo of xlemb", "", 1, False)
-    expected = reference.encode_prompt("a photo of xlemb", device="cpu", num_images_per_prompt=1,
-                                       do_classifier_free_guidance=False)
+    expected = reference.encode_prompt(
+        "a photo of xlemb", device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False
+    )
     assert torch.equal(got.prompt_embeds, expected[0])
     # pooled: at the end-of-text token (CLIP's argmax rule would land on the embedding's higher ids)
     encoder2 = ours.pipe.text_encoder_2
-    ids = ours.pipe.tokenizer_2(TextualInversions(registry).prepare(ours, ["xlemb"])("a photo of xlemb"),
-                                padding="max_length", max_length=77, return_tensors="pt").input_ids
+    ids = ours.pipe.tokenizer_2(
+        TextualInversions(registry).prepare(ours, ["xlemb"])("a photo of xlemb"),
+        padding="max_length",
+        max_length=77,
+        return_tensors="pt",
+    ).input_ids
     with torch.no_grad():
         hidden = encoder2(ids).last_hidden_state
     end = int((ids[0] == 49407).nonzero()[0])
@@ -137,7 +147,8 @@ def test_embedding_in_a_long_prompt_stays_in_one_chunk(registry):
     got = encoder.encode(model, "dog " * 74 + "OldStyle", "", 1, False).prompt_embeds
     assert got.shape[1] == 154
     ids = encoder.providers(model, 1)[0].get_token_ids_and_expand_weights(
-        [encoder.embeddings.prepare(model, ["OldStyle"])("dog " * 74 + "OldStyle")], [1.0], "cpu")[0]
+        [encoder.embeddings.prepare(model, ["OldStyle"])("dog " * 74 + "OldStyle")], [1.0], "cpu"
+    )[0]
     first, second = ids[:77].tolist(), ids[77:].tolist()
     assert first[75] == 49407 and second[1:4] == list(range(len(model.pipe.tokenizer) - 3, len(model.pipe.tokenizer)))
 
@@ -147,7 +158,7 @@ def test_jobs_record_the_embeddings_used_as_a1111s_ti_hashes(models, tiny_sd15_f
     import hashlib
 
     from pipelines.config import AppConfig
-    from pipelines.metadata import read_metadata
+    from pipelines.outputs.metadata import read_metadata
     from pipelines.services import build_services
     from pipelines.types import GenerationRequest, ImageParams, JobState, UsedEmbedding
     from tests.support.paths import link_or_copy
@@ -160,21 +171,29 @@ def test_jobs_record_the_embeddings_used_as_a1111s_ti_hashes(models, tiny_sd15_f
         link_or_copy(models / "embeddings" / name, root / "embeddings" / name)
     services = build_services(AppConfig(models_dir=root, output_dir=tmp_path / "out", device="cpu", precision="fp32"))
     try:
+
         def run(prompt, negative):
-            info = services.queue.wait(services.queue.submit(GenerationRequest(
-                prompt=prompt, negative_prompt=negative, steps=2, seed=1, width=64, height=64)), timeout=120)
+            info = services.queue.wait(
+                services.queue.submit(
+                    GenerationRequest(prompt=prompt, negative_prompt=negative, steps=2, seed=1, width=64, height=64)
+                ),
+                timeout=120,
+            )
             assert info.state is JobState.FINISHED, info.error
             return info.result.images[0]
 
         item = run("a photo of [tiemb:x:0.5]", "OldStyle, blurry")  # a name inside a prompt edit counts too
-        digest = {n: hashlib.sha256((models / "embeddings" / n).read_bytes()).hexdigest()
-                  for n in ("tiemb.safetensors", "OldStyle.pt")}
-        assert item.params.embeddings == (UsedEmbedding("OldStyle", digest["OldStyle.pt"]),
-                                          UsedEmbedding("tiemb", digest["tiemb.safetensors"]))
+        digest = {
+            n: hashlib.sha256((models / "embeddings" / n).read_bytes()).hexdigest() for n in ("tiemb.safetensors", "OldStyle.pt")
+        }
+        assert item.params.embeddings == (
+            UsedEmbedding("OldStyle", digest["OldStyle.pt"]),
+            UsedEmbedding("tiemb", digest["tiemb.safetensors"]),
+        )
         expected = f'TI hashes: "OldStyle: {digest["OldStyle.pt"][:12]}, tiemb: {digest["tiemb.safetensors"][:12]}"'
         assert expected in item.infotext
         meta = read_metadata(item.path)
-        assert meta.params["TI hashes"] == f'OldStyle: {digest["OldStyle.pt"][:12]}, tiemb: {digest["tiemb.safetensors"][:12]}'
+        assert meta.params["TI hashes"] == f"OldStyle: {digest['OldStyle.pt'][:12]}, tiemb: {digest['tiemb.safetensors'][:12]}"
         assert ImageParams.from_dict(meta.image_params) == item.params
         plain = run("a photo of a cat", "blurry")
         assert plain.params.embeddings == () and "TI hashes" not in plain.infotext

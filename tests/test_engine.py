@@ -14,8 +14,8 @@ from PIL import Image
 
 from pipelines.config import AppConfig
 from pipelines.errors import InvalidRequest
-from pipelines.events import ImageReady, JobFailed, JobProgress, JobStatus
-from pipelines.metadata import read_metadata
+from pipelines.jobs.events import ImageReady, JobFailed, JobProgress, JobStatus
+from pipelines.outputs.metadata import read_metadata
 from pipelines.services import build_services
 from pipelines.types import GenerationRequest, ImageParams, JobState, SeedBehavior
 
@@ -68,15 +68,30 @@ def pixels(path) -> np.ndarray:
             "Karras",
             lambda c: diffusers.DPMSolverMultistepScheduler.from_config(c, algorithm_type="dpmsolver++", use_karras_sigmas=True),
         ),
-        ("tiny-sd15-diffusers", "tiny_sd15_reference", "Euler a", "Automatic", lambda c: diffusers.EulerAncestralDiscreteScheduler.from_config(c)),
+        (
+            "tiny-sd15-diffusers",
+            "tiny_sd15_reference",
+            "Euler a",
+            "Automatic",
+            lambda c: diffusers.EulerAncestralDiscreteScheduler.from_config(c),
+        ),
         ("tiny-sdxl", "tiny_sdxl_reference", "Euler", "Automatic", lambda c: diffusers.EulerDiscreteScheduler.from_config(c)),
         ("tiny-sdxl-diffusers", "tiny_sdxl_reference", "DDIM", "Automatic", lambda c: diffusers.DDIMScheduler.from_config(c)),
     ],
 )
 def test_image_equals_plain_diffusers(engine, request, tiny_models_dir, model, ref_fixture, sampler, schedule, make_scheduler):
     ref_pipe = request.getfixturevalue(ref_fixture)
-    info = run(engine, model=model, prompt="a red fox in snow", negative_prompt="blurry", seed=1234, steps=5,
-               cfg_scale=6.5, sampler=sampler, scheduler=schedule)
+    info = run(
+        engine,
+        model=model,
+        prompt="a red fox in snow",
+        negative_prompt="blurry",
+        seed=1234,
+        steps=5,
+        cfg_scale=6.5,
+        sampler=sampler,
+        scheduler=schedule,
+    )
     assert info.state is JobState.FINISHED, info.error
     [item] = info.result.images
     # A diffusers user swaps samplers on the scheduler config of the files they loaded: for a folder, its
@@ -120,8 +135,16 @@ def test_seed_behaviours_and_random_seed(engine):
 
 
 def test_saved_files_carry_metadata_that_recreates_the_image(engine):
-    info = run(engine, model="tiny-sd15", prompt="a cabin, (snow:1.2)", negative_prompt="people", seed=9, steps=3,
-               output_format="webp", cfg_scale=5)
+    info = run(
+        engine,
+        model="tiny-sd15",
+        prompt="a cabin, (snow:1.2)",
+        negative_prompt="people",
+        seed=9,
+        steps=3,
+        output_format="webp",
+        cfg_scale=5,
+    )
     [item] = info.result.images
     assert item.path.suffix == ".webp" and item.path.parent.name.count("-") == 2  # outputs/YYYY-MM-DD/
     meta = read_metadata(item.path)
@@ -238,8 +261,12 @@ def test_loading_status_is_reported(engine):
 def test_bf16_on_cpu_is_deterministic_and_finite(tiny_models_dir, tmp_path):
     services = build_services(AppConfig(models_dir=tiny_models_dir, output_dir=tmp_path, device="cpu", precision="bf16"))
     try:
-        a = services.queue.wait(services.queue.submit(GenerationRequest(model="tiny-sdxl", prompt="x", seed=3, steps=3, **SIZE)), 120)
-        b = services.queue.wait(services.queue.submit(GenerationRequest(model="tiny-sdxl", prompt="x", seed=3, steps=3, **SIZE)), 120)
+        a = services.queue.wait(
+            services.queue.submit(GenerationRequest(model="tiny-sdxl", prompt="x", seed=3, steps=3, **SIZE)), 120
+        )
+        b = services.queue.wait(
+            services.queue.submit(GenerationRequest(model="tiny-sdxl", prompt="x", seed=3, steps=3, **SIZE)), 120
+        )
         assert a.state is JobState.FINISHED, a.error
         [loaded] = services.cache.loaded()
         assert loaded.pipe.unet.dtype == torch.bfloat16

@@ -12,22 +12,34 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from pipelines.history import History, params_from_metadata
-from pipelines.metadata import read_metadata
-from pipelines.image_store import ImageStore
+from pipelines.outputs.history import History, params_from_metadata
+from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.store import ImageStore
 from pipelines.types import AppliedLora, GenerationRequest, ImageParams
 
 
 def make_params(prompt: str = "a cat", seed: int = 1, **changes) -> ImageParams:
-    base = dict(prompt=prompt, negative_prompt="blurry", steps=20, sampler="Euler a", scheduler="Automatic",
-                cfg_scale=6.5, seed=seed, width=64, height=64, model="dreamshaper_8", model_hash="0123456789")
+    base = dict(
+        prompt=prompt,
+        negative_prompt="blurry",
+        steps=20,
+        sampler="Euler a",
+        scheduler="Automatic",
+        cfg_scale=6.5,
+        seed=seed,
+        width=64,
+        height=64,
+        model="dreamshaper_8",
+        model_hash="0123456789",
+    )
     base.update(changes)
     return ImageParams(**base)
 
 
 def request_for(params: ImageParams) -> GenerationRequest:
-    return GenerationRequest(prompt=params.prompt, negative_prompt=params.negative_prompt, seed=params.seed,
-                             model=params.model, styles=params.styles)
+    return GenerationRequest(
+        prompt=params.prompt, negative_prompt=params.negative_prompt, seed=params.seed, model=params.model, styles=params.styles
+    )
 
 
 @pytest.fixture
@@ -37,8 +49,16 @@ def history(tmp_path):
 
 
 def test_add_get_and_newest_first(history, tmp_path):
-    ids = [history.add(tmp_path / f"{n}.png", make_params(f"image {n}", n), request_for(make_params(f"image {n}", n)),
-                       job_id=f"job{n}", created_at=1000.0 + n) for n in range(5)]
+    ids = [
+        history.add(
+            tmp_path / f"{n}.png",
+            make_params(f"image {n}", n),
+            request_for(make_params(f"image {n}", n)),
+            job_id=f"job{n}",
+            created_at=1000.0 + n,
+        )
+        for n in range(5)
+    ]
     assert ids == sorted(ids) and len(set(ids)) == 5
     entry = history.get(ids[2])
     assert entry.params == make_params("image 2", 2) and entry.request == request_for(make_params("image 2", 2))
@@ -120,8 +140,9 @@ def _save_outputs(outputs: Path) -> list[tuple[Path, ImageParams, GenerationRequ
     for n in range(3):
         params = make_params(f"saved {n}", n)
         request = request_for(params)
-        path = store.save(Image.new("RGB", (8, 8)), params, request, "png" if n != 1 else "webp",
-                          when=datetime(2026, 1, 2, 3, 4, 5 + n))
+        path = store.save(
+            Image.new("RGB", (8, 8)), params, request, "png" if n != 1 else "webp", when=datetime(2026, 1, 2, 3, 4, 5 + n)
+        )
         saved.append((path, params, request))
     return saved
 
@@ -132,9 +153,12 @@ def test_rebuild_from_outputs(tmp_path):
     (outputs / "2026-01-02" / ".20260102-030409-0001.tmp").write_bytes(b"half an image")
     (outputs / "notes.txt").write_text("not an image")
     (outputs / "plain.png").write_bytes(_png_with_parameters(None))  # an image without metadata: skipped
-    (outputs / "from_a1111.png").write_bytes(_png_with_parameters(
-        "a lighthouse\nNegative prompt: fog\nSteps: 25, Sampler: Euler a, CFG scale: 5, Seed: 99, Size: 8x8, "
-        'Model hash: 45dee52b, Model: v1-5, Lora hashes: "detail: aaaabbbbcccc", Version: v1.10.1'))
+    (outputs / "from_a1111.png").write_bytes(
+        _png_with_parameters(
+            "a lighthouse\nNegative prompt: fog\nSteps: 25, Sampler: Euler a, CFG scale: 5, Seed: 99, Size: 8x8, "
+            'Model hash: 45dee52b, Model: v1-5, Lora hashes: "detail: aaaabbbbcccc", Version: v1.10.1'
+        )
+    )
     with History(tmp_path / "h.sqlite3") as h:
         assert h.rebuild_from_outputs(outputs) == 4
         assert h.rebuild_from_outputs(outputs) == 0  # already indexed
@@ -182,7 +206,7 @@ def test_damaged_pages_are_detected_and_rebuilt(tmp_path):
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
     data = bytearray(db.read_bytes())
-    data[4096 + 100: 4096 * 4] = b"\xa5" * (4096 * 3 - 100)  # scribble over a few b-tree pages
+    data[4096 + 100 : 4096 * 4] = b"\xa5" * (4096 * 3 - 100)  # scribble over a few b-tree pages
     db.write_bytes(bytes(data))
     with History(db, output_dir=outputs) as h:
         assert h.recovered_from is not None
@@ -199,10 +223,13 @@ def test_missing_db_with_outputs_is_rebuilt(tmp_path):
 def test_params_from_fooocus_metadata():
     info = PngInfo()
     info.add_text("fooocus_scheme", "fooocus")
-    info.add_text("parameters", '{"prompt": "a fox", "negative_prompt": "", "steps": 30, "seed": "77", '
-                  '"resolution": "(1024, 1024)", "guidance_scale": 4.0, "sampler": "dpmpp_2m_sde_gpu", '
-                  '"scheduler": "karras", "base_model": "juggernautXL.safetensors", "base_model_hash": "aeb7e9e689", '
-                  '"styles": "[\'Fooocus V2\']", "loras": [["offset.safetensors", 0.1, "4852686128"]]}')
+    info.add_text(
+        "parameters",
+        '{"prompt": "a fox", "negative_prompt": "", "steps": 30, "seed": "77", '
+        '"resolution": "(1024, 1024)", "guidance_scale": 4.0, "sampler": "dpmpp_2m_sde_gpu", '
+        '"scheduler": "karras", "base_model": "juggernautXL.safetensors", "base_model_hash": "aeb7e9e689", '
+        '"styles": "[\'Fooocus V2\']", "loras": [["offset.safetensors", 0.1, "4852686128"]]}',
+    )
     out = io.BytesIO()
     Image.new("RGB", (8, 8)).save(out, "PNG", pnginfo=info)
     params = params_from_metadata(read_metadata(out.getvalue()))

@@ -9,20 +9,36 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import hub
 from pipelines.config import AppConfig
 from pipelines.errors import HubDownloadError
+from pipelines.loading import hub
 from pipelines.services import build_services
 from pipelines.types import GenerationRequest, JobState
 
 SDXL_TURBO_FILES = [
-    "README.md", "model_index.json", "sd_xl_turbo_1.0.safetensors", "sd_xl_turbo_1.0_fp16.safetensors",
-    "scheduler/scheduler_config.json", "text_encoder/config.json", "text_encoder/model.fp16.safetensors",
-    "text_encoder/model.safetensors", "text_encoder_2/config.json", "text_encoder_2/model.fp16.safetensors",
-    "text_encoder_2/model.safetensors", "tokenizer/merges.txt", "tokenizer/vocab.json", "tokenizer_2/vocab.json",
-    "unet/config.json", "unet/diffusion_pytorch_model.fp16.safetensors", "unet/diffusion_pytorch_model.safetensors",
-    "unet/diffusion_pytorch_model.bin", "vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors",
-    "vae/diffusion_pytorch_model.safetensors", "vae_decoder/model.onnx", "text_encoder/flax_model.msgpack",
+    "README.md",
+    "model_index.json",
+    "sd_xl_turbo_1.0.safetensors",
+    "sd_xl_turbo_1.0_fp16.safetensors",
+    "scheduler/scheduler_config.json",
+    "text_encoder/config.json",
+    "text_encoder/model.fp16.safetensors",
+    "text_encoder/model.safetensors",
+    "text_encoder_2/config.json",
+    "text_encoder_2/model.fp16.safetensors",
+    "text_encoder_2/model.safetensors",
+    "tokenizer/merges.txt",
+    "tokenizer/vocab.json",
+    "tokenizer_2/vocab.json",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.fp16.safetensors",
+    "unet/diffusion_pytorch_model.safetensors",
+    "unet/diffusion_pytorch_model.bin",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.fp16.safetensors",
+    "vae/diffusion_pytorch_model.safetensors",
+    "vae_decoder/model.onnx",
+    "text_encoder/flax_model.msgpack",
 ]
 
 
@@ -32,15 +48,18 @@ def test_a_download_takes_configs_and_one_fp16_copy_of_each_weight():
     assert "model_index.json" in files and "scheduler/scheduler_config.json" in files and "tokenizer/vocab.json" in files
     weights = sorted(f for f in files if f.endswith(".safetensors"))
     assert weights == [
-        "text_encoder/model.fp16.safetensors", "text_encoder_2/model.fp16.safetensors",
-        "unet/diffusion_pytorch_model.fp16.safetensors", "vae/diffusion_pytorch_model.fp16.safetensors",
+        "text_encoder/model.fp16.safetensors",
+        "text_encoder_2/model.fp16.safetensors",
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+        "vae/diffusion_pytorch_model.fp16.safetensors",
     ]
     assert not any(f.endswith((".bin", ".onnx", ".msgpack")) or "/" not in f and f != "model_index.json" for f in files)
 
 
 def test_without_fp16_files_the_full_weights_are_taken():
-    files, variant = hub.choose_files(["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-                                       "unet/diffusion_pytorch_model.bin"])
+    files, variant = hub.choose_files(
+        ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.bin"]
+    )
     assert variant is None and files == ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors"]
 
 
@@ -63,7 +82,9 @@ def put_in_hf_cache(cache, repo_id: str, folder) -> None:
 
 def test_a_hub_model_already_downloaded_loads_offline(tmp_path, hf_cache, tiny_sd15_diffusers, no_network):
     put_in_hf_cache(hf_cache, "someone/tiny-sd15", tiny_sd15_diffusers)
-    services = build_services(AppConfig(models_dir=tmp_path / "models", output_dir=tmp_path / "out", device="cpu", precision="fp32"))
+    services = build_services(
+        AppConfig(models_dir=tmp_path / "models", output_dir=tmp_path / "out", device="cpu", precision="fp32")
+    )
     try:
         request = GenerationRequest(model="someone/tiny-sd15", prompt="a boat", width=64, height=64, steps=2, seed=4)
         info = services.queue.wait(services.queue.submit(request), timeout=120)
@@ -84,8 +105,11 @@ def test_a_hub_model_already_downloaded_loads_offline(tmp_path, hf_cache, tiny_s
 def test_offline_hub_model_fails_with_a_clear_message_and_the_worker_goes_on(tmp_path, hf_cache, tiny_sd15_file):
     models = tmp_path / "models"
     (models / "checkpoints").mkdir(parents=True)
-    services = build_services(AppConfig(models_dir=models, output_dir=tmp_path / "out", device="cpu", precision="fp32",
-                                        hub_model="stabilityai/sdxl-turbo"))
+    services = build_services(
+        AppConfig(
+            models_dir=models, output_dir=tmp_path / "out", device="cpu", precision="fp32", hub_model="stabilityai/sdxl-turbo"
+        )
+    )
     try:
         # no checkpoint installed: the default is the hub model, and offline its job says so
         assert services.registry.default_checkpoint().hub_id == "stabilityai/sdxl-turbo"
@@ -96,7 +120,9 @@ def test_offline_hub_model_fails_with_a_clear_message_and_the_worker_goes_on(tmp
         shutil.copy(tiny_sd15_file, models / "checkpoints" / "mine.safetensors")
         shutil.copy(tiny_sd15_file.with_name("tiny-sd15.config.json"), models / "checkpoints" / "mine.config.json")
         services.registry.refresh()
-        after = services.queue.wait(services.queue.submit(GenerationRequest(prompt="x", width=64, height=64, steps=1)), timeout=60)
+        after = services.queue.wait(
+            services.queue.submit(GenerationRequest(prompt="x", width=64, height=64, steps=1)), timeout=60
+        )
         assert after.state is JobState.FINISHED, after.error
     finally:
         services.close()

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipelines import image_store
 from pipelines.errors import InvalidRequest
-from pipelines.image_store import ImageStore, iter_images, time_from_name
-from pipelines.metadata import read_metadata
+from pipelines.outputs import store as image_store
+from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.store import ImageStore, iter_images, time_from_name
 from pipelines.types import GenerationRequest, ImageParams
 
 WHEN = datetime(2026, 11, 23, 15, 5, 12)
@@ -23,8 +23,19 @@ NAME = re.compile(r"^20261123-150512-(\d{4})-(\d+)\.(png|jpg|webp)$")
 
 
 def make_params(seed: int = 42) -> ImageParams:
-    return ImageParams(prompt="a cat", negative_prompt="", steps=4, sampler="Euler", scheduler="Automatic",
-                       cfg_scale=7.0, seed=seed, width=8, height=8, model="m", model_hash="0123456789")
+    return ImageParams(
+        prompt="a cat",
+        negative_prompt="",
+        steps=4,
+        sampler="Euler",
+        scheduler="Automatic",
+        cfg_scale=7.0,
+        seed=seed,
+        width=8,
+        height=8,
+        model="m",
+        model_hash="0123456789",
+    )
 
 
 def image() -> Image.Image:

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from pipelines.errors import ImageSkipped, InvalidRequest
-from pipelines.events import (
+from pipelines.jobs.events import (
     ImageReady,
     JobCancelled,
     JobFailed,
@@ -21,7 +21,7 @@ from pipelines.events import (
     JobQueued,
     JobStarted,
 )
-from pipelines.job_queue import JobControl, JobQueue, QueueFull
+from pipelines.jobs.queue import JobControl, JobQueue, QueueFull
 from pipelines.types import GenerationRequest, GenerationResult, ImageParams, ImageResult, JobState
 
 
@@ -46,7 +46,9 @@ class ScriptedRunner:
                 for step in range(control.request.steps):
                     if self.gated:
                         assert self.gate.acquire(timeout=10), "test never released the step"
-                    control.emit(JobProgress(control.job_id, step + 1, control.request.steps, index, control.request.image_count, None))
+                    control.emit(
+                        JobProgress(control.job_id, step + 1, control.request.steps, index, control.request.image_count, None)
+                    )
                     control.check()
             except ImageSkipped:
                 control.result.skipped += 1
@@ -229,5 +231,7 @@ def test_a_slow_follower_gets_the_latest_progress_in_order(make_queue):
     assert isinstance(missed[1], JobProgress) and missed[1].step == 2  # step 1 coalesced away
     runner.gate.release()
     rest = list(events)
-    assert [type(e) for e in rest] == [JobProgress, ImageReady, JobFinished] or \
-        [type(e) for e in rest] == [ImageReady, JobFinished]  # the last step may be taken with the image
+    assert [type(e) for e in rest] == [JobProgress, ImageReady, JobFinished] or [type(e) for e in rest] == [
+        ImageReady,
+        JobFinished,
+    ]  # the last step may be taken with the image

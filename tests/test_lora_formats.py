@@ -16,10 +16,10 @@ from diffusers import UNet2DConditionModel
 from safetensors.torch import save_file
 
 from pipelines.errors import LoraError
-from pipelines.lora_formats import read_lora
-from pipelines.lora_info import lora_info, top_tags
-from pipelines.lora_targets import CHUNK_ELEMENTS, ModuleIndex, add_low_rank_, resolve, unet_ldm_name, unet_ldm_prefixes
-from pipelines.probe import probe_file
+from pipelines.loading.probe import probe_file
+from pipelines.loras.formats import read_lora
+from pipelines.loras.info import lora_info, top_tags
+from pipelines.loras.targets import CHUNK_ELEMENTS, ModuleIndex, add_low_rank_, resolve, unet_ldm_name, unet_ldm_prefixes
 from pipelines.types import Architecture, ModelKind
 from tests.support.ckpt_export import unet_to_ldm
 from tests.support.full_size import bundled_configs
@@ -125,9 +125,18 @@ def test_old_diffusers_spellings_map_to_the_same_layers(tmp_path, sd15):
     [
         ({"lora_unet_x.hada_w1_a": [4, 8], "lora_unet_x.hada_w1_b": [4, 8]}, "LoHa"),
         ({"lora_unet_x.lokr_w1": [4, 4], "lora_unet_x.lokr_w2": [4, 4]}, "LoKr"),
-        ({"lora_unet_x.lora_down.weight": [4, 8], "lora_unet_x.lora_up.weight": [8, 4], "lora_unet_x.dora_scale": [1, 8]}, "DoRA"),
-        ({"lora_unet_x.lora_down.weight": [4, 8, 3, 3], "lora_unet_x.lora_up.weight": [8, 4, 1, 1],
-          "lora_unet_x.lora_mid.weight": [4, 4, 3, 3]}, "CP decomposition"),
+        (
+            {"lora_unet_x.lora_down.weight": [4, 8], "lora_unet_x.lora_up.weight": [8, 4], "lora_unet_x.dora_scale": [1, 8]},
+            "DoRA",
+        ),
+        (
+            {
+                "lora_unet_x.lora_down.weight": [4, 8, 3, 3],
+                "lora_unet_x.lora_up.weight": [8, 4, 1, 1],
+                "lora_unet_x.lora_mid.weight": [4, 4, 3, 3],
+            },
+            "CP decomposition",
+        ),
         ({"foo.bar": [3, 3], "model.weight": [2]}, "not a LoRA this app understands"),
         ({"lora_unet_x.lora_down.weight": [4, 8]}, "has no up weight"),
     ],
@@ -147,8 +156,13 @@ def test_wrong_architecture_unknown_layers_and_wrong_shapes(tmp_path, sd15, sdxl
     assert "sd15-style.safetensors" in str(err.value) and "SD 1.x" in str(err.value) and "SDXL" in str(err.value)
 
     # names that exist in no model of this kind
-    save_file({"lora_unet_nowhere_block_9.lora_down.weight": torch.ones(2, 4),
-               "lora_unet_nowhere_block_9.lora_up.weight": torch.ones(4, 2)}, str(tmp_path / "odd.safetensors"))
+    save_file(
+        {
+            "lora_unet_nowhere_block_9.lora_down.weight": torch.ones(2, 4),
+            "lora_unet_nowhere_block_9.lora_up.weight": torch.ones(4, 2),
+        },
+        str(tmp_path / "odd.safetensors"),
+    )
     with pytest.raises(LoraError) as err:
         resolve(read_lora(tmp_path / "odd.safetensors"), ModuleIndex.build(sd15, Architecture.SD1), "tiny-sd15")
     assert "odd.safetensors" in str(err.value) and "lora_unet_nowhere_block_9" in str(err.value)
@@ -208,7 +222,7 @@ def test_half_precision_weights_get_the_float32_sum_rounded_once(dtype):
     rounded_once = exact.to(dtype)
     # equal to rounding the float32 result once (a last-bit difference allowed where float32 sums tie)
     assert (weight != rounded_once).float().mean() < 1e-3
-    torch.testing.assert_close(weight.float(), exact, rtol=2 ** -7, atol=1e-3)
+    torch.testing.assert_close(weight.float(), exact, rtol=2**-7, atol=1e-3)
     # and closer to the exact sum than adding a half-precision delta would be
     naive = base + (up @ down).to(dtype)
     assert (weight.float() - exact).abs().sum() < (naive.float() - exact).abs().sum()

@@ -15,12 +15,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipelines.arch_configs import sidecar_path
 from pipelines.config import AppConfig
 from pipelines.errors import InvalidRequest, LoraError
-from pipelines.events import JobProgress, JobStatus
-from pipelines.loras import LoraManager
-from pipelines.metadata import read_metadata
+from pipelines.jobs.events import JobProgress, JobStatus
+from pipelines.loading.configs import sidecar_path
+from pipelines.loras.patching import LoraManager
+from pipelines.outputs.metadata import read_metadata
 from pipelines.services import build_services
 from pipelines.types import Architecture, GenerationRequest, ImageParams, JobState, LoraRef
 from tests.support.lora_files import kohya_lora, peft_lora
@@ -49,14 +49,19 @@ def lora_models(tmp_path_factory, tiny_sd15_file, tiny_sdxl_file, tiny_sd15_refe
         for file in (checkpoint, sidecar_path(checkpoint)):
             (root / "checkpoints" / file.name).symlink_to(file)
     written = {}
-    for table, pipe, arch in ((SD15_LORAS, tiny_sd15_reference, Architecture.SD1), (SDXL_LORAS, tiny_sdxl_reference, Architecture.SDXL)):
+    for table, pipe, arch in (
+        (SD15_LORAS, tiny_sd15_reference, Architecture.SD1),
+        (SDXL_LORAS, tiny_sdxl_reference, Architecture.SDXL),
+    ):
         for name, (kind, kwargs) in table.items():
             writer = kohya_lora if kind == "kohya" else peft_lora
             written[name] = writer(pipe, arch, root / "loras" / f"{name}.safetensors", **kwargs)
     # a file with no LoRA (or any model) layout, and a LoRA layout this app does not apply
     save_file({"foo.bar": torch.ones(3)}, str(root / "loras" / "junk.safetensors"))
-    save_file({"lora_unet_x.hada_w1_a": torch.ones(2, 2), "lora_unet_x.hada_w1_b": torch.ones(2, 2)},
-              str(root / "loras" / "broken.safetensors"))
+    save_file(
+        {"lora_unet_x.hada_w1_a": torch.ones(2, 2), "lora_unet_x.hada_w1_b": torch.ones(2, 2)},
+        str(root / "loras" / "broken.safetensors"),
+    )
     return root, written
 
 
@@ -172,7 +177,9 @@ def test_image_equals_plain_diffusers_with_load_lora_weights(engine, lora_models
         for component in ("unet", "text_encoder", "text_encoder_2"):
             if getattr(plain, component, None) is None:
                 continue
-            fused = {k.replace(".base_layer", ""): v for k, v in getattr(plain, component).state_dict().items() if "lora_" not in k}
+            fused = {
+                k.replace(".base_layer", ""): v for k, v in getattr(plain, component).state_dict().items() if "lora_" not in k
+            }
             for key, value in getattr(target.pipe, component).state_dict().items():
                 torch.testing.assert_close(value, fused[key], rtol=1e-6, atol=1e-6, msg=f"{component}.{key}")
     assert_same_picture(ours, expected)
@@ -228,8 +235,9 @@ def test_five_loras_at_once_and_limits(engine):
 def test_weight_zero_or_disabled_has_no_effect_and_is_not_read(engine):
     before = image_of(run(engine, model="tiny-sd15"))
     reads = engine.loras.reads
-    info = run(engine, model="tiny-sd15", loras=(LoraRef("broken", 0.0), LoraRef("junk", 1.0, enabled=False),
-                                                   LoraRef("style-a", 0)))
+    info = run(
+        engine, model="tiny-sd15", loras=(LoraRef("broken", 0.0), LoraRef("junk", 1.0, enabled=False), LoraRef("style-a", 0))
+    )
     assert np.array_equal(image_of(info), before)
     assert engine.loras.reads == reads
     assert info.result.images[0].params.loras == ()
@@ -248,11 +256,20 @@ def test_unusable_loras_fail_naming_the_file_unless_skipping_was_asked_for(engin
         assert info.state is JobState.FAILED, name
         assert file in info.error and reason in info.error, info.error
     only_a = image_of(run(engine, model="tiny-sd15", loras=(LoraRef("style-a", 0.9),)))
-    job = engine.queue.submit(GenerationRequest(
-        model="tiny-sd15", prompt="a lighthouse at dusk", negative_prompt="blurry", steps=3, seed=11, sampler="Euler",
-        scheduler="Automatic", skip_invalid_loras=True, loras=(LoraRef("xl-a", 1.0), LoraRef("style-a", 0.9), LoraRef("junk", 1.0)),
-        **SIZE,
-    ))
+    job = engine.queue.submit(
+        GenerationRequest(
+            model="tiny-sd15",
+            prompt="a lighthouse at dusk",
+            negative_prompt="blurry",
+            steps=3,
+            seed=11,
+            sampler="Euler",
+            scheduler="Automatic",
+            skip_invalid_loras=True,
+            loras=(LoraRef("xl-a", 1.0), LoraRef("style-a", 0.9), LoraRef("junk", 1.0)),
+            **SIZE,
+        )
+    )
     messages = [e.message for e in engine.queue.events(job, timeout=60) if isinstance(e, JobStatus)]
     info = engine.queue.status(job)
     assert np.array_equal(image_of(info), only_a)
@@ -328,7 +345,7 @@ def test_bf16_model_is_restored_bit_for_bit(lora_models, tmp_path, tiny_sd15_ref
             for (component, path), weight in expected.items():
                 module = getattr(model.pipe, component).get_submodule(path)
                 assert module.weight.dtype == torch.bfloat16
-                torch.testing.assert_close(module.weight.float(), weight, rtol=2 ** -7, atol=1e-3)
+                torch.testing.assert_close(module.weight.float(), weight, rtol=2**-7, atol=1e-3)
         assert run(services, model="tiny-sd15", loras=tuple(refs)).state is JobState.FINISHED
         assert all(torch.equal(v, originals[k]) for k, v in model.pipe.unet.state_dict().items())
         assert np.array_equal(image_of(run(services, model="tiny-sd15")), before)

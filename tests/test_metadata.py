@@ -12,7 +12,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from pipelines.errors import InvalidRequest
-from pipelines.metadata import (
+from pipelines.outputs.metadata import (
     decode_user_comment,
     encode_image,
     infotext,
@@ -26,9 +26,19 @@ from pipelines.types import AppliedLora, GenerationRequest, ImageParams, LoraRef
 
 
 def make_params(**changes) -> ImageParams:
-    base = dict(prompt="a cat on a mat", negative_prompt="blurry", steps=30, sampler="DPM++ 2M",
-                scheduler="Karras", cfg_scale=7.0, seed=123, width=512, height=768, model="dreamshaper_8",
-                model_hash="879db523c30d3b9017143d56705015e15a2cb5628762c11d086fed9538abd7fd")
+    base = dict(
+        prompt="a cat on a mat",
+        negative_prompt="blurry",
+        steps=30,
+        sampler="DPM++ 2M",
+        scheduler="Karras",
+        cfg_scale=7.0,
+        seed=123,
+        width=512,
+        height=768,
+        model="dreamshaper_8",
+        model_hash="879db523c30d3b9017143d56705015e15a2cb5628762c11d086fed9538abd7fd",
+    )
     base.update(changes)
     return ImageParams(**base)
 
@@ -103,16 +113,26 @@ def test_infotext_round_trip(params):
     assert parsed.get("Clip skip", 1) == params.clip_skip
     assert parsed["Version"] == "Easel 0.1.0"
     fields = request_fields_from_infotext(infotext(params))
-    assert fields == {"prompt": params.prompt, "negative_prompt": params.negative_prompt, "steps": params.steps,
-                      "sampler": params.sampler, "scheduler": params.scheduler, "cfg_scale": params.cfg_scale,
-                      "seed": params.seed, "width": params.width, "height": params.height, "model": params.model,
-                      "clip_skip": params.clip_skip}
+    assert fields == {
+        "prompt": params.prompt,
+        "negative_prompt": params.negative_prompt,
+        "steps": params.steps,
+        "sampler": params.sampler,
+        "scheduler": params.scheduler,
+        "cfg_scale": params.cfg_scale,
+        "seed": params.seed,
+        "width": params.width,
+        "height": params.height,
+        "model": params.model,
+        "clip_skip": params.clip_skip,
+    }
 
 
 def test_styles_and_loras_round_trip():
-    params = make_params(styles=("Fooocus V2", "Artist's, Cinematic"),
-                         loras=(AppliedLora("detail", 0.8, "aaaabbbbcccc"),
-                                AppliedLora("sub/style", -0.25, "ddddeeeeffff")))
+    params = make_params(
+        styles=("Fooocus V2", "Artist's, Cinematic"),
+        loras=(AppliedLora("detail", 0.8, "aaaabbbbcccc"), AppliedLora("sub/style", -0.25, "ddddeeeeffff")),
+    )
     parsed = parse_infotext(infotext(params))
     assert parsed["Styles"] == ["Fooocus V2", "Artist's, Cinematic"]
     assert parse_name_list(parsed["Lora hashes"]) == [("detail", "aaaabbbbcccc"), ("sub/style", "ddddeeeeffff")]
@@ -120,16 +140,23 @@ def test_styles_and_loras_round_trip():
 
 
 def test_hash_like_values_stay_text():
-    parsed = parse_infotext("p\nSteps: 20, Seed: 5, Size: 64x64, Model hash: 1234567890, Model: 2024, Version: 1.10, "
-                            "Refiner: 2025, Refiner switch at: 0.8, Lora weights: 1")
+    parsed = parse_infotext(
+        "p\nSteps: 20, Seed: 5, Size: 64x64, Model hash: 1234567890, Model: 2024, Version: 1.10, "
+        "Refiner: 2025, Refiner switch at: 0.8, Lora weights: 1"
+    )
     assert parsed["Model hash"] == "1234567890" and parsed["Model"] == "2024" and parsed["Version"] == "1.10"
     assert parsed["Refiner"] == "2025" and parsed["Refiner switch at"] == 0.8 and parsed["Lora weights"] == "1"
 
 
 def test_refiner_and_vae_fields_as_a1111_writes_them():
     refiner_hash = "7440042bbdc8a24813002c09b6b69b64dc90fded4472613437b7f55f9b7d9c5f"
-    params = make_params(vae="sdxl_vae.safetensors", vae_hash="235745af8d86bf4a4c1b5b4f529868b37019a10f7c0b2e79ad0abca3a22bc6e1",
-                         refiner="sd_xl_refiner_1.0", refiner_hash=refiner_hash, refiner_switch=0.8)
+    params = make_params(
+        vae="sdxl_vae.safetensors",
+        vae_hash="235745af8d86bf4a4c1b5b4f529868b37019a10f7c0b2e79ad0abca3a22bc6e1",
+        refiner="sd_xl_refiner_1.0",
+        refiner_hash=refiner_hash,
+        refiner_switch=0.8,
+    )
     line = infotext(params).split("\n")[-1]
     # A1111 1.6+: `Refiner: <name> [<sha256[:10]>], Refiner switch at: 0.8`; the VAE as a file name
     assert "VAE hash: 235745af8d, VAE: sdxl_vae.safetensors, " in line
@@ -188,21 +215,45 @@ FOOOCUS_A1111 = (
     "Version: Fooocus v2.5.5"
 )
 FOOOCUS_JSON = {
-    "adm_guidance": "(1.5, 0.8, 0.3)", "base_model": "juggernautXL_v8Rundiffusion.safetensors",
-    "base_model_hash": "aeb7e9e689", "full_negative_prompt": ["(worst quality, low quality:1.4)"],
-    "full_prompt": ["a cat", "cinematic, highly detailed"], "guidance_scale": 4.0,
-    "loras": [["sd_xl_offset_example-lora_1.0.safetensors", 0.1, "4852686128"]], "negative_prompt": "",
-    "performance": "Speed", "prompt": "a cat", "refiner_model": "None", "resolution": "(1152, 896)",
-    "sampler": "dpmpp_2m_sde_gpu", "scheduler": "karras", "seed": "1234567890", "sharpness": 2.0,
-    "steps": 30, "styles": "['Fooocus V2', 'Fooocus Enhance']", "vae": "Default (model)", "version": "Fooocus v2.5.5",
+    "adm_guidance": "(1.5, 0.8, 0.3)",
+    "base_model": "juggernautXL_v8Rundiffusion.safetensors",
+    "base_model_hash": "aeb7e9e689",
+    "full_negative_prompt": ["(worst quality, low quality:1.4)"],
+    "full_prompt": ["a cat", "cinematic, highly detailed"],
+    "guidance_scale": 4.0,
+    "loras": [["sd_xl_offset_example-lora_1.0.safetensors", 0.1, "4852686128"]],
+    "negative_prompt": "",
+    "performance": "Speed",
+    "prompt": "a cat",
+    "refiner_model": "None",
+    "resolution": "(1152, 896)",
+    "sampler": "dpmpp_2m_sde_gpu",
+    "scheduler": "karras",
+    "seed": "1234567890",
+    "sharpness": 2.0,
+    "steps": 30,
+    "styles": "['Fooocus V2', 'Fooocus Enhance']",
+    "vae": "Default (model)",
+    "version": "Fooocus v2.5.5",
 }
 FOOOCUS_LABELS = {  # Fooocus 2.1's label-keyed log
-    "Prompt": "a red fox", "Negative Prompt": "cartoon", "Fooocus V2 Expansion": "a red fox, intricate",
-    "Styles": "['Fooocus V2', 'Fooocus Photograph']", "Performance": "Quality", "Resolution": "(1024, 1024)",
-    "Sharpness": 2.0, "Guidance Scale": 7.0, "ADM Guidance": "(1.5, 0.8, 0.3)",
+    "Prompt": "a red fox",
+    "Negative Prompt": "cartoon",
+    "Fooocus V2 Expansion": "a red fox, intricate",
+    "Styles": "['Fooocus V2', 'Fooocus Photograph']",
+    "Performance": "Quality",
+    "Resolution": "(1024, 1024)",
+    "Sharpness": 2.0,
+    "Guidance Scale": 7.0,
+    "ADM Guidance": "(1.5, 0.8, 0.3)",
     "Base Model": "sd_xl_base_1.0_0.9vae.safetensors",
-    "Refiner Model": "None", "Refiner Switch": 0.8, "Sampler": "dpmpp_2m_sde_gpu", "Scheduler": "karras",
-    "Seed": 77, "LoRA 1": "sd_xl_offset_example-lora_1.0.safetensors : 0.1", "Version": "v2.1.865",
+    "Refiner Model": "None",
+    "Refiner Switch": 0.8,
+    "Sampler": "dpmpp_2m_sde_gpu",
+    "Scheduler": "karras",
+    "Seed": 77,
+    "LoRA 1": "sd_xl_offset_example-lora_1.0.safetensors : 0.1",
+    "Version": "v2.1.865",
 }
 
 
@@ -278,8 +329,9 @@ def test_parses_fooocus_jpeg_exif():
     assert meta.source_app == "fooocus" and meta.params["Seed"] == 1234567890
 
 
-@pytest.mark.parametrize("prefix,encoding", [(b"UNICODE\0", "utf-16-be"), (b"UNICODE\0", "utf-16-le"),
-                                             (b"ASCII\0\0\0", "ascii"), (b"", "utf-8")])
+@pytest.mark.parametrize(
+    "prefix,encoding", [(b"UNICODE\0", "utf-16-be"), (b"UNICODE\0", "utf-16-le"), (b"ASCII\0\0\0", "ascii"), (b"", "utf-8")]
+)
 def test_reads_a1111_jpeg_user_comment_encodings(prefix, encoding):
     text = A1111_OLD if encoding == "ascii" else A1111_OLD.replace("desert", "désert ✓")
     exif = Image.Exif()
@@ -295,17 +347,33 @@ def test_decode_user_comment_bom():
 
 # ------------------------------------------------------------------------------------- encode / read
 
-REQUEST = GenerationRequest(prompt="a __animal__ on a mat", negative_prompt="blurry", styles=("Cinematic",),
-                            model="dreamshaper_8", loras=(LoraRef("add_detail", 0.6),), width=512, height=768,
-                            seed=123, output_format="png")
+REQUEST = GenerationRequest(
+    prompt="a __animal__ on a mat",
+    negative_prompt="blurry",
+    styles=("Cinematic",),
+    model="dreamshaper_8",
+    loras=(LoraRef("add_detail", 0.6),),
+    width=512,
+    height=768,
+    seed=123,
+    output_format="png",
+)
 
 
 @pytest.mark.parametrize("fmt,pil_format", [("png", "PNG"), ("jpeg", "JPEG"), ("jpg", "JPEG"), ("webp", "WEBP")])
 def test_encode_read_round_trip(fmt, pil_format):
-    params = make_params(prompt='a cat, "on" a mat: ✓\nline two', styles=("Cinematic",), clip_skip=2,
-                         loras=(AppliedLora("add_detail", 0.6, "7c6bad76eb54"),), vae="sdxl_vae", vae_hash="abc",
-                         refiner="sdxl_refiner", refiner_switch=0.8, performance="Quality",
-                         prompt_template="a __animal__")
+    params = make_params(
+        prompt='a cat, "on" a mat: ✓\nline two',
+        styles=("Cinematic",),
+        clip_skip=2,
+        loras=(AppliedLora("add_detail", 0.6, "7c6bad76eb54"),),
+        vae="sdxl_vae",
+        vae_hash="abc",
+        refiner="sdxl_refiner",
+        refiner_switch=0.8,
+        performance="Quality",
+        prompt_template="a __animal__",
+    )
     data = encode_image(Image.new("RGBA", (32, 24), (200, 10, 10, 128)), params, REQUEST, fmt)
     with Image.open(io.BytesIO(data)) as img:
         assert img.format == pil_format and img.size == (32, 24)
@@ -383,7 +451,7 @@ def test_foreign_and_damaged_metadata_never_crash():
 
 def test_parse_infotext_fuzz_never_raises():
     rng = random.Random(1234)
-    alphabet = 'abc ,:"\\\n-x0123456789.{}[]()\'Steps:Negative prompt:Size: 5x5\0\r✓'
+    alphabet = "abc ,:\"\\\n-x0123456789.{}[]()'Steps:Negative prompt:Size: 5x5\0\r✓"
     samples = [A1111_110, FOOOCUS_A1111, FORGE_UNQUOTED_JSON]
     for _ in range(400):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 200)))

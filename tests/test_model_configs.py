@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.arch_configs import (
+from pipelines.errors import ModelLoadError
+from pipelines.loading.configs import (
     CONFIG_ROOT,
     bundled_config_dir,
     clip_tokenizer,
@@ -17,7 +18,6 @@ from pipelines.arch_configs import (
     sidecar_path,
     tokenizer_kwargs,
 )
-from pipelines.errors import ModelLoadError
 from pipelines.types import Architecture
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -175,13 +175,28 @@ def test_refiner_unet_config_is_what_diffusers_derives_from_the_original_one():
     )
 
     network = {  # configs/inference/sd_xl_refiner.yaml, model.params.network_config.params
-        "adm_in_channels": 2560, "num_classes": "sequential", "in_channels": 4, "out_channels": 4,
-        "model_channels": 384, "attention_resolutions": [4, 2], "num_res_blocks": 2, "channel_mult": [1, 2, 4, 4],
-        "num_head_channels": 64, "use_linear_in_transformer": True, "transformer_depth": 4,
-        "context_dim": [1280, 1280, 1280, 1280], "spatial_transformer_attn_type": "softmax-xformers",
+        "adm_in_channels": 2560,
+        "num_classes": "sequential",
+        "in_channels": 4,
+        "out_channels": 4,
+        "model_channels": 384,
+        "attention_resolutions": [4, 2],
+        "num_res_blocks": 2,
+        "channel_mult": [1, 2, 4, 4],
+        "num_head_channels": 64,
+        "use_linear_in_transformer": True,
+        "transformer_depth": 4,
+        "context_dim": [1280, 1280, 1280, 1280],
+        "spatial_transformer_attn_type": "softmax-xformers",
     }
-    original = {"model": {"params": {"network_config": {"params": network},
-                                     "first_stage_config": {"params": {"ddconfig": {"ch_mult": [1, 2, 4, 4]}}}}}}
+    original = {
+        "model": {
+            "params": {
+                "network_config": {"params": network},
+                "first_stage_config": {"params": {"ddconfig": {"ch_mult": [1, 2, 4, 4]}}},
+            }
+        }
+    }
     # a checkpoint diffusers recognizes as "xl_refiner" sets the 1024-pixel default size (sample_size 128)
     derived = create_unet_diffusers_config_from_ldm(original, {CHECKPOINT_KEY_NAMES["xl_refiner"]: None})
     ours = _json(bundled_config_dir(Architecture.SDXL_REFINER) / "unet" / "config.json")

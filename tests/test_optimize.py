@@ -7,15 +7,21 @@ import numpy as np
 import torch
 
 from pipelines.devices import choose
-from pipelines.optimize import optimize_for_device
+from pipelines.loading.optimize import optimize_for_device
 from tests.support.tiny_models import tiny_sd15_pipeline
 
 
 def image(pipe) -> np.ndarray:
     plain = type(pipe)(**{**pipe.components, "scheduler": diffusers.EulerDiscreteScheduler.from_config(pipe.scheduler.config)})
     plain.set_progress_bar_config(disable=True)
-    out = plain("a red fox", negative_prompt="blurry", num_inference_steps=4, width=64, height=64,
-                generator=torch.Generator().manual_seed(3))
+    out = plain(
+        "a red fox",
+        negative_prompt="blurry",
+        num_inference_steps=4,
+        width=64,
+        height=64,
+        generator=torch.Generator().manual_seed(3),
+    )
     return np.asarray(out.images[0]).astype(int)
 
 
@@ -37,7 +43,9 @@ def test_the_engine_loads_models_channels_last(tiny_models_dir, tmp_path):
 
     services = build_services(AppConfig(models_dir=tiny_models_dir, output_dir=tmp_path, device="cpu", precision="fp32"))
     try:
-        services.queue.wait(services.queue.submit(GenerationRequest(model="tiny-sd15", prompt="x", width=64, height=64, steps=1)), 60)
+        services.queue.wait(
+            services.queue.submit(GenerationRequest(model="tiny-sd15", prompt="x", width=64, height=64, steps=1)), 60
+        )
         [loaded] = services.cache.loaded()
         assert loaded.pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     finally:
@@ -45,7 +53,7 @@ def test_the_engine_loads_models_channels_last(tiny_models_dir, tmp_path):
 
 
 def test_unaligned_weights_move_to_aligned_memory_with_their_values_and_ties():
-    from pipelines.optimize import ALIGNMENT, align_weights
+    from pipelines.loading.optimize import ALIGNMENT, align_weights
 
     base = torch.randn(4096)
     layer, other = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
@@ -60,18 +68,20 @@ def test_unaligned_weights_move_to_aligned_memory_with_their_values_and_ties():
     assert align_weights(model) == 0  # nothing left to move
 
 
-def test_a_checkpoint_file_loads_into_aligned_memory_and_gives_the_in_memory_models_bits(tiny_models_dir, tmp_path,
-                                                                                         tiny_sdxl_reference):
+def test_a_checkpoint_file_loads_into_aligned_memory_and_gives_the_in_memory_models_bits(
+    tiny_models_dir, tmp_path, tiny_sdxl_reference
+):
     """A memory-mapped safetensors file puts tensors at its own offsets; loaded, they are aligned like any model's."""
     from pipelines.config import AppConfig
-    from pipelines.optimize import ALIGNMENT
+    from pipelines.loading.optimize import ALIGNMENT
     from pipelines.services import build_services
     from pipelines.types import GenerationRequest
 
     services = build_services(AppConfig(models_dir=tiny_models_dir, output_dir=tmp_path, device="cpu", precision="fp32"))
     try:
-        services.queue.wait(services.queue.submit(GenerationRequest(model="tiny-sdxl", prompt="x", width=64, height=64,
-                                                                    steps=1)), 60)
+        services.queue.wait(
+            services.queue.submit(GenerationRequest(model="tiny-sdxl", prompt="x", width=64, height=64, steps=1)), 60
+        )
         [loaded] = services.cache.loaded()
         pipe = loaded.pipe
         for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
@@ -82,8 +92,17 @@ def test_a_checkpoint_file_loads_into_aligned_memory_and_gives_the_in_memory_mod
             euler = diffusers.EulerDiscreteScheduler.from_config(tiny_sdxl_reference.scheduler.config)
             plain = type(source)(**{**source.components, "scheduler": euler})
             plain.set_progress_bar_config(disable=True)
-            latents.append(plain("a red boat", num_inference_steps=3, guidance_scale=1.0, output_type="latent", width=64,
-                                 height=64, generator=torch.Generator().manual_seed(5)).images)
+            latents.append(
+                plain(
+                    "a red boat",
+                    num_inference_steps=3,
+                    guidance_scale=1.0,
+                    output_type="latent",
+                    width=64,
+                    height=64,
+                    generator=torch.Generator().manual_seed(5),
+                ).images
+            )
         assert torch.equal(latents[0], latents[1])
     finally:
         services.close()

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.arch_configs import sidecar_path
 from pipelines.config import AppConfig
 from pipelines.errors import InvalidRequest
-from pipelines.events import JobStatus
-from pipelines.metadata import read_metadata
+from pipelines.jobs.events import JobStatus
+from pipelines.loading.configs import sidecar_path
+from pipelines.outputs.metadata import read_metadata
 from pipelines.performance import PerformanceTable
 from pipelines.samplers import SamplerTable
 from pipelines.services import build_services
@@ -91,7 +91,9 @@ def test_the_table_holds_fooocus_modes(table):
     assert lightning.loras[SDXL].filename == "sdxl_lightning_4step_lora.safetensors"
     hyper = table.get("Hyper-SD")
     assert {a: m.filename for a, m in hyper.loras.items()} == {
-        SD1: "Hyper-SD15-8steps-lora.safetensors", SDXL: "Hyper-SDXL-8steps-lora.safetensors"}
+        SD1: "Hyper-SD15-8steps-lora.safetensors",
+        SDXL: "Hyper-SDXL-8steps-lora.safetensors",
+    }
     with pytest.raises(InvalidRequest) as err:
         table.get("Turbo")
     assert err.value.field == "performance" and "Quality" in str(err.value)
@@ -102,7 +104,12 @@ def test_settings_replace_steps_guidance_and_sampler(table):
     assert table.settings(mine) == mine
     quality = table.settings(mine.replace(performance="quality"))
     assert (quality.steps, quality.cfg_scale, quality.sampler, quality.scheduler, quality.performance) == (
-        60, 6.5, "DPM++ 2M", "Karras", "Quality")
+        60,
+        6.5,
+        "DPM++ 2M",
+        "Karras",
+        "Quality",
+    )
     fast = table.settings(mine.replace(performance="Extreme Speed"))
     assert (fast.steps, fast.cfg_scale, fast.sampler, fast.scheduler) == (8, 1.0, "LCM", "Automatic")
     assert fast.loras == ()  # the LoRA is added once the model's architecture is known (apply)
@@ -141,7 +148,9 @@ def test_no_connection_is_explained(engine, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     # the hub's address points at a local port nothing listens on: a real refused connection
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
-    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE", "http://127.0.0.1:9/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(
+        huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE", "http://127.0.0.1:9/{repo_id}/resolve/{revision}/{filename}"
+    )
     message = engine.performance.availability("Lightning", SDXL)
     assert "sdxl_lightning_4step_lora.safetensors" in message and "no connection" in message
 
@@ -181,15 +190,20 @@ def test_cfg_1_skips_the_unconditional_pass_and_never_encodes_the_negative(engin
     negative_ids = tokenizer("ugly watermark", padding="max_length", max_length=77, return_tensors="pt").input_ids
     seen = []
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if getattr(pipe, "text_encoder_2", None) is not None else [])
-    hooks = [te.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(args[0] if args else kwargs["input_ids"]),
-                                          with_kwargs=True) for te in encoders]
+    hooks = [
+        te.register_forward_pre_hook(
+            lambda mod, args, kwargs: seen.append(args[0] if args else kwargs["input_ids"]), with_kwargs=True
+        )
+        for te in encoders
+    ]
     recorder = RecordingEncoder(engine.manager.encoder)
     monkeypatch.setattr(engine.manager, "encoder", recorder)
     unet_batches = []
     unet_hook = pipe.unet.register_forward_pre_hook(lambda mod, args: unet_batches.append(args[0].shape[0]))
     try:
-        info = run(engine, model=model, cfg_scale=1.0, negative_prompt="ugly watermark", steps=3, sampler="Euler",
-                   scheduler="Automatic")
+        info = run(
+            engine, model=model, cfg_scale=1.0, negative_prompt="ugly watermark", steps=3, sampler="Euler", scheduler="Automatic"
+        )
         assert info.state is JobState.FINISHED, info.error
         [(guidance, cond)] = recorder.calls
         assert guidance is False and cond.negative_prompt_embeds is None and cond.negative_pooled_prompt_embeds is None
@@ -197,8 +211,15 @@ def test_cfg_1_skips_the_unconditional_pass_and_never_encodes_the_negative(engin
         assert not any(torch.equal(ids.cpu(), negative_ids) for ids in seen)
         assert unet_batches == [1, 1, 1]  # no unconditional half
         # and the result is what plain diffusers gives without guidance
-        expected = reference(reference_pipe, diffusers.EulerDiscreteScheduler.from_config(reference_pipe.scheduler.config),
-                             "a red boat", "ugly watermark", 5, 3, 1.0)
+        expected = reference(
+            reference_pipe,
+            diffusers.EulerDiscreteScheduler.from_config(reference_pipe.scheduler.config),
+            "a red boat",
+            "ugly watermark",
+            5,
+            3,
+            1.0,
+        )
         assert np.array_equal(pixels(info.result.images[0].path), expected)
         seen.clear()
         unet_batches.clear()
@@ -213,10 +234,24 @@ def test_cfg_1_skips_the_unconditional_pass_and_never_encodes_the_negative(engin
 @pytest.mark.parametrize(
     "mode,model,ref_fixture,file,make_scheduler,steps,sampler",
     [
-        ("Extreme Speed", "tiny-sd15", "tiny_sd15_reference", "lcm-lora-sdv1-5.safetensors",
-         lambda c: diffusers.LCMScheduler.from_config(c), 8, "LCM"),
-        ("Lightning", "tiny-sdxl", "tiny_sdxl_reference", "sdxl_lightning_4step_lora.safetensors",
-         lambda c: diffusers.EulerDiscreteScheduler.from_config(c, timestep_spacing="trailing"), 4, "Euler"),
+        (
+            "Extreme Speed",
+            "tiny-sd15",
+            "tiny_sd15_reference",
+            "lcm-lora-sdv1-5.safetensors",
+            lambda c: diffusers.LCMScheduler.from_config(c),
+            8,
+            "LCM",
+        ),
+        (
+            "Lightning",
+            "tiny-sdxl",
+            "tiny_sdxl_reference",
+            "sdxl_lightning_4step_lora.safetensors",
+            lambda c: diffusers.EulerDiscreteScheduler.from_config(c, timestep_spacing="trailing"),
+            4,
+            "Euler",
+        ),
     ],
 )
 def test_a_mode_with_its_lora_in_models_loras_runs_end_to_end(

@@ -10,8 +10,8 @@ from diffusers import AutoencoderTiny
 from safetensors.torch import save_file
 
 from pipelines.config import AppConfig
-from pipelines.events import JobProgress
-from pipelines.preview_decoder import PreviewDecoders, decoder_state, load_tiny_decoder
+from pipelines.jobs.events import JobProgress
+from pipelines.jobs.previews import PreviewDecoders, decoder_state, load_tiny_decoder
 from pipelines.services import build_services
 from pipelines.types import Architecture, GenerationRequest, GenerationResult
 
@@ -30,7 +30,7 @@ def write_original_decoder(model: AutoencoderTiny, path) -> None:
     tensors = {}
     for key, value in model.state_dict().items():
         if key.startswith("decoder.layers."):
-            index, _, rest = key[len("decoder.layers."):].partition(".")
+            index, _, rest = key[len("decoder.layers.") :].partition(".")
             tensors[f"{int(index) + 1}.{rest}"] = value.contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path))
@@ -69,7 +69,9 @@ def test_the_name_tells_sd_from_sdxl_and_the_approximation_fills_in(tmp_path):
     latents = torch.randn(1, 4, 8, 8)
     assert decoders.for_model(Architecture.SDXL, torch.device("cpu"), torch.float32)(latents).size == (64, 64)
     assert decoders.for_model(Architecture.SD1, torch.device("cpu"), torch.float32)(latents).size == (8, 8)  # no taesd
-    assert PreviewDecoders(tmp_path / "models", "approx").for_model(Architecture.SDXL, torch.device("cpu"), torch.float32)(latents).size == (8, 8)
+    assert PreviewDecoders(tmp_path / "models", "approx").for_model(Architecture.SDXL, torch.device("cpu"), torch.float32)(
+        latents
+    ).size == (8, 8)
     assert PreviewDecoders(tmp_path / "models", "off").for_model(Architecture.SDXL, torch.device("cpu"), torch.float32) is None
     with pytest.raises(ValueError, match="previews must be one of"):
         PreviewDecoders(tmp_path, "fancy")
@@ -104,8 +106,9 @@ def test_jobs_preview_with_the_installed_decoder(tiny_models_dir, tmp_path, monk
     models = tmp_path / "models"
     shutil.copytree(tiny_models_dir, models, symlinks=True)
     write_original_decoder(random_taesd(3), models / "vae_approx" / "taesd_decoder.safetensors")
-    services = build_services(AppConfig(models_dir=models, output_dir=tmp_path / "out", device="cpu", precision="fp32"),
-                              start_worker=False)
+    services = build_services(
+        AppConfig(models_dir=models, output_dir=tmp_path / "out", device="cpu", precision="fp32"), start_worker=False
+    )
     monkeypatch.setattr(services.manager, "preview_interval", 0.0)
     control = RecordingControl(GenerationRequest(model="tiny-sd15", prompt="x", width=64, height=64, steps=3, seed=1))
     services.manager.run(control)

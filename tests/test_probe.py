@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from pipelines.errors import UnsafeCheckpoint
-from pipelines.probe import load_pickle_state_dict, probe_diffusers_folder, probe_file, probe_keys
+from pipelines.loading.probe import load_pickle_state_dict, probe_diffusers_folder, probe_file, probe_keys
 from pipelines.types import Architecture, ModelKind
 
 
@@ -59,16 +59,40 @@ def test_malicious_ckpt_never_executes(tmp_path):
 @pytest.mark.parametrize(
     "keys,kind,arch",
     [
-        ({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": [4, 320], "lora_te_text_model_x.alpha": []}, ModelKind.LORA, Architecture.SD1),
-        ({"lora_unet_input_blocks_4_1_proj_in.lora_down.weight": [4, 640], "lora_te1_x.alpha": []}, ModelKind.LORA, Architecture.SDXL),
+        (
+            {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": [4, 320], "lora_te_text_model_x.alpha": []},
+            ModelKind.LORA,
+            Architecture.SD1,
+        ),
+        (
+            {"lora_unet_input_blocks_4_1_proj_in.lora_down.weight": [4, 640], "lora_te1_x.alpha": []},
+            ModelKind.LORA,
+            Architecture.SDXL,
+        ),
         ({"lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": [4, 1280]}, ModelKind.LORA, Architecture.SDXL),
-        ({"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight": [4, 768]}, ModelKind.LORA, Architecture.SD1),
-        ({"encoder.down.0.block.0.conv1.weight": [128, 128, 3, 3], "decoder.up.0.block.0.conv1.weight": [1]}, ModelKind.VAE, Architecture.UNKNOWN),
+        (
+            {"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight": [4, 768]},
+            ModelKind.LORA,
+            Architecture.SD1,
+        ),
+        (
+            {"encoder.down.0.block.0.conv1.weight": [128, 128, 3, 3], "decoder.up.0.block.0.conv1.weight": [1]},
+            ModelKind.VAE,
+            Architecture.UNKNOWN,
+        ),
         ({"emb_params": [2, 768]}, ModelKind.EMBEDDING, Architecture.SD1),
         ({"clip_l": [2, 768], "clip_g": [2, 1280]}, ModelKind.EMBEDDING, Architecture.SDXL),
-        ({"model.diffusion_model.input_blocks.0.0.weight": [320, 9, 3, 3], "cond_stage_model.transformer.x": [1]}, ModelKind.CHECKPOINT, Architecture.SD1),
+        (
+            {"model.diffusion_model.input_blocks.0.0.weight": [320, 9, 3, 3], "cond_stage_model.transformer.x": [1]},
+            ModelKind.CHECKPOINT,
+            Architecture.SD1,
+        ),
         ({"model.diffusion_model.x": [1], "cond_stage_model.model.x": [1]}, ModelKind.CHECKPOINT, Architecture.SD2),
-        ({"model.diffusion_model.x": [1], "conditioner.embedders.0.model.x": [1]}, ModelKind.CHECKPOINT, Architecture.SDXL_REFINER),
+        (
+            {"model.diffusion_model.x": [1], "conditioner.embedders.0.model.x": [1]},
+            ModelKind.CHECKPOINT,
+            Architecture.SDXL_REFINER,
+        ),
         ({"something.else": [3, 3]}, ModelKind.UNKNOWN, Architecture.UNKNOWN),
     ],
 )

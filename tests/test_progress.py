@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from pipelines.errors import ImageSkipped, JobInterrupted
-from pipelines.events import JobProgress
-from pipelines.progress import StepCallback, StepTimer, latent_preview
+from pipelines.jobs.events import JobProgress
+from pipelines.jobs.progress import StepCallback, StepTimer, latent_preview
 from pipelines.types import Architecture, GenerationResult
 
 

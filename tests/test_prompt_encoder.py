@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pipelines.errors import InvalidRequest
-from pipelines.loader import LoadedModel
-from pipelines.prompt_encoder import CompelEncoder
+from pipelines.loading.loader import LoadedModel
+from pipelines.prompts.compel_encoder import CompelEncoder
 from pipelines.types import Architecture, ModelFormat, ModelKind, ModelRecord
 
 
@@ -45,8 +45,14 @@ def diffusers_sd15(model, prompt, negative=""):
 
 def diffusers_sdxl(model, prompt, negative="", clip_skip=None):
     pipe = model.pipe
-    return pipe.encode_prompt(prompt, device=pipe.device, num_images_per_prompt=1, do_classifier_free_guidance=True,
-                              negative_prompt=negative, clip_skip=clip_skip)
+    return pipe.encode_prompt(
+        prompt,
+        device=pipe.device,
+        num_images_per_prompt=1,
+        do_classifier_free_guidance=True,
+        negative_prompt=negative,
+        clip_skip=clip_skip,
+    )
 
 
 def plain_sd15(model, prompt):
@@ -130,8 +136,9 @@ def test_escapes_are_literal_brackets(sd15):
 
 
 def test_lora_tags_are_not_encoded(sd15):
-    assert torch.equal(ours(sd15, "a cat <lora:detail:0.8> on a mat", guidance=False).prompt_embeds,
-                       plain_sd15(sd15, "a cat on a mat"))
+    assert torch.equal(
+        ours(sd15, "a cat <lora:detail:0.8> on a mat", guidance=False).prompt_embeds, plain_sd15(sd15, "a cat on a mat")
+    )
 
 
 def test_down_weighting_nothing_does_not_crash(sd15):

@@ -14,7 +14,7 @@ import torch
 
 from pipelines.config import AppConfig
 from pipelines.errors import InvalidRequest
-from pipelines.metadata import read_metadata
+from pipelines.outputs.metadata import read_metadata
 from pipelines.services import build_services
 from pipelines.types import GenerationRequest, ImageParams, JobState, SeedBehavior
 from tests.test_engine import SIZE, pixels, reference
@@ -38,8 +38,14 @@ def engine(tiny_models_dir, tmp_path_factory):
     (root / "styles" / "test.yaml").write_text(STYLES, encoding="utf-8")
     (root / "wildcards" / "zoo").mkdir(parents=True)
     (root / "wildcards" / "zoo" / "animal.txt").write_text("red fox\nsnowy owl\nsea otter\nbrown bear\n", encoding="utf-8")
-    cfg = AppConfig(models_dir=tiny_models_dir, output_dir=root / "out", styles_dir=root / "styles",
-                    wildcards_dir=root / "wildcards", device="cpu", precision="fp32")
+    cfg = AppConfig(
+        models_dir=tiny_models_dir,
+        output_dir=root / "out",
+        styles_dir=root / "styles",
+        wildcards_dir=root / "wildcards",
+        device="cpu",
+        precision="fp32",
+    )
     services = build_services(cfg)
     yield services
     services.close()
@@ -57,8 +63,17 @@ def expected_prompts(services, request: GenerationRequest, seed: int) -> tuple[s
 
 
 def test_styled_wildcarded_prompt_is_what_the_metadata_holds_beside_the_template(engine, tiny_sd15_reference):
-    fields = dict(model="tiny-sd15", prompt="a __zoo/animal__ {at dawn|at dusk}", negative_prompt="blurry",
-                  styles=("Ink", "Glow"), seed=21, steps=3, image_count=2, sampler="Euler", scheduler="Automatic")
+    fields = dict(
+        model="tiny-sd15",
+        prompt="a __zoo/animal__ {at dawn|at dusk}",
+        negative_prompt="blurry",
+        styles=("Ink", "Glow"),
+        seed=21,
+        steps=3,
+        image_count=2,
+        sampler="Euler",
+        scheduler="Automatic",
+    )
     images = run(engine, **fields)
     request = GenerationRequest(**{**SIZE, **fields})
     for item, seed in zip(images, (21, 22)):
@@ -81,8 +96,15 @@ def test_styled_wildcarded_prompt_is_what_the_metadata_holds_beside_the_template
 
 
 def test_fixed_seed_keeps_the_noise_and_varies_the_wildcards(engine):
-    fields = dict(model="tiny-sd15", prompt="a __zoo/animal__", seed=5, steps=1, image_count=4,
-                  seed_behavior=SeedBehavior.FIXED, save_images=False)
+    fields = dict(
+        model="tiny-sd15",
+        prompt="a __zoo/animal__",
+        seed=5,
+        steps=1,
+        image_count=4,
+        seed_behavior=SeedBehavior.FIXED,
+        save_images=False,
+    )
     images = run(engine, **fields)
     assert [i.params.seed for i in images] == [5] * 4
     request = GenerationRequest(**{**SIZE, **fields})
@@ -91,23 +113,39 @@ def test_fixed_seed_keeps_the_noise_and_varies_the_wildcards(engine):
 
 
 def test_weighted_prompt_image_equals_diffusers_with_compels_embeddings(engine, tiny_sd15_reference):
-    [item] = run(engine, model="tiny-sd15", prompt="a red fox (in deep snow:1.4), [blurry]", negative_prompt="ugly",
-                 seed=3, steps=3, sampler="Euler", scheduler="Automatic", save_images=False)
+    [item] = run(
+        engine,
+        model="tiny-sd15",
+        prompt="a red fox (in deep snow:1.4), [blurry]",
+        negative_prompt="ugly",
+        seed=3,
+        steps=3,
+        sampler="Euler",
+        scheduler="Automatic",
+        save_images=False,
+    )
     pipe = tiny_sd15_reference
     helper = compel.Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, truncate_long_prompts=False)
     with torch.no_grad():
         embeds, negative = helper(f"a red fox (in deep snow)1.4, (blurry){1 / 1.1}"), helper("ugly")
     plain = type(pipe)(**{**pipe.components, "scheduler": diffusers.EulerDiscreteScheduler.from_config(pipe.scheduler.config)})
     plain.set_progress_bar_config(disable=True)
-    expected = plain(prompt_embeds=embeds, negative_prompt_embeds=negative, num_inference_steps=3, guidance_scale=7.0,
-                     generator=torch.Generator().manual_seed(3), **SIZE).images[0]
+    expected = plain(
+        prompt_embeds=embeds,
+        negative_prompt_embeds=negative,
+        num_inference_steps=3,
+        guidance_scale=7.0,
+        generator=torch.Generator().manual_seed(3),
+        **SIZE,
+    ).images[0]
     assert np.array_equal(np.asarray(item.image), np.asarray(expected))
 
 
 def test_long_sdxl_prompt_is_not_cut(engine):
     head = "a lighthouse on a rocky cliff, " * 11  # 77 tokens, two chunks already: the tail lands in the second
-    full = run(engine, model="tiny-sdxl", prompt=head + "purple aurora sky", negative_prompt="blurry", seed=4, steps=2,
-               save_images=False)
+    full = run(
+        engine, model="tiny-sdxl", prompt=head + "purple aurora sky", negative_prompt="blurry", seed=4, steps=2, save_images=False
+    )
     cut = run(engine, model="tiny-sdxl", prompt=head, negative_prompt="blurry", seed=4, steps=2, save_images=False)
     assert not np.array_equal(np.asarray(full[0].image), np.asarray(cut[0].image))
 
@@ -129,9 +167,12 @@ def plain_with_prompt_per_step(pipe, prompts: list[str], negatives: list[str], s
     plain.set_progress_bar_config(disable=True)
     sdxl = isinstance(plain, diffusers.StableDiffusionXLPipeline)
     with torch.no_grad():
-        encoded = {pair: plain.encode_prompt(pair[0], negative_prompt=pair[1], device="cpu", num_images_per_prompt=1,
-                                             do_classifier_free_guidance=True)
-                   for pair in set(zip(prompts, negatives))}
+        encoded = {
+            pair: plain.encode_prompt(
+                pair[0], negative_prompt=pair[1], device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=True
+            )
+            for pair in set(zip(prompts, negatives))
+        }
     pairs = list(zip(prompts, negatives))
 
     def swap(_pipe, i, _t, tensors):
@@ -147,9 +188,15 @@ def plain_with_prompt_per_step(pipe, prompts: list[str], negatives: list[str], s
     kwargs = dict(prompt_embeds=first[0], negative_prompt_embeds=first[1])
     if sdxl:
         kwargs.update(pooled_prompt_embeds=first[2], negative_pooled_prompt_embeds=first[3])
-    out = plain(**kwargs, num_inference_steps=len(prompts), guidance_scale=cfg, generator=torch.Generator().manual_seed(seed),
-                callback_on_step_end=swap, callback_on_step_end_tensor_inputs=["prompt_embeds", "add_text_embeds"] if sdxl
-                else ["prompt_embeds"], **SIZE)
+    out = plain(
+        **kwargs,
+        num_inference_steps=len(prompts),
+        guidance_scale=cfg,
+        generator=torch.Generator().manual_seed(seed),
+        callback_on_step_end=swap,
+        callback_on_step_end_tensor_inputs=["prompt_embeds", "add_text_embeds"] if sdxl else ["prompt_embeds"],
+        **SIZE,
+    )
     return np.asarray(out.images[0])
 
 
@@ -157,27 +204,55 @@ def plain_with_prompt_per_step(pipe, prompts: list[str], negatives: list[str], s
     "model,reference_fixture,prompt,negative,per_step",
     [
         # [from:to:when] at a step: steps 0-1 see "red", as A1111 counts
-        ("tiny-sd15", "tiny_sd15_reference", "a [red:blue:1] fox", "ugly",
-         [("a red fox", "ugly")] * 2 + [("a blue fox", "ugly")] * 2),
+        (
+            "tiny-sd15",
+            "tiny_sd15_reference",
+            "a [red:blue:1] fox",
+            "ugly",
+            [("a red fox", "ugly")] * 2 + [("a blue fox", "ugly")] * 2,
+        ),
         # [a|b] alternation, and an edit of the negative prompt on the same timeline
-        ("tiny-sd15", "tiny_sd15_reference", "a [fox|owl]", "[blurry:dark:2]",
-         [("a fox", "blurry"), ("a fox", "blurry"), ("a owl", "blurry"), ("a fox", "dark")]),
+        (
+            "tiny-sd15",
+            "tiny_sd15_reference",
+            "a [fox|owl]",
+            "[blurry:dark:2]",
+            [("a fox", "blurry"), ("a fox", "blurry"), ("a owl", "blurry"), ("a fox", "dark")],
+        ),
         # SDXL: both text encoders and the pooled embedding switch; 0.5 of 4 steps is step 2
-        ("tiny-sdxl", "tiny_sdxl_reference", "a [red:blue:0.5] fox", "ugly",
-         [("a red fox", "ugly")] * 3 + [("a blue fox", "ugly")]),
+        (
+            "tiny-sdxl",
+            "tiny_sdxl_reference",
+            "a [red:blue:0.5] fox",
+            "ugly",
+            [("a red fox", "ugly")] * 3 + [("a blue fox", "ugly")],
+        ),
         # an edit that never fires is the plain prompt
         ("tiny-sd15", "tiny_sd15_reference", "a [red:blue:4] fox", "ugly", [("a red fox", "ugly")] * 4),
     ],
 )
-def test_prompt_editing_equals_diffusers_switching_prompts_at_the_same_steps(engine, request, model, reference_fixture,
-                                                                             prompt, negative, per_step):
-    [item] = run(engine, model=model, prompt=prompt, negative_prompt=negative, seed=9, steps=4, sampler="Euler",
-                 scheduler="Automatic", cfg_scale=6.0, save_images=False)
-    expected = plain_with_prompt_per_step(request.getfixturevalue(reference_fixture), [p for p, _ in per_step],
-                                          [n for _, n in per_step], 9, 6.0)
+def test_prompt_editing_equals_diffusers_switching_prompts_at_the_same_steps(
+    engine, request, model, reference_fixture, prompt, negative, per_step
+):
+    [item] = run(
+        engine,
+        model=model,
+        prompt=prompt,
+        negative_prompt=negative,
+        seed=9,
+        steps=4,
+        sampler="Euler",
+        scheduler="Automatic",
+        cfg_scale=6.0,
+        save_images=False,
+    )
+    expected = plain_with_prompt_per_step(
+        request.getfixturevalue(reference_fixture), [p for p, _ in per_step], [n for _, n in per_step], 9, 6.0
+    )
     assert np.array_equal(np.asarray(item.image), expected)
     assert (item.params.prompt, item.params.negative_prompt) == (prompt, negative)  # metadata keeps what was typed
     if len(set(per_step)) > 1:  # and the edit did something: not the image of the first prompt alone
-        first = plain_with_prompt_per_step(request.getfixturevalue(reference_fixture), [per_step[0][0]] * 4,
-                                           [per_step[0][1]] * 4, 9, 6.0)
+        first = plain_with_prompt_per_step(
+            request.getfixturevalue(reference_fixture), [per_step[0][0]] * 4, [per_step[0][1]] * 4, 9, 6.0
+        )
         assert not np.array_equal(np.asarray(item.image), first)

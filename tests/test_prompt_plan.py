@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from pipelines.errors import InvalidRequest
-from pipelines.prompt_plan import PromptPlanner, wildcard_seed
-from pipelines.registry import ModelRegistry
-from pipelines.styles import StyleLibrary
+from pipelines.loading.registry import ModelRegistry
+from pipelines.prompts.plan import PromptPlanner, wildcard_seed
+from pipelines.prompts.styles import StyleLibrary
+from pipelines.prompts.wildcards import Wildcards
 from pipelines.types import GenerationRequest, LoraRef, SeedBehavior
-from pipelines.wildcards import Wildcards
 
 LORA_KEYS = {"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight": torch.zeros(4, 768)}
 
@@ -39,8 +38,9 @@ def planner(tmp_path_factory) -> PromptPlanner:
 
 
 def test_styles_then_tags_then_wildcards(planner):
-    request = GenerationRequest(prompt="a __animal__ <lora:ink_lines:0.7>", negative_prompt="blurry",
-                                styles=("Detailed", "Frame"))
+    request = GenerationRequest(
+        prompt="a __animal__ <lora:ink_lines:0.7>", negative_prompt="blurry", styles=("Detailed", "Frame")
+    )
     plan = planner.plan(request)
     assert plan.prompt == "framed a __animal__ <lora:ink_lines:0.7>, intricate <lora:add_detail:0.5>"
     assert plan.negative_prompt == "blurry, flat"

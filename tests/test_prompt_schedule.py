@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.prompt_schedule import is_scheduled, joint_schedule, prompt_schedule, text_for_step
+from pipelines.prompts.editing import is_scheduled, joint_schedule, prompt_schedule, text_for_step
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,9 @@ def test_pathological_prompts_do_not_hang_or_crash():
     deep = "[" * 40 + "x" + "]" * 40
     assert prompt_schedule(deep, 20) == [(20, deep)]
     very_deep = "(" * 5000 + "x"
-    assert prompt_schedule("[a:b:2] " + very_deep, 20) in ([(20, "[a:b:2] " + very_deep)],
-                                                           [(2, "a " + very_deep), (20, "b " + very_deep)])
+    assert prompt_schedule("[a:b:2] " + very_deep, 20) in (
+        [(20, "[a:b:2] " + very_deep)],
+        [(2, "a " + very_deep), (20, "b " + very_deep)],
+    )
     many = "[a:b:1]" * 300
     assert prompt_schedule(many, 20) == [(1, "a" * 300), (20, "b" * 300)]

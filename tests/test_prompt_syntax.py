@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from pipelines.prompt_syntax import (
+from pipelines.prompts.syntax import (
     BREAK_MARK,
     Fragment,
     PromptSyntaxError,
@@ -35,8 +35,17 @@ A1111_DOCUMENTED = [
     ("(unnecessary)(parens)", [("unnecessaryparens", 1.1)]),
     (
         "a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).",
-        [("a ", 1.0), ("house", 1.5730000000000004), (" ", 1.1), ("on", 1.0), (" a ", 1.1), ("hill", 0.55),
-         (", sun, ", 1.1), ("sky", 1.4641000000000006), (".", 1.1)],
+        [
+            ("a ", 1.0),
+            ("house", 1.5730000000000004),
+            (" ", 1.1),
+            ("on", 1.0),
+            (" a ", 1.1),
+            ("hill", 0.55),
+            (", sun, ", 1.1),
+            ("sky", 1.4641000000000006),
+            (".", 1.1),
+        ],
     ),
 ]
 

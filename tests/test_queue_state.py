@@ -6,8 +6,8 @@ import threading
 
 from PIL import Image
 
-from pipelines.events import JobProgress
-from pipelines.job_queue import JobControl, JobQueue
+from pipelines.jobs.events import JobProgress
+from pipelines.jobs.queue import JobControl, JobQueue
 from pipelines.types import GenerationRequest, GenerationResult, JobState
 
 
@@ -26,7 +26,9 @@ class SteppedRunner:
             preview = Image.new("RGB", (8, 8), (step, 0, 0)) if step % 2 else None
             if preview is not None:
                 self.previews.append(preview)
-            control.emit(JobProgress(control.job_id, step, self.steps, 0, 1, eta_seconds=float(self.steps - step), preview=preview))
+            control.emit(
+                JobProgress(control.job_id, step, self.steps, 0, 1, eta_seconds=float(self.steps - step), preview=preview)
+            )
             self.emitted.release()
             control.check()
         return control.result

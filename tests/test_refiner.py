@@ -17,9 +17,9 @@ from PIL import Image
 
 from pipelines.config import AppConfig
 from pipelines.errors import ImageSkipped, InvalidRequest, JobInterrupted
-from pipelines.events import ImageReady, JobFailed, JobProgress
-from pipelines.metadata import infotext, read_metadata
-from pipelines.refiner import refiner_name, split_steps
+from pipelines.generation.refiner import refiner_name, split_steps
+from pipelines.jobs.events import ImageReady, JobFailed, JobProgress
+from pipelines.outputs.metadata import infotext, read_metadata
 from pipelines.samplers import SamplerTable
 from pipelines.services import build_services
 from pipelines.types import GenerationRequest, GenerationResult, ImageParams, JobState
@@ -63,19 +63,41 @@ def plain_base_and_refiner(base_ref, refiner_pipe, scheduler, seed, steps, cfg, 
     return np.asarray(refiner(PROMPT, image=latents, denoising_start=switch, **common).images[0])
 
 
-def test_base_plus_refiner_checkpoint_equals_plain_diffusers(engine, tiny_sdxl_reference, tiny_sdxl_refiner_reference,
-                                                             tiny_sdxl_refiner_file):
-    info = run(engine, model="tiny-sdxl", refiner="tiny-sdxl-refiner", refiner_switch=0.6, prompt=PROMPT,
-               negative_prompt=NEGATIVE, seed=321, steps=5, cfg_scale=5.0, sampler="Euler a", scheduler="Automatic")
+def test_base_plus_refiner_checkpoint_equals_plain_diffusers(
+    engine, tiny_sdxl_reference, tiny_sdxl_refiner_reference, tiny_sdxl_refiner_file
+):
+    info = run(
+        engine,
+        model="tiny-sdxl",
+        refiner="tiny-sdxl-refiner",
+        refiner_switch=0.6,
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE,
+        seed=321,
+        steps=5,
+        cfg_scale=5.0,
+        sampler="Euler a",
+        scheduler="Automatic",
+    )
     assert info.state is JobState.FINISHED, info.error
     [item] = info.result.images
-    expected = plain_base_and_refiner(tiny_sdxl_reference, tiny_sdxl_refiner_reference,
-                                      diffusers.EulerAncestralDiscreteScheduler.from_config, 321, 5, 5.0, 0.6)
+    expected = plain_base_and_refiner(
+        tiny_sdxl_reference, tiny_sdxl_refiner_reference, diffusers.EulerAncestralDiscreteScheduler.from_config, 321, 5, 5.0, 0.6
+    )
     assert np.array_equal(np.asarray(item.image), expected)
     assert np.array_equal(pixels(item.path), expected)
     # the base alone gives another image: the refiner did work
-    alone = run(engine, model="tiny-sdxl", prompt=PROMPT, negative_prompt=NEGATIVE, seed=321, steps=5, cfg_scale=5.0,
-                sampler="Euler a", scheduler="Automatic")
+    alone = run(
+        engine,
+        model="tiny-sdxl",
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE,
+        seed=321,
+        steps=5,
+        cfg_scale=5.0,
+        sampler="Euler a",
+        scheduler="Automatic",
+    )
     assert not np.array_equal(np.asarray(alone.result.images[0].image), expected)
     # metadata: name, hash and switch, as A1111 writes them
     digest = hashlib.sha256(tiny_sdxl_refiner_file.read_bytes()).hexdigest()[:10]
@@ -94,8 +116,19 @@ def test_base_plus_refiner_checkpoint_equals_plain_diffusers(engine, tiny_sdxl_r
 
 def test_an_sdxl_checkpoint_as_refiner_equals_plain_diffusers(engine, tiny_sdxl_reference):
     """Any SDXL checkpoint can refine: its pipeline is reused through from_pipe (micro-conditioning of a base)."""
-    info = run(engine, model="tiny-sdxl", refiner="tiny-sdxl-diffusers", refiner_switch=0.5, prompt=PROMPT,
-               negative_prompt=NEGATIVE, seed=8, steps=4, cfg_scale=6.0, sampler="DPM++ 2M", scheduler="Karras")
+    info = run(
+        engine,
+        model="tiny-sdxl",
+        refiner="tiny-sdxl-diffusers",
+        refiner_switch=0.5,
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE,
+        seed=8,
+        steps=4,
+        cfg_scale=6.0,
+        sampler="DPM++ 2M",
+        scheduler="Karras",
+    )
     assert info.state is JobState.FINISHED, info.error
 
     def dpm(config):
@@ -108,12 +141,24 @@ def test_an_sdxl_checkpoint_as_refiner_equals_plain_diffusers(engine, tiny_sdxl_
 
 def test_prompt_editing_goes_on_in_the_refiners_stage(engine, tiny_sdxl_reference, tiny_sdxl_refiner_reference):
     """[red:blue:3] of 5 Euler steps: steps 0-3 see red (base 0-2, refiner 3), step 4 (the refiner's) sees blue."""
-    info = run(engine, model="tiny-sdxl", refiner="tiny-sdxl-refiner", refiner_switch=0.6, prompt="a [red:blue:3] fox",
-               negative_prompt=NEGATIVE, seed=12, steps=5, cfg_scale=5.0, sampler="Euler", scheduler="Automatic")
+    info = run(
+        engine,
+        model="tiny-sdxl",
+        refiner="tiny-sdxl-refiner",
+        refiner_switch=0.6,
+        prompt="a [red:blue:3] fox",
+        negative_prompt=NEGATIVE,
+        seed=12,
+        steps=5,
+        cfg_scale=5.0,
+        sampler="Euler",
+        scheduler="Automatic",
+    )
     assert info.state is JobState.FINISHED, info.error
     euler = diffusers.EulerDiscreteScheduler.from_config
-    base = diffusers.StableDiffusionXLPipeline(**{**tiny_sdxl_reference.components,
-                                                  "scheduler": euler(tiny_sdxl_reference.scheduler.config)})
+    base = diffusers.StableDiffusionXLPipeline(
+        **{**tiny_sdxl_reference.components, "scheduler": euler(tiny_sdxl_reference.scheduler.config)}
+    )
     ref = tiny_sdxl_refiner_reference
     refiner = diffusers.StableDiffusionXLImg2ImgPipeline(
         **{**ref.components, "scheduler": euler(ref.scheduler.config)},
@@ -134,10 +179,17 @@ def test_prompt_editing_goes_on_in_the_refiners_stage(engine, tiny_sdxl_referenc
             return {}
         return {"prompt_embeds": torch.cat([blue[1], blue[0]]), "add_text_embeds": torch.cat([blue[3], blue[2]])}
 
-    expected = refiner(prompt_embeds=red[0], negative_prompt_embeds=red[1], pooled_prompt_embeds=red[2],
-                       negative_pooled_prompt_embeds=red[3], image=latents, denoising_start=0.6, **common,
-                       callback_on_step_end=to_blue_after_first,
-                       callback_on_step_end_tensor_inputs=["prompt_embeds", "add_text_embeds"]).images[0]
+    expected = refiner(
+        prompt_embeds=red[0],
+        negative_prompt_embeds=red[1],
+        pooled_prompt_embeds=red[2],
+        negative_pooled_prompt_embeds=red[3],
+        image=latents,
+        denoising_start=0.6,
+        **common,
+        callback_on_step_end=to_blue_after_first,
+        callback_on_step_end_tensor_inputs=["prompt_embeds", "add_text_embeds"],
+    ).images[0]
     assert np.array_equal(np.asarray(info.result.images[0].image), np.asarray(expected))
 
 
@@ -166,8 +218,18 @@ class ScriptedControl:
 
 def test_progress_counts_both_stages_as_one_run_of_steps(engine, monkeypatch):
     monkeypatch.setattr(engine.manager, "preview_interval", 0.0)
-    request = GenerationRequest(model="tiny-sdxl", refiner="tiny-sdxl-refiner", refiner_switch=0.6, prompt="p",
-                                steps=5, image_count=2, seed=3, sampler="Euler", scheduler="Automatic", **SIZE)
+    request = GenerationRequest(
+        model="tiny-sdxl",
+        refiner="tiny-sdxl-refiner",
+        refiner_switch=0.6,
+        prompt="p",
+        steps=5,
+        image_count=2,
+        seed=3,
+        sampler="Euler",
+        scheduler="Automatic",
+        **SIZE,
+    )
     control = ScriptedControl(request)
     result = engine.manager.run(control)
     assert len(result.images) == 2
@@ -181,8 +243,18 @@ def test_progress_counts_both_stages_as_one_run_of_steps(engine, monkeypatch):
 
 
 def test_skip_and_stop_work_in_both_stages(engine):
-    request = GenerationRequest(model="tiny-sdxl", refiner="tiny-sdxl-refiner", refiner_switch=0.6, prompt="p",
-                                steps=5, image_count=3, seed=3, sampler="Euler", scheduler="Automatic", **SIZE)
+    request = GenerationRequest(
+        model="tiny-sdxl",
+        refiner="tiny-sdxl-refiner",
+        refiner_switch=0.6,
+        prompt="p",
+        steps=5,
+        image_count=3,
+        seed=3,
+        sampler="Euler",
+        scheduler="Automatic",
+        **SIZE,
+    )
     # skip image 0 in the refiner's stage (step 4), stop image 1 in the base's stage (step 2)
     control = ScriptedControl(request, skip_at=(0, 4), stop_at=(1, 2))
     with pytest.raises(JobInterrupted):
@@ -244,22 +316,32 @@ def test_base_and_refiner_share_the_cache_and_stay_while_in_use(engine, monkeypa
 SAMPLERS = SamplerTable.load()
 
 
-@pytest.mark.parametrize("sampler, schedule", [("Euler", "Automatic"), ("Heun", "Automatic"), ("DPM2", "Karras"),
-                                               ("DPM++ 2M", "Karras"), ("DDIM", "Automatic"), ("UniPC", "Automatic")])
+@pytest.mark.parametrize(
+    "sampler, schedule",
+    [
+        ("Euler", "Automatic"),
+        ("Heun", "Automatic"),
+        ("DPM2", "Karras"),
+        ("DPM++ 2M", "Karras"),
+        ("DDIM", "Automatic"),
+        ("UniPC", "Automatic"),
+    ],
+)
 @pytest.mark.parametrize("steps, switch", [(4, 0.6), (5, 0.8), (3, 0.25)])
-def test_step_split_matches_what_diffusers_runs(tiny_sdxl_reference, tiny_sdxl_refiner_reference, sampler, schedule,
-                                                steps, switch):
+def test_step_split_matches_what_diffusers_runs(
+    tiny_sdxl_reference, tiny_sdxl_refiner_reference, sampler, schedule, steps, switch
+):
     """split_steps predicts the number of step callbacks of each plain diffusers call (first and second order)."""
     choice = SAMPLERS.resolve(sampler, schedule)
     base = diffusers.StableDiffusionXLPipeline(**tiny_sdxl_reference.components)
-    refiner = diffusers.StableDiffusionXLImg2ImgPipeline(**tiny_sdxl_refiner_reference.components,
-                                                         requires_aesthetics_score=True)
+    refiner = diffusers.StableDiffusionXLImg2ImgPipeline(**tiny_sdxl_refiner_reference.components, requires_aesthetics_score=True)
     calls = {"base": 0, "refiner": 0}
 
     def counter(stage):
         def callback(pipe, i, t, tensors):
             calls[stage] += 1
             return {}
+
         return callback
 
     base.scheduler = SAMPLERS.make(tiny_sdxl_reference.scheduler.config, choice)
@@ -270,8 +352,12 @@ def test_step_split_matches_what_diffusers_runs(tiny_sdxl_reference, tiny_sdxl_r
     common = dict(num_inference_steps=steps, guidance_scale=1.0, generator=generator, output_type="latent")
     latents = base("x", denoising_end=switch, callback_on_step_end=counter("base"), **SIZE, **common).images
     refiner("x", image=latents, denoising_start=switch, callback_on_step_end=counter("refiner"), **common)
-    predicted = split_steps(SAMPLERS.make(tiny_sdxl_reference.scheduler.config, choice),
-                            SAMPLERS.make(tiny_sdxl_refiner_reference.scheduler.config, choice), steps, switch)
+    predicted = split_steps(
+        SAMPLERS.make(tiny_sdxl_reference.scheduler.config, choice),
+        SAMPLERS.make(tiny_sdxl_refiner_reference.scheduler.config, choice),
+        steps,
+        switch,
+    )
     assert predicted == (calls["base"], calls["refiner"])
 
 
@@ -279,8 +365,7 @@ def test_bf16_refiner_from_an_sdxl_checkpoint_keeps_its_precision(tiny_models_di
     """from_pipe casts shared modules to float32 unless told otherwise; the cached model must stay bf16."""
     services = build_services(AppConfig(models_dir=tiny_models_dir, output_dir=tmp_path, device="cpu", precision="bf16"))
     try:
-        info = run(services, model="tiny-sdxl", refiner="tiny-sdxl-diffusers", refiner_switch=0.5, prompt="x", seed=3,
-                   steps=2)
+        info = run(services, model="tiny-sdxl", refiner="tiny-sdxl-diffusers", refiner_switch=0.5, prompt="x", seed=3, steps=2)
         assert info.state is JobState.FINISHED, info.error
         loaded = {m.name: m for m in services.cache.loaded()}
         assert loaded["tiny-sdxl-diffusers"].pipe.unet.dtype == torch.bfloat16

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.errors import ModelNotFound
-from pipelines.registry import ModelRegistry, looks_like_hub_id
+from pipelines.loading.registry import ModelRegistry, looks_like_hub_id
 from pipelines.types import Architecture, ModelFormat, ModelKind
 from tests.support.paths import link_or_copy
 
@@ -77,7 +77,7 @@ def test_refresh_picks_up_new_files_and_uses_the_probe_cache(tmp_path, tiny_sd15
     reg.refresh()
     assert [r.architecture for r in reg.checkpoints()] == [Architecture.SDXL]
     # a second registry reads the cached probe instead of the file
-    import pipelines.registry as registry_module
+    import pipelines.loading.registry as registry_module
 
     monkeypatch.setattr(registry_module, "probe_file", lambda path: pytest.fail("probed again"))
     again = ModelRegistry(models, tmp_path / "cache")

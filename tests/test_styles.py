@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.config import AppConfig
 from pipelines.errors import InvalidRequest
-from pipelines.styles import StyleLibrary, join_negatives, merge_template, split_items
+from pipelines.prompts.styles import StyleLibrary, join_negatives, merge_template, split_items
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,18 @@ def test_shipped_library_has_over_100_styles_in_many_categories(shipped):
     styles = shipped.all()
     assert len(styles) >= 100 and shipped.problems == []
     assert len({s.name.lower() for s in styles}) == len(styles)
-    assert {"Photography", "Cinematic", "Illustration", "Anime & Manga", "Painting", "3D & Render",
-            "Graphic Design", "Pixel Art & Games", "Fantasy", "Sci-Fi"} <= set(shipped.categories())
+    assert {
+        "Photography",
+        "Cinematic",
+        "Illustration",
+        "Anime & Manga",
+        "Painting",
+        "3D & Render",
+        "Graphic Design",
+        "Pixel Art & Games",
+        "Fantasy",
+        "Sci-Fi",
+    } <= set(shipped.categories())
     for style in styles:
         assert "{prompt}" in style.prompt, style.name
         assert style.negative_prompt and style.source is not None and style.line
@@ -67,7 +77,10 @@ def test_unknown_style_names_close_matches(shipped):
 
 @pytest.fixture
 def two_styles(tmp_path) -> StyleLibrary:
-    write(tmp_path, "mine.yaml", """
+    write(
+        tmp_path,
+        "mine.yaml",
+        """
 category: Test
 styles:
   - name: Round
@@ -80,7 +93,8 @@ styles:
     prompt: "oil on canvas"
   - name: Negative Wrapper
     negative_prompt: "({prompt}:1.2), lowres"
-""")
+""",
+    )
     return StyleLibrary(tmp_path)
 
 
@@ -111,13 +125,13 @@ def test_empty_prompt_leaves_no_dangling_commas():
 # ------------------------------------------------------------------------------------ importing
 
 
-A1111_CSV = '''name,prompt,negative_prompt
+A1111_CSV = """name,prompt,negative_prompt
 Ink Sketch,"ink sketch of {prompt}, loose lines","colour, photo"
 Multi Line,"a {prompt}
 on two lines",blurry
 ,"nameless {prompt}",
 Appended,"masterpiece, best quality","lowres, (worst quality:1.4)"
-'''
+"""
 
 FOOOCUS_JSON = [
     {"name": "Neon Dream", "prompt": "neon dream of {prompt}, glowing", "negative_prompt": "dull, flat"},

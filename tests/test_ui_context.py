@@ -8,16 +8,16 @@ import pytest
 from PIL import Image
 
 from pipelines.config import AppConfig
-from pipelines.image_store import ImageStore
+from pipelines.outputs.store import ImageStore
+from pipelines.prompts.styles import Style
 from pipelines.services import build_services
-from pipelines.styles import Style
 from pipelines.types import Architecture, GenerationRequest, ImageParams, ModelKind
 from tests.support.ckpt_export import save_vae_file
 from tests.support.lora_files import kohya_lora
 from tests.test_metadata import A1111_110, png_with_text
 from ui.context import UIContext
-from ui.performance import CUSTOM
-from ui.render import render_form
+from ui.form.modes import CUSTOM
+from ui.page.render import render_form
 from ui.tabs import styles as styles_view
 from ui.tabs.history import dropped_details, entry_details, load_page
 from ui.tabs.models import lora_markdown, prompt_with_triggers, unusable_markdown
@@ -30,14 +30,19 @@ def ctx(tiny_models_dir, tiny_sd15_reference, tiny_sdxl_reference, tmp_path_fact
     models = tmp_path_factory.mktemp("ctx-models")
     shutil.copytree(tiny_models_dir, models, dirs_exist_ok=True)
     (models / "checkpoints" / "notes.safetensors").write_bytes(b"not a model")
-    kohya_lora(tiny_sd15_reference, SD1, models / "loras" / "paper-cut.safetensors",
-               metadata={"modelspec.trigger_phrase": "papercut, layered paper", "ss_tag_frequency":
-                         '{"img": {"paper": 5, "shadow": 2}}'})
+    kohya_lora(
+        tiny_sd15_reference,
+        SD1,
+        models / "loras" / "paper-cut.safetensors",
+        metadata={
+            "modelspec.trigger_phrase": "papercut, layered paper",
+            "ss_tag_frequency": '{"img": {"paper": 5, "shadow": 2}}',
+        },
+    )
     kohya_lora(tiny_sdxl_reference, SDXL, models / "loras" / "xl-detail.safetensors")
     save_vae_file(tiny_sd15_reference.vae, models / "vae" / "tiny-vae.safetensors")
     out = tmp_path_factory.mktemp("ctx-out")
-    services = build_services(AppConfig(models_dir=models, output_dir=out, device="cpu", precision="fp32"),
-                              start_worker=False)
+    services = build_services(AppConfig(models_dir=models, output_dir=out, device="cpu", precision="fp32"), start_worker=False)
     yield UIContext.build(services)
     services.close()
 
@@ -55,8 +60,11 @@ def test_models_are_offered_with_their_architecture(ctx):
     refiners = ctx.refiner_choices()
     assert refiners[0] == ("None", "None") and ("tiny-sdxl-refiner  ·  SDXL refiner", "tiny-sdxl-refiner") in refiners
     assert {name for _, name in refiners[1:]} == {"tiny-sdxl", "tiny-sdxl-diffusers", "tiny-sdxl-refiner"}
-    assert ctx.lora_choices(SD1) == [("None", "None"), ("paper-cut  ·  SD 1.x", "paper-cut"),
-                                     ("xl-detail  ·  SDXL  ·  not for SD 1.x", "xl-detail")]
+    assert ctx.lora_choices(SD1) == [
+        ("None", "None"),
+        ("paper-cut  ·  SD 1.x", "paper-cut"),
+        ("xl-detail  ·  SDXL  ·  not for SD 1.x", "xl-detail"),
+    ]
     assert ("paper-cut  ·  SD 1.x  ·  not for SDXL", "paper-cut") in ctx.lora_choices(SDXL)
     assert ctx.vae_choices()[0][1] == "Automatic" and "tiny-vae" in [v for _, v in ctx.vae_choices()]
     assert ctx.lookup("paper-cut.safetensors", kind=ModelKind.LORA) == ("paper-cut", SD1)
@@ -85,8 +93,17 @@ def test_default_model_follows_the_engine_not_the_config(ctx):
 
 
 def test_render_keeps_every_widget_consistent(ctx):
-    form = {**ctx.initial_form(), "model": "tiny-sdxl", "aspect_ratio": "512x512", "sampler": "DDIM",
-            "scheduler": "Karras", "performance": "Quality", "random_seed": False, "seed": 7, "custom_size": True}
+    form = {
+        **ctx.initial_form(),
+        "model": "tiny-sdxl",
+        "aspect_ratio": "512x512",
+        "sampler": "DDIM",
+        "scheduler": "Karras",
+        "performance": "Quality",
+        "random_seed": False,
+        "seed": 7,
+        "custom_size": True,
+    }
     shown = render_form(form, ctx)
     assert shown["aspect_ratio"]["value"] == "1152x896" and ("1728×576  ∣  3:1", "1728x576") in shown["aspect_ratio"]["choices"]
     assert shown["aspect_ratio"]["interactive"] is False and "custom size" in shown["aspect_ratio"]["label"]
@@ -96,11 +113,23 @@ def test_render_keeps_every_widget_consistent(ctx):
     assert shown["seed"] == {"value": 7, "visible": True} and shown["width"]["visible"] is True
     assert shown["model_info"]["value"].startswith("SDXL · single file")
     assert shown["refiner"]["interactive"] is True and "finishes the last steps" in shown["refiner_info"]["value"]
-    gone = render_form({**form, "model": "deleted-model", "sampler": "Nope", "lora_1_name": "deleted-lora",
-                        "vae": "gone", "styles": ["Nope", "Anime - Chibi"]}, ctx)
+    gone = render_form(
+        {
+            **form,
+            "model": "deleted-model",
+            "sampler": "Nope",
+            "lora_1_name": "deleted-lora",
+            "vae": "gone",
+            "styles": ["Nope", "Anime - Chibi"],
+        },
+        ctx,
+    )
     assert gone["model"]["value"] == "tiny-sd15" and gone["sampler"]["value"] == ctx.tables.samplers.samplers[0]
-    assert (gone["lora_1_name"]["value"], gone["vae"]["value"], gone["styles"]["value"]) == ("None", "Automatic",
-                                                                                           ["Anime - Chibi"])
+    assert (gone["lora_1_name"]["value"], gone["vae"]["value"], gone["styles"]["value"]) == (
+        "None",
+        "Automatic",
+        ["Anime - Chibi"],
+    )
     assert gone["styles"]["choices"][0] == ("Anime - Chibi", "Anime - Chibi")
 
 
@@ -114,8 +143,16 @@ def test_modes_that_cannot_run_are_marked_and_settled_with_the_engines_reason(ct
     xl = ctx.mode_reasons("tiny-sdxl")
     assert "cannot be downloaded" in xl["Lightning"] and "sdxl_lightning_4step_lora.safetensors" in xl["Lightning"]
     assert "Quality" not in xl and "Speed" not in xl
-    form, notes = ctx.settle({**ctx.initial_form(), "performance": "Lightning", "steps": 4, "cfg_scale": 1.0,
-                              "sampler": "Euler", "scheduler": "SGM Uniform"})
+    form, notes = ctx.settle(
+        {
+            **ctx.initial_form(),
+            "performance": "Lightning",
+            "steps": 4,
+            "cfg_scale": 1.0,
+            "sampler": "Euler",
+            "scheduler": "SGM Uniform",
+        }
+    )
     # the launch preset's mode, with its guidance and sampler rather than the fast mode's
     assert (form["performance"], form["steps"], form["cfg_scale"], form["sampler"]) == ("Speed", 30, 4.0, "DPM++ 2M SDE")
     assert notes == [f"{reason} Speed is used instead."]
@@ -184,8 +221,9 @@ def test_style_previews_are_small_cached_copies(ctx, tmp_path):
 
 
 def test_no_checkpoint_offers_the_hub_model_and_says_what_to_do(tmp_path):
-    services = build_services(AppConfig(models_dir=tmp_path / "models", output_dir=tmp_path / "out", device="cpu",
-                                        precision="fp32"), start_worker=False)
+    services = build_services(
+        AppConfig(models_dir=tmp_path / "models", output_dir=tmp_path / "out", device="cpu", precision="fp32"), start_worker=False
+    )
     try:
         ctx = UIContext.build(services)
         assert ctx.model_choices() == [("stabilityai/sdxl-turbo  ·  download from the hub", "stabilityai/sdxl-turbo")]
@@ -196,10 +234,22 @@ def test_no_checkpoint_offers_the_hub_model_and_says_what_to_do(tmp_path):
 
 
 def saved_image(ctx, prompt: str, seed: int) -> int:
-    params = ImageParams(prompt=prompt, negative_prompt="", steps=3, sampler="Euler", scheduler="Automatic",
-                         cfg_scale=5, seed=seed, width=64, height=64, model="tiny-sd15", model_hash="abc")
-    request = GenerationRequest(prompt=prompt, steps=3, width=64, height=64, seed=-1, sampler="Euler",
-                                scheduler="Automatic", model="tiny-sd15")
+    params = ImageParams(
+        prompt=prompt,
+        negative_prompt="",
+        steps=3,
+        sampler="Euler",
+        scheduler="Automatic",
+        cfg_scale=5,
+        seed=seed,
+        width=64,
+        height=64,
+        model="tiny-sd15",
+        model_hash="abc",
+    )
+    request = GenerationRequest(
+        prompt=prompt, steps=3, width=64, height=64, seed=-1, sampler="Euler", scheduler="Automatic", model="tiny-sd15"
+    )
     path = ImageStore(ctx.services.config.output_dir).save(Image.new("RGB", (64, 64), (seed % 255, 0, 0)), params, request)
     return ctx.services.history.add(path, params, request, "job")
 
@@ -258,7 +308,7 @@ def test_handler_errors_become_plain_messages():
 
 
 def test_thumbnails_are_small_cached_and_renewed(tmp_path):
-    from ui.thumbnails import thumbnail
+    from ui.page.thumbnails import thumbnail
 
     source = tmp_path / "big.png"
     Image.new("RGB", (1152, 896), (10, 200, 30)).save(source)

@@ -8,13 +8,14 @@ import pytest
 
 from pipelines.config import REPO_ROOT
 from pipelines.errors import InvalidRequest
-from pipelines.metadata import encode_image, read_metadata
+from pipelines.outputs.metadata import encode_image, read_metadata
 from pipelines.performance import PerformanceTable
+from pipelines.prompts.styles import StyleLibrary
 from pipelines.samplers import SamplerTable
-from pipelines.styles import StyleLibrary
 from pipelines.types import Architecture, GenerationRequest, ImageParams, LoraRef, ModelKind, SeedBehavior
 from tests.test_metadata import A1111_110, FOOOCUS_A1111, FOOOCUS_JSON, png_with_text
-from ui.form import (
+from ui.form import modes
+from ui.form.fields import (
     FormTables,
     default_form,
     fields_from_metadata,
@@ -25,9 +26,8 @@ from ui.form import (
     restore,
     slots_from_loras,
 )
-from ui import performance as modes
-from ui.performance import CUSTOM
-from ui.sizes import AspectRatios, Size
+from ui.form.modes import CUSTOM
+from ui.form.sizes import AspectRatios, Size
 
 SDXL, SD1 = Architecture.SDXL, Architecture.SD1
 
@@ -35,8 +35,7 @@ SDXL, SD1 = Architecture.SDXL, Architecture.SD1
 def engine_tables() -> FormTables:
     """The tables a running app has: the engine's mode table, sampler table and the shipped style library."""
     samplers = SamplerTable.load()
-    return FormTables(AspectRatios.load(), PerformanceTable.load(samplers=samplers), samplers,
-                      StyleLibrary(REPO_ROOT / "styles"))
+    return FormTables(AspectRatios.load(), PerformanceTable.load(samplers=samplers), samplers, StyleLibrary(REPO_ROOT / "styles"))
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +44,12 @@ def tables() -> FormTables:
 
 
 INSTALLED = {
-    (ModelKind.CHECKPOINT, "juggernautXL_v8Rundiffusion"): SDXL, (ModelKind.CHECKPOINT, "dreamshaper_8"): SD1,
-    (ModelKind.CHECKPOINT, "sdxl_refiner"): Architecture.SDXL_REFINER, (ModelKind.LORA, "add_detail"): SD1,
-    (ModelKind.LORA, "detail"): SDXL, (ModelKind.VAE, "sdxl_vae"): SDXL,
+    (ModelKind.CHECKPOINT, "juggernautXL_v8Rundiffusion"): SDXL,
+    (ModelKind.CHECKPOINT, "dreamshaper_8"): SD1,
+    (ModelKind.CHECKPOINT, "sdxl_refiner"): Architecture.SDXL_REFINER,
+    (ModelKind.LORA, "add_detail"): SD1,
+    (ModelKind.LORA, "detail"): SDXL,
+    (ModelKind.VAE, "sdxl_vae"): SDXL,
 }
 
 
@@ -60,19 +62,61 @@ def lookup(name: str, kind: ModelKind = ModelKind.CHECKPOINT):
 # ------------------------------------------------------------------------------------ form <-> request
 
 
-@pytest.mark.parametrize("request_, architecture", [
-    (GenerationRequest(prompt="a fox", width=1152, height=896, steps=30, performance="Speed"), SDXL),
-    (GenerationRequest(prompt="a fox", width=832, height=1216, steps=60, performance="Quality", seed=7,
-                       seed_behavior=SeedBehavior.FIXED, image_count=4, cfg_scale=4.5, sampler="Euler a",
-                       scheduler="Automatic", clip_skip=2, output_format="webp"), SDXL),
-    (GenerationRequest(prompt="x", negative_prompt="y", width=512, height=512, steps=17, seed=12345), SD1),
-    (GenerationRequest(prompt="custom size", width=64, height=96, steps=3, model="dreamshaper_8"), SD1),
-    (GenerationRequest(prompt="odd", width=1000, height=1000, steps=20, styles=("A", "B"),
-                       loras=(LoraRef("detail", 0.6),), refiner="r", refiner_switch=0.7, vae="v"), SDXL),
-    (GenerationRequest(prompt="fast", width=1152, height=896, performance="Lightning", steps=4, cfg_scale=1.0,
-                       sampler="Euler", scheduler="SGM Uniform", skip_invalid_loras=True,
-                       loras=(LoraRef("a", -1.5), LoraRef("b", 0.25, enabled=False), LoraRef("c"))), SDXL),
-])
+@pytest.mark.parametrize(
+    "request_, architecture",
+    [
+        (GenerationRequest(prompt="a fox", width=1152, height=896, steps=30, performance="Speed"), SDXL),
+        (
+            GenerationRequest(
+                prompt="a fox",
+                width=832,
+                height=1216,
+                steps=60,
+                performance="Quality",
+                seed=7,
+                seed_behavior=SeedBehavior.FIXED,
+                image_count=4,
+                cfg_scale=4.5,
+                sampler="Euler a",
+                scheduler="Automatic",
+                clip_skip=2,
+                output_format="webp",
+            ),
+            SDXL,
+        ),
+        (GenerationRequest(prompt="x", negative_prompt="y", width=512, height=512, steps=17, seed=12345), SD1),
+        (GenerationRequest(prompt="custom size", width=64, height=96, steps=3, model="dreamshaper_8"), SD1),
+        (
+            GenerationRequest(
+                prompt="odd",
+                width=1000,
+                height=1000,
+                steps=20,
+                styles=("A", "B"),
+                loras=(LoraRef("detail", 0.6),),
+                refiner="r",
+                refiner_switch=0.7,
+                vae="v",
+            ),
+            SDXL,
+        ),
+        (
+            GenerationRequest(
+                prompt="fast",
+                width=1152,
+                height=896,
+                performance="Lightning",
+                steps=4,
+                cfg_scale=1.0,
+                sampler="Euler",
+                scheduler="SGM Uniform",
+                skip_invalid_loras=True,
+                loras=(LoraRef("a", -1.5), LoraRef("b", 0.25, enabled=False), LoraRef("c")),
+            ),
+            SDXL,
+        ),
+    ],
+)
 def test_request_survives_form_round_trip(tables, request_, architecture):
     form = {**default_form(tables, architecture), **form_from_request(request_, tables, architecture)}
     assert request_from_form(form, tables) == request_
@@ -80,8 +124,17 @@ def test_request_survives_form_round_trip(tables, request_, architecture):
 
 def test_form_values_become_the_request(tables):
     form = default_form(tables, SDXL)
-    form.update(prompt="a lighthouse", aspect_ratio="704x1408", performance="Quality", steps=12, random_seed=True,
-                seed=99, image_count=3.0, cfg_scale=5, seed_behavior="random")
+    form.update(
+        prompt="a lighthouse",
+        aspect_ratio="704x1408",
+        performance="Quality",
+        steps=12,
+        random_seed=True,
+        seed=99,
+        image_count=3.0,
+        cfg_scale=5,
+        seed_behavior="random",
+    )
     request = request_from_form(form, tables)
     assert (request.width, request.height) == (704, 1408)
     assert request.steps == 60 and request.performance == "Quality"  # the mode's steps win over the slider
@@ -119,11 +172,23 @@ def test_sizes_outside_the_list_become_custom(tables):
 
 
 def our_png(request: GenerationRequest, **params) -> bytes:
-    base = dict(prompt="a cat, cinematic", negative_prompt="blurry", steps=30, sampler="DPM++ 2M SDE",
-                scheduler="Karras", cfg_scale=4.0, seed=1001, width=896, height=1152, model="juggernautXL_v8Rundiffusion",
-                model_hash="aeb7e9e689", prompt_template="a cat", styles=("Cinematic - Film Still",),
-                performance="Speed",
-                batch_index=1)
+    base = dict(
+        prompt="a cat, cinematic",
+        negative_prompt="blurry",
+        steps=30,
+        sampler="DPM++ 2M SDE",
+        scheduler="Karras",
+        cfg_scale=4.0,
+        seed=1001,
+        width=896,
+        height=1152,
+        model="juggernautXL_v8Rundiffusion",
+        model_hash="aeb7e9e689",
+        prompt_template="a cat",
+        styles=("Cinematic - Film Still",),
+        performance="Speed",
+        batch_index=1,
+    )
     base.update(params)
     from PIL import Image
 
@@ -131,10 +196,21 @@ def our_png(request: GenerationRequest, **params) -> bytes:
 
 
 def test_our_png_restores_the_request_with_that_images_seed(tables):
-    sent = GenerationRequest(prompt="a cat", negative_prompt="blurry", styles=("Cinematic - Film Still",
-                                                                           "Mood - Foggy Morning"), performance="Speed",
-                             width=896, height=1152, steps=30, cfg_scale=4.0, sampler="DPM++ 2M SDE",
-                             scheduler="Karras", seed=-1, image_count=3, seed_behavior=SeedBehavior.RANDOM)
+    sent = GenerationRequest(
+        prompt="a cat",
+        negative_prompt="blurry",
+        styles=("Cinematic - Film Still", "Mood - Foggy Morning"),
+        performance="Speed",
+        width=896,
+        height=1152,
+        steps=30,
+        cfg_scale=4.0,
+        sampler="DPM++ 2M SDE",
+        scheduler="Karras",
+        seed=-1,
+        image_count=3,
+        seed_behavior=SeedBehavior.RANDOM,
+    )
     meta = read_metadata(our_png(sent))
     result = restore(fields_from_metadata(meta), tables, lookup, SD1, "Easel")
     assert result.notes == []
@@ -165,10 +241,14 @@ def test_a1111_png_restores_what_it_says(tables):
     assert any("ponyDiffusionV6XL" in note and "not installed" in note for note in result.notes)
 
 
-@pytest.mark.parametrize("png", [
-    png_with_text(parameters=FOOOCUS_A1111, fooocus_scheme="a1111"),
-    png_with_text(parameters=json.dumps(FOOOCUS_JSON), fooocus_scheme="fooocus"),
-], ids=["a1111-scheme", "json-scheme"])
+@pytest.mark.parametrize(
+    "png",
+    [
+        png_with_text(parameters=FOOOCUS_A1111, fooocus_scheme="a1111"),
+        png_with_text(parameters=json.dumps(FOOOCUS_JSON), fooocus_scheme="fooocus"),
+    ],
+    ids=["a1111-scheme", "json-scheme"],
+)
 def test_fooocus_png_restores_mode_styles_and_sampler(tables, png):
     meta = read_metadata(png)
     result = restore(fields_from_metadata(meta), tables, lookup, SD1, "Fooocus")
@@ -193,9 +273,20 @@ def test_unknown_sampler_and_mode_are_explained_not_restored(tables):
 
 
 def test_history_record_without_request(tables):
-    params = ImageParams(prompt="styled a dog", negative_prompt="", steps=9, sampler="Euler", scheduler="Automatic",
-                         cfg_scale=3.0, seed=5, width=512, height=512, model="dreamshaper_8", model_hash="",
-                         prompt_template="a dog")
+    params = ImageParams(
+        prompt="styled a dog",
+        negative_prompt="",
+        steps=9,
+        sampler="Euler",
+        scheduler="Automatic",
+        cfg_scale=3.0,
+        seed=5,
+        width=512,
+        height=512,
+        model="dreamshaper_8",
+        model_hash="",
+        prompt_template="a dog",
+    )
     values = restore(fields_from_record(params, None), tables, lookup, SDXL).values
     assert values["prompt"] == "a dog" and values["model"] == "dreamshaper_8" and values["aspect_ratio"] == "512x512"
     assert values["seed"] == 5 and values["steps"] == 9
@@ -218,13 +309,16 @@ def test_aspect_ratio_lists_fit_each_architecture():
     assert sizes.pick(SDXL, None) == sizes.default(SDXL).key
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"families": {"a": {"default": "64x64", "sizes": ["64x64", "100x64"]}}}, "multiples of 8"),
-    ({"families": {"a": {"default": "128x128", "sizes": ["64x64"]}}}, "not one of its sizes"),
-    ({"families": {"a": {"default": "64x64", "sizes": ["64x64"]}}, "architectures": {}}, "must map to one of a"),
-    ({"families": {"a": {"default": "big", "sizes": ["64x64"]}}}, "'big' is not a size"),
-    ({}, "needs a `families` mapping"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"families": {"a": {"default": "64x64", "sizes": ["64x64", "100x64"]}}}, "multiples of 8"),
+        ({"families": {"a": {"default": "128x128", "sizes": ["64x64"]}}}, "not one of its sizes"),
+        ({"families": {"a": {"default": "64x64", "sizes": ["64x64"]}}, "architectures": {}}, "must map to one of a"),
+        ({"families": {"a": {"default": "big", "sizes": ["64x64"]}}}, "'big' is not a size"),
+        ({}, "needs a `families` mapping"),
+    ],
+)
 def test_bad_aspect_ratio_tables_are_refused(data, message):
     with pytest.raises(ValueError, match=message):
         AspectRatios(data)
@@ -236,8 +330,7 @@ def test_modes_are_the_engines(tables):
     marked = modes.choices(table, {"Lightning": "Lightning needs an SDXL model."})
     assert ("Lightning (unavailable)", "Lightning") in marked and ("Speed", "Speed") in marked
     assert modes.mode_fields(table, "Quality") == {"steps": 60} and modes.mode_fields(table, CUSTOM) == {}
-    assert modes.mode_fields(table, "lightning") == {"steps": 4, "cfg_scale": 1.0, "sampler": "Euler",
-                                                     "scheduler": "SGM Uniform"}
+    assert modes.mode_fields(table, "lightning") == {"steps": 4, "cfg_scale": 1.0, "sampler": "Euler", "scheduler": "SGM Uniform"}
     assert modes.canonical(table, "extreme speed") == "Extreme Speed" and modes.canonical(table, "Turbo") is None
     assert modes.matching(table, "Speed", {"steps": 30}) == "Speed"
     assert modes.matching(table, "Speed", {"steps": 31}) == CUSTOM
@@ -249,9 +342,17 @@ def test_modes_are_the_engines(tables):
 
 
 def test_lora_slots_map_to_the_request_both_ways():
-    slots = {"lora_1_enabled": True, "lora_1_name": "None", "lora_1_weight": 0.3,
-             "lora_2_enabled": False, "lora_2_name": "paper", "lora_2_weight": -0.5,
-             "lora_3_enabled": True, "lora_3_name": "detail", "lora_3_weight": None}
+    slots = {
+        "lora_1_enabled": True,
+        "lora_1_name": "None",
+        "lora_1_weight": 0.3,
+        "lora_2_enabled": False,
+        "lora_2_name": "paper",
+        "lora_2_weight": -0.5,
+        "lora_3_enabled": True,
+        "lora_3_name": "detail",
+        "lora_3_weight": None,
+    }
     assert loras_from_slots(slots) == (LoraRef("paper", -0.5, enabled=False), LoraRef("detail", 1.0))
     back = slots_from_loras([LoraRef("paper", -0.5, enabled=False), {"name": "detail", "weight": 2}])
     assert back["lora_1_name"] == "paper" and back["lora_1_enabled"] is False and back["lora_1_weight"] == -0.5
@@ -263,23 +364,31 @@ def test_lora_slots_map_to_the_request_both_ways():
 
 
 def test_refiner_vae_and_loras_are_restored_when_installed(tables):
-    fields = {"prompt": "p", "refiner": "sdxl_refiner.safetensors", "refiner_switch": 0.7,
-              "vae": "sdxl_vae.safetensors",
-              "loras": [{"name": "add_detail.safetensors", "weight": 0.5}, {"name": "gone", "weight": 1.0},
-                        {"name": "detail", "weight": -1, "enabled": False}]}
+    fields = {
+        "prompt": "p",
+        "refiner": "sdxl_refiner.safetensors",
+        "refiner_switch": 0.7,
+        "vae": "sdxl_vae.safetensors",
+        "loras": [
+            {"name": "add_detail.safetensors", "weight": 0.5},
+            {"name": "gone", "weight": 1.0},
+            {"name": "detail", "weight": -1, "enabled": False},
+        ],
+    }
     result = restore(fields, tables, lookup, SDXL)
     v = result.values
     assert (v["refiner"], v["refiner_switch"], v["vae"]) == ("sdxl_refiner", 0.7, "sdxl_vae")
-    assert (v["lora_1_name"], v["lora_1_weight"], v["lora_2_name"], v["lora_2_enabled"]) == ("add_detail", 0.5,
-                                                                                              "detail", False)
+    assert (v["lora_1_name"], v["lora_1_weight"], v["lora_2_name"], v["lora_2_enabled"]) == ("add_detail", 0.5, "detail", False)
     assert v["lora_3_name"] == "None" and result.notes == ["LoRA 'gone' is not installed; its slot is left empty."]
     request = request_from_form({**default_form(tables, SDXL), **v}, tables)
     assert request.refiner == "sdxl_refiner" and request.vae == "sdxl_vae"
     assert request.loras == (LoraRef("add_detail", 0.5), LoraRef("detail", -1.0, enabled=False))
     gone = restore({"refiner": "dreamshaper_8", "vae": "missing_vae"}, tables, lookup, SDXL)
     assert gone.values["refiner"] == "None" and gone.values["vae"] == "Automatic"
-    assert gone.notes == ["Refiner 'dreamshaper_8' is SD 1.x, not an SDXL model; no refiner is used.",
-                          "VAE 'missing_vae' is not installed; the model's own VAE is used."]
+    assert gone.notes == [
+        "Refiner 'dreamshaper_8' is SD 1.x, not an SDXL model; no refiner is used.",
+        "VAE 'missing_vae' is not installed; the model's own VAE is used.",
+    ]
     form = {**default_form(tables, SDXL), "refiner": "None", "vae": "Automatic"}
     assert request_from_form(form, tables).refiner is None and request_from_form(form, tables).vae is None
 

@@ -7,8 +7,8 @@ import pytest
 from pipelines.types import Architecture, ModelKind
 from pipelines.validation import validate
 from tests.test_ui_form import engine_tables
-from ui.form import FormTables, default_form, request_from_form
-from ui.presets import BUNDLED_DIR, PresetLibrary, apply_preset, load_preset
+from ui.form.fields import FormTables, default_form, request_from_form
+from ui.form.presets import BUNDLED_DIR, PresetLibrary, apply_preset, load_preset
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +17,10 @@ def tables() -> FormTables:
 
 
 def lookup(name, kind=ModelKind.CHECKPOINT):
-    return {"realisticStockPhoto_v20": ("realisticStockPhoto_v20", Architecture.SDXL),
-            "dreamshaper_8": ("dreamshaper_8", Architecture.SD1)}.get(name)
+    return {
+        "realisticStockPhoto_v20": ("realisticStockPhoto_v20", Architecture.SDXL),
+        "dreamshaper_8": ("dreamshaper_8", Architecture.SD1),
+    }.get(name)
 
 
 @pytest.mark.parametrize("path", sorted(BUNDLED_DIR.glob("*.yaml")), ids=lambda p: p.stem)
@@ -66,22 +68,24 @@ def test_unknown_preset_lists_the_available_ones(tables):
         PresetLibrary.load(tables).get("turbo")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("cfg: 4", "unknown field\\(s\\) cfg"),
-    ("sampler: Euler b", "Unknown sampler 'Euler b'"),
-    ("cfg_scale: 45", "cfg_scale must be between 0 and 30"),
-    ("performance: Turbo",
-     "performance 'Turbo' is not one of Quality, Speed, Extreme Speed, Lightning, Hyper-SD, Custom"),
-    ("styles: [Cinematic]", "styles: No style named 'Cinematic'. Did you mean: Cinematic - "),
-    ("performance: Lightning\nsteps: 8", "steps 8 contradicts performance 'Lightning', which sets steps 4"),
-    ("styles: Cinematic", "styles must be a list"),
-    ("aspect_ratio: square", "aspect_ratio: 'square' is not a size"),
-    ("image_count: 40", "image_count must be between 1 and 32"),
-    ("model: [1, 2]", "model must be a name or a list"),
-    ("sampler: [Euler]", "sampler must be text"),
-    ("- just\n- a list", "a preset is a mapping"),
-    ("cfg_scale: [", "cannot be read as YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("cfg: 4", "unknown field\\(s\\) cfg"),
+        ("sampler: Euler b", "Unknown sampler 'Euler b'"),
+        ("cfg_scale: 45", "cfg_scale must be between 0 and 30"),
+        ("performance: Turbo", "performance 'Turbo' is not one of Quality, Speed, Extreme Speed, Lightning, Hyper-SD, Custom"),
+        ("styles: [Cinematic]", "styles: No style named 'Cinematic'. Did you mean: Cinematic - "),
+        ("performance: Lightning\nsteps: 8", "steps 8 contradicts performance 'Lightning', which sets steps 4"),
+        ("styles: Cinematic", "styles must be a list"),
+        ("aspect_ratio: square", "aspect_ratio: 'square' is not a size"),
+        ("image_count: 40", "image_count must be between 1 and 32"),
+        ("model: [1, 2]", "model must be a name or a list"),
+        ("sampler: [Euler]", "sampler must be text"),
+        ("- just\n- a list", "a preset is a mapping"),
+        ("cfg_scale: [", "cannot be read as YAML"),
+    ],
+)
 def test_preset_mistakes_name_the_file_and_field(tables, tmp_path, text, message):
     path = tmp_path / "mine.yaml"
     path.write_text(text, encoding="utf-8")

@@ -25,17 +25,19 @@ def test_credentials_from_flag_and_file(tmp_path):
     assert load_credentials(" ann:a:b , bob:x ", None) == [("ann", "a:b"), ("bob", "x")]
     logins = tmp_path / "logins.txt"
     logins.write_text("# users\ncarl:one\n\n dana:two,erin:three\n", encoding="utf-8")
-    assert load_credentials("ann:secret", logins) == [("ann", "secret"), ("carl", "one"), ("dana", "two"),
-                                                      ("erin", "three")]
+    assert load_credentials("ann:secret", logins) == [("ann", "secret"), ("carl", "one"), ("dana", "two"), ("erin", "three")]
 
 
-@pytest.mark.parametrize("auth, text, message", [
-    ("ann", None, "--auth: 'ann' is not a user:password pair"),
-    ("ann:", None, "--auth: 'ann' is not a user:password pair"),
-    (":pw", None, "is not a user:password pair"),
-    (None, "# only comments\n", "no user:password pairs found"),
-    (None, "carl:one\nbroken\n", "'broken' is not a user:password pair"),
-])
+@pytest.mark.parametrize(
+    "auth, text, message",
+    [
+        ("ann", None, "--auth: 'ann' is not a user:password pair"),
+        ("ann:", None, "--auth: 'ann' is not a user:password pair"),
+        (":pw", None, "is not a user:password pair"),
+        (None, "# only comments\n", "no user:password pairs found"),
+        (None, "carl:one\nbroken\n", "'broken' is not a user:password pair"),
+    ],
+)
 def test_bad_credentials_are_refused_not_skipped(tmp_path, auth, text, message):
     path = None
     if text is not None:
@@ -71,18 +73,45 @@ def test_login_guards_the_page_and_its_files(tmp_path):
 
 
 def test_flags_reach_the_config(tmp_path):
-    cfg, args = app.parse_args(["--preset", "anime", "--auth", "ann:pw", "--auth-file", str(tmp_path / "f"),
-                                "--listen", "--port", "7999", "--share", "--inbrowser"])
+    cfg, args = app.parse_args(
+        [
+            "--preset",
+            "anime",
+            "--auth",
+            "ann:pw",
+            "--auth-file",
+            str(tmp_path / "f"),
+            "--listen",
+            "--port",
+            "7999",
+            "--share",
+            "--inbrowser",
+        ]
+    )
     assert (cfg.preset, cfg.auth, cfg.auth_file, cfg.host, cfg.port, cfg.share) == (
-        "anime", "ann:pw", tmp_path / "f", "0.0.0.0", 7999, True)
+        "anime",
+        "ann:pw",
+        tmp_path / "f",
+        "0.0.0.0",
+        7999,
+        True,
+    )
     assert args.inbrowser
     described = AppConfig.describe()
     assert all(described[name] for name in ("preset", "auth", "auth_file"))
 
 
 def test_bad_preset_or_login_stops_the_app_with_a_message(tmp_path, capsys):
-    base = ["--models-dir", str(tmp_path / "models"), "--output-dir", str(tmp_path / "out"), "--device", "cpu",
-            "--port", str(free_port())]
+    base = [
+        "--models-dir",
+        str(tmp_path / "models"),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
+        "--port",
+        str(free_port()),
+    ]
     assert app.main([*base, "--auth", "nopassword"]) == 2
     assert "error: --auth: 'nopassword' is not a user:password pair" in capsys.readouterr().err
     assert app.main([*base, "--preset", "turbo"]) == 2

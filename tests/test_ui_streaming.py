@@ -9,7 +9,7 @@ import threading
 
 from PIL import Image
 
-from pipelines.events import (
+from pipelines.jobs.events import (
     ImageReady,
     JobCancelled,
     JobFailed,
@@ -20,14 +20,25 @@ from pipelines.events import (
     JobStarted,
     JobStatus,
 )
-from pipelines.job_queue import JobQueue
+from pipelines.jobs.queue import JobQueue
 from pipelines.types import GenerationRequest, GenerationResult, ImageParams, ImageResult, JobState
-from ui.streaming import View, apply, follow, format_eta, preview_html
+from ui.page.streaming import View, apply, follow, format_eta, preview_html
 
 
 def image_result(path: str, seed: int) -> ImageResult:
-    params = ImageParams(prompt="p", negative_prompt="", steps=2, sampler="Euler", scheduler="Automatic",
-                         cfg_scale=7, seed=seed, width=64, height=64, model="m", model_hash="")
+    params = ImageParams(
+        prompt="p",
+        negative_prompt="",
+        steps=2,
+        sampler="Euler",
+        scheduler="Automatic",
+        cfg_scale=7,
+        seed=seed,
+        width=64,
+        height=64,
+        model="m",
+        model_hash="",
+    )
     return ImageResult(path=path, params=params, infotext=f"p\nSeed: {seed}")
 
 

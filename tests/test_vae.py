@@ -15,14 +15,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipelines.optimize import optimize_module
 from pipelines.config import AppConfig
 from pipelines.errors import InvalidRequest, JobInterrupted
-from pipelines.events import JobFailed
-from pipelines.metadata import read_metadata
+from pipelines.jobs.events import JobFailed
+from pipelines.loading.optimize import optimize_module
+from pipelines.loading.vae import find_vae, swapped_vae, vae_name
+from pipelines.outputs.metadata import read_metadata
 from pipelines.services import build_services
 from pipelines.types import Architecture, GenerationRequest, GenerationResult, JobState, ModelFormat, ModelKind
-from pipelines.vae import find_vae, swapped_vae, vae_name
 from tests.support.ckpt_export import save_vae_file
 from tests.support.paths import link_or_copy
 from tests.support.random_models import build_model
@@ -45,12 +45,17 @@ def models(tmp_path_factory, tiny_sd15_file, tiny_sdxl_file) -> Path:
     save_vae_file(vae, vae_dir / "sub" / "prefixed.ckpt", prefix="first_stage_model.")
     save_vae_file(vae, vae_dir / "diffusers-layout.safetensors", layout="diffusers")
     # an unpruned VAE as trainers publish it: the discriminator, loss weights and EMA counters beside the VAE
-    leftovers = {"loss.logvar": torch.zeros(()), "loss.discriminator.main.0.weight": torch.ones(4, 3, 4, 4),
-                 "model_ema.decay": torch.tensor(0.9999), "model_ema.num_updates": torch.tensor(840000)}
+    leftovers = {
+        "loss.logvar": torch.zeros(()),
+        "loss.discriminator.main.0.weight": torch.ones(4, 3, 4, 4),
+        "model_ema.decay": torch.tensor(0.9999),
+        "model_ema.num_updates": torch.tensor(840000),
+    }
     save_file({**load_file(str(vae_dir / "tiny-vae.safetensors")), **leftovers}, str(vae_dir / "unpruned.safetensors"))
     vae.save_pretrained(str(vae_dir / "folder-vae"))  # config.json + diffusion_pytorch_model.safetensors
-    narrow = build_model("vae", {**tiny_vae_config(), "block_out_channels": [8, 8, 16, 16]}, seed=3,
-                         dtype=torch.float32, device="cpu")
+    narrow = build_model(
+        "vae", {**tiny_vae_config(), "block_out_channels": [8, 8, 16, 16]}, seed=3, dtype=torch.float32, device="cpu"
+    )
     save_vae_file(narrow, vae_dir / "wrong-shape.safetensors")
     save_file({"emb_params": torch.zeros(2, 768)}, str(vae_dir / "not-a-vae.safetensors"))
     (vae_dir / "broken.safetensors").write_bytes(b"this is not a model")
@@ -77,8 +82,14 @@ def plain(pipe, vae, seed: int, steps: int = 3) -> np.ndarray:
         components["vae"] = vae
     reference = type(pipe)(**components)
     reference.set_progress_bar_config(disable=True)
-    out = reference("a lighthouse", negative_prompt="fog", num_inference_steps=steps, guidance_scale=6.0,
-                    generator=torch.Generator().manual_seed(seed), **SIZE)
+    out = reference(
+        "a lighthouse",
+        negative_prompt="fog",
+        num_inference_steps=steps,
+        guidance_scale=6.0,
+        generator=torch.Generator().manual_seed(seed),
+        **SIZE,
+    )
     return np.asarray(out.images[0])
 
 
@@ -86,13 +97,24 @@ def loaded(services, name: str):
     return next(m for m in services.cache.loaded() if m.name == name)
 
 
-@pytest.mark.parametrize("model, ref_fixture, arch", [("tiny-sdxl", "tiny_sdxl_reference", Architecture.SDXL),
-                                                      ("tiny-sd15", "tiny_sd15_reference", Architecture.SD1)])
-def test_override_equals_plain_diffusers_with_that_vae_then_the_own_vae_is_back(engine, models, request, model,
-                                                                               ref_fixture, arch):
+@pytest.mark.parametrize(
+    "model, ref_fixture, arch",
+    [("tiny-sdxl", "tiny_sdxl_reference", Architecture.SDXL), ("tiny-sd15", "tiny_sd15_reference", Architecture.SD1)],
+)
+def test_override_equals_plain_diffusers_with_that_vae_then_the_own_vae_is_back(
+    engine, models, request, model, ref_fixture, arch
+):
     reference = request.getfixturevalue(ref_fixture)
-    job = dict(model=model, prompt="a lighthouse", negative_prompt="fog", steps=3, cfg_scale=6.0, seed=5,
-               sampler="Euler", scheduler="Automatic")
+    job = dict(
+        model=model,
+        prompt="a lighthouse",
+        negative_prompt="fog",
+        steps=3,
+        cfg_scale=6.0,
+        seed=5,
+        sampler="Euler",
+        scheduler="Automatic",
+    )
     info = run(engine, vae="tiny-vae", **job)
     assert info.state is JobState.FINISHED, info.error
     [item] = info.result.images

@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.config import AppConfig
 from pipelines.errors import InvalidRequest
-from pipelines.wildcards import Wildcards
+from pipelines.prompts.wildcards import Wildcards
 
 COLORS = ["red", "green", "blue", "amber"]
 
@@ -41,12 +41,18 @@ def test_a_seed_reproduces_the_choice_in_another_process(folder):
     template = "a __colors__ {cat|dog|fox}, __creatures/*__"
     here = [Wildcards(folder).expand(template, seed) for seed in (0, 1, 2**40 + 3)]
     code = (
-        "import sys; from pathlib import Path; from pipelines.wildcards import Wildcards; "
+        "import sys; from pathlib import Path; from pipelines.prompts.wildcards import Wildcards; "
         f"print('\\n'.join(Wildcards(Path(sys.argv[1])).expand({template!r}, s) for s in (0, 1, 2**40 + 3)))"
     )
     root = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, cwd=root, check=True,
-                         env={"PYTHONHASHSEED": "12345", "PATH": ""})
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(folder)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        check=True,
+        env={"PYTHONHASHSEED": "12345", "PATH": ""},
+    )
     assert out.stdout.splitlines() == here
 
 

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.errors import EaselError, InvalidRequest
-from pipelines.refiner import REFINER_ARCHITECTURES, check_pair
+from pipelines.generation.refiner import REFINER_ARCHITECTURES, check_pair
 from pipelines.services import Services
 from pipelines.types import Architecture, GenerationRequest, ModelFormat, ModelKind, ModelRecord
-
-from . import performance as modes
-from .form import AUTOMATIC_VAE, NO_LORA, NO_REFINER, FormTables, Restored, default_form
-from .presets import DEFAULT_PRESET, PresetLibrary, apply_preset
+from ui.form import modes
+from ui.form.fields import AUTOMATIC_VAE, NO_LORA, NO_REFINER, FormTables, Restored, default_form
+from ui.form.presets import DEFAULT_PRESET, PresetLibrary, apply_preset
 
 
 def describe_record(record: ModelRecord) -> str:
@@ -24,8 +23,11 @@ def describe_record(record: ModelRecord) -> str:
     if record.format is ModelFormat.HUB:
         return f"{record.name}: downloaded from the Hugging Face hub on first use"
     kind = "diffusers folder" if record.format is ModelFormat.DIFFUSERS else "single file"
-    size = f", {record.size_bytes / 1024**3:.1f} GB" if record.size_bytes >= 1024**3 else (
-        f", {record.size_bytes / 1024**2:.0f} MB" if record.size_bytes else "")
+    size = (
+        f", {record.size_bytes / 1024**3:.1f} GB"
+        if record.size_bytes >= 1024**3
+        else (f", {record.size_bytes / 1024**2:.0f} MB" if record.size_bytes else "")
+    )
     return f"{record.architecture.label} · {kind}{size}"
 
 
@@ -45,8 +47,9 @@ class UIContext:
     preset: str  # the preset the app was started with
 
     @classmethod
-    def build(cls, services: Services, presets: PresetLibrary | None = None, preset: str = "default",
-              tables: FormTables | None = None) -> UIContext:
+    def build(
+        cls, services: Services, presets: PresetLibrary | None = None, preset: str = "default", tables: FormTables | None = None
+    ) -> UIContext:
         """The context for a page; tables default to the engine's, presets to the bundled ones."""
         tables = tables or FormTables.for_services(services)
         presets = presets or PresetLibrary.load(tables)
@@ -57,15 +60,23 @@ class UIContext:
 
     def model_records(self) -> list[ModelRecord]:
         """What the model list offers: usable checkpoints that can start an image (no refiners), else the hub model."""
-        records = [r for r in self.services.registry.checkpoints()
-                   if r.usable and r.architecture is not Architecture.SDXL_REFINER]
+        records = [
+            r for r in self.services.registry.checkpoints() if r.usable and r.architecture is not Architecture.SDXL_REFINER
+        ]
         if not records and self.services.config.hub_model:
             records = [self.services.registry.hub_record(self.services.config.hub_model)]
         return records
 
     def model_choices(self) -> list[tuple[str, str]]:
-        return [(f"{r.name}  ·  {r.architecture.label}" if r.format is not ModelFormat.HUB
-                 else f"{r.name}  ·  download from the hub", r.name) for r in self.model_records()]
+        return [
+            (
+                f"{r.name}  ·  {r.architecture.label}"
+                if r.format is not ModelFormat.HUB
+                else f"{r.name}  ·  download from the hub",
+                r.name,
+            )
+            for r in self.model_records()
+        ]
 
     def record(self, name: str | None) -> ModelRecord | None:
         """The offered model called `name` (None: the engine's current default), or None when there is none."""
@@ -103,8 +114,12 @@ class UIContext:
 
     def unusable_models(self) -> list[tuple[str, str]]:
         """(file, reason) for every model file that cannot be used, as the registry explains it."""
-        rows = [(r.name, r.note) for kind in (ModelKind.CHECKPOINT, ModelKind.LORA, ModelKind.VAE)
-                for r in self.services.registry.list(kind) if not r.usable]
+        rows = [
+            (r.name, r.note)
+            for kind in (ModelKind.CHECKPOINT, ModelKind.LORA, ModelKind.VAE)
+            for r in self.services.registry.list(kind)
+            if not r.usable
+        ]
         rows += [(str(path), why) for path, why in self.services.registry.skipped]
         return rows
 
@@ -120,8 +135,7 @@ class UIContext:
         return [r for r in self.services.registry.checkpoints() if r.usable and r.architecture in REFINER_ARCHITECTURES]
 
     def refiner_choices(self) -> list[tuple[str, str]]:
-        return [(NO_REFINER, NO_REFINER)] + [(f"{r.name}  ·  {r.architecture.label}", r.name)
-                                             for r in self.refiner_records()]
+        return [(NO_REFINER, NO_REFINER)] + [(f"{r.name}  ·  {r.architecture.label}", r.name) for r in self.refiner_records()]
 
     def refiner_problem(self, model: str | None) -> str | None:
         """Why no refiner can be used with this base model (the engine's own words), or None when one can."""
@@ -138,7 +152,7 @@ class UIContext:
         return [r for r in self.services.registry.list(ModelKind.LORA) if r.usable]
 
     def lora_choices(self, architecture: Architecture) -> list[tuple[str, str]]:
-        """"None", then every LoRA with its architecture; those for another architecture marked."""
+        """ "None", then every LoRA with its architecture; those for another architecture marked."""
         out = [(NO_LORA, NO_LORA)]
         for record in self.lora_records():
             label = f"{record.name}  ·  {record.architecture.label}"
@@ -159,7 +173,8 @@ class UIContext:
         records = [r for r in self.services.registry.list(ModelKind.VAE) if r.usable]
         return [("Automatic (the model's own VAE)", AUTOMATIC_VAE)] + [
             (r.name if r.architecture is Architecture.UNKNOWN else f"{r.name}  ·  {r.architecture.label}", r.name)
-            for r in records]
+            for r in records
+        ]
 
     # -- performance modes --------------------------------------------------------------------------
 

@@ -11,14 +11,14 @@ import gradio as gr
 
 from pipelines import APP_NAME
 from pipelines.errors import EaselError
-
-from . import gradio_api, wiring
-from .binding import Page
-from .context import UIContext
-from .errors import readable_errors, user_message
-from .form import request_from_form
-from .streaming import follow, progress_html, queue_text
-from .tabs import advanced, generate, history, models, setting, styles
+from ui.api import gradio_endpoint as gradio_api
+from ui.context import UIContext
+from ui.errors import readable_errors, user_message
+from ui.form.fields import request_from_form
+from ui.page import wiring
+from ui.page.binding import Page
+from ui.page.streaming import follow, progress_html, queue_text
+from ui.tabs import advanced, generate, history, models, setting, styles
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,16 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
                 return
             info = ctx.services.queue.status(jid)
             first = progress_html(0, queue_text(info.position, info.ahead), "queued" if info.position > 0 else "running")
-            yield {main.job_id: jid, main.status: first, main.gallery: [],
-                   main.preview: "", main.shown: [], main.selected: None, main.parameters: "",
-                   main.restore: gr.update(interactive=False)}
+            yield {
+                main.job_id: jid,
+                main.status: first,
+                main.gallery: [],
+                main.preview: "",
+                main.shown: [],
+                main.selected: None,
+                main.parameters: "",
+                main.restore: gr.update(interactive=False),
+            }
             view = None
             for view, changed in follow(ctx.services.queue, jid):
                 update: dict = {main.status: view.status_html}
@@ -85,16 +92,25 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
                 final[setting_tab.seed] = view.images[0].seed  # unticking Random re-makes the first image
             yield final
 
-        job_outputs = [main.status, main.preview, main.gallery, main.shown, main.selected, main.parameters,
-                       main.restore, main.job_id, setting_tab.seed]
+        job_outputs = [
+            main.status,
+            main.preview,
+            main.gallery,
+            main.shown,
+            main.selected,
+            main.parameters,
+            main.restore,
+            main.job_id,
+            setting_tab.seed,
+        ]
         history_listing = [history_tab.gallery, history_tab.entry_ids, history_tab.page, history_tab.page_info]
         # preprocess=False: the values are checked by form.py and the engine, with readable messages, rather than
         # refused by Gradio when a list's choices changed a moment before. The engine's queue, not Gradio's,
         # makes the device exclusive (concurrency_limit=None).
-        generation = main.generate.click(on_generate, inputs=page.inputs, outputs=job_outputs, concurrency_limit=None,
-                                         preprocess=False, **QUIET)
-        generation.then(lambda q, n: _history_page(ctx, q, n), [history_tab.search, history_tab.page], history_listing,
-                        **QUIET)
+        generation = main.generate.click(
+            on_generate, inputs=page.inputs, outputs=job_outputs, concurrency_limit=None, preprocess=False, **QUIET
+        )
+        generation.then(lambda q, n: _history_page(ctx, q, n), [history_tab.search, history_tab.page], history_listing, **QUIET)
 
         def on_stop(jid: str | None) -> None:
             if jid:
@@ -107,10 +123,12 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
         main.stop.click(on_stop, main.job_id, None, concurrency_limit=None, **QUIET)
         main.skip.click(on_skip, main.job_id, None, concurrency_limit=None, **QUIET)
 
-        wiring.connect(demo, page, main, setting_tab, styles_tab, models_tab, advanced_tab, history_tab,
-                       extra_saves=[main.generate.click])
-        history_tab_item.select(lambda q, n: _history_page(ctx, q, n), [history_tab.search, history_tab.page],
-                                history_listing, **QUIET)
+        wiring.connect(
+            demo, page, main, setting_tab, styles_tab, models_tab, advanced_tab, history_tab, extra_saves=[main.generate.click]
+        )
+        history_tab_item.select(
+            lambda q, n: _history_page(ctx, q, n), [history_tab.search, history_tab.page], history_listing, **QUIET
+        )
     return demo
 
 

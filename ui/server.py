@@ -55,8 +55,14 @@ def load_credentials(auth: str | None, auth_file: Path | None) -> list[tuple[str
     return entries
 
 
-def build_http_app(cfg: AppConfig, demo: gr.Blocks, css: str, routers: tuple = (), head: str | None = None,
-                   auth: list[tuple[str, str]] | None = None) -> FastAPI:
+def build_http_app(
+    cfg: AppConfig,
+    demo: gr.Blocks,
+    css: str,
+    routers: tuple = (),
+    head: str | None = None,
+    auth: list[tuple[str, str]] | None = None,
+) -> FastAPI:
     app = FastAPI(title=f"{APP_NAME} API", version=__version__, docs_url="/docs", redoc_url=None)
     for router in routers:
         app.include_router(router)

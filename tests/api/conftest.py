@@ -47,8 +47,19 @@ def client(live: LiveApp):
 
 
 # What the page's Generate does, as a gradio_client user calls it: the named `/generate` endpoint.
-PAGE_DEFAULTS = {"model": "tiny-sd15", "styles": [], "width": 64, "height": 64, "steps": 3, "cfg_scale": 7.0, "sampler": "Euler",
-                 "scheduler": "Automatic", "seed": 1, "image_count": 1, "output_format": "png"}
+PAGE_DEFAULTS = {
+    "model": "tiny-sd15",
+    "styles": [],
+    "width": 64,
+    "height": 64,
+    "steps": 3,
+    "cfg_scale": 7.0,
+    "sampler": "Euler",
+    "scheduler": "Automatic",
+    "seed": 1,
+    "image_count": 1,
+    "output_format": "png",
+}
 
 
 class PageClient:

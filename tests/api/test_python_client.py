@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import webuiapi
 
-from pipelines.metadata import read_metadata
+from pipelines.outputs.metadata import read_metadata
 from pipelines.types import JobState
 
 
@@ -36,8 +36,9 @@ def test_listings_through_the_client(a1111, live):
 
 
 def test_txt2img_and_png_info_through_the_client(a1111, live):
-    result = a1111.txt2img(prompt="a harbour at night", negative_prompt="text", seed=12, width=64, height=64,
-                           cfg_scale=5, batch_size=2)
+    result = a1111.txt2img(
+        prompt="a harbour at night", negative_prompt="text", seed=12, width=64, height=64, cfg_scale=5, batch_size=2
+    )
     assert len(result.images) == 2 and result.image.size == (64, 64)
     assert result.info["all_seeds"] == [12, 13] and result.info["sampler_name"] == "Euler"
     assert result.info["ignored_fields"] == []  # the client's default payload asks for nothing Easel lacks
@@ -56,8 +57,9 @@ def test_switch_model_progress_and_interrupt_through_the_client(a1111, live):
         a1111.util_set_model("tiny-sdxl")
         assert a1111.util_get_current_model().startswith("tiny-sdxl.safetensors")
         done = {}
-        call = threading.Thread(target=lambda: done.setdefault("r", a1111.txt2img(prompt="long", steps=150, width=64,
-                                                                                   height=64, batch_size=4)))
+        call = threading.Thread(
+            target=lambda: done.setdefault("r", a1111.txt2img(prompt="long", steps=150, width=64, height=64, batch_size=4))
+        )
         call.start()
         for _ in range(1200):
             progress = a1111.get_progress()

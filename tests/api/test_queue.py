@@ -115,7 +115,9 @@ def test_progress_shows_a_running_job_with_preview_and_interrupt_keeps_finished_
 
 def test_skip_drops_the_current_image_only(client, live):
     call = Background(post_txt2img, live.url, {"prompt": "skip me", "steps": 20, "batch_size": 2, "seed": 20, **SMALL})
-    poll_progress(client, lambda b: b["state"]["job_count"] == 2 and b["state"]["job_no"] == 0 and b["state"]["sampling_step"] >= 2)
+    poll_progress(
+        client, lambda b: b["state"]["job_count"] == 2 and b["state"]["job_no"] == 0 and b["state"]["sampling_step"] >= 2
+    )
     assert client.post(f"{PREFIX}/skip").status_code == 200
     answer = call.get()
     info = json.loads(answer.json()["info"])

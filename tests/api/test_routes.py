@@ -52,8 +52,10 @@ def test_sd_models_lists_the_checkpoints_in_a1111_shape(client, live, api_models
 
 
 def test_a_loaded_model_shows_its_hash_in_title_options_and_info(client, live):
-    answer = client.post(f"{PREFIX}/txt2img", json={"prompt": "x", "steps": 1, "width": 64, "height": 64,
-                                                     "override_settings": {"sd_model_checkpoint": "tiny-sdxl"}})
+    answer = client.post(
+        f"{PREFIX}/txt2img",
+        json={"prompt": "x", "steps": 1, "width": 64, "height": 64, "override_settings": {"sd_model_checkpoint": "tiny-sdxl"}},
+    )
     assert answer.status_code == 200, answer.text
     path = live.services.registry.find(ModelKind.CHECKPOINT, "tiny-sdxl").path
     sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -122,8 +124,12 @@ def test_options_get_and_post_switch_the_default_model(client, live):
     assert options["outdir_samples"] == str(live.services.config.output_dir)
     try:
         # a title as A1111 clients send it back, with unknown options beside it (ignored)
-        sent = {"sd_model_checkpoint": "tiny-sdxl.safetensors [0123456789]", "samples_format": "webp",
-                "CLIP_stop_at_last_layers": 2, "show_progressbar": True}
+        sent = {
+            "sd_model_checkpoint": "tiny-sdxl.safetensors [0123456789]",
+            "samples_format": "webp",
+            "CLIP_stop_at_last_layers": 2,
+            "show_progressbar": True,
+        }
         answer = client.post(f"{PREFIX}/options", json=sent)
         assert answer.status_code == 200 and answer.json() is None
         options = client.get(f"{PREFIX}/options").json()
@@ -145,8 +151,9 @@ def test_options_get_and_post_switch_the_default_model(client, live):
         assert client.get(f"{PREFIX}/options").json()["samples_format"] == "webp"
         assert live.services.manager.default_record().name == "tiny-sdxl"
     finally:
-        client.post(f"{PREFIX}/options", json={"sd_model_checkpoint": "tiny-sd15", "samples_format": "png",
-                                              "CLIP_stop_at_last_layers": 1})
+        client.post(
+            f"{PREFIX}/options", json={"sd_model_checkpoint": "tiny-sd15", "samples_format": "png", "CLIP_stop_at_last_layers": 1}
+        )
     assert client.get(f"{PREFIX}/options").json()["sd_model_checkpoint"].startswith("tiny-sd15.safetensors")
 
 
@@ -166,8 +173,18 @@ def test_png_info_reads_an_a1111_image(client):
 
 
 def test_png_info_reads_an_image_the_app_wrote(client, live):
-    answer = client.post(f"{PREFIX}/txt2img", json={"prompt": "a lighthouse", "negative_prompt": "fog", "steps": 2,
-                                                     "seed": 31, "width": 64, "height": 64, "save_images": True})
+    answer = client.post(
+        f"{PREFIX}/txt2img",
+        json={
+            "prompt": "a lighthouse",
+            "negative_prompt": "fog",
+            "steps": 2,
+            "seed": 31,
+            "width": 64,
+            "height": 64,
+            "save_images": True,
+        },
+    )
     made = answer.json()
     info = json.loads(made["info"])
     [path] = info["image_paths"]
@@ -178,7 +195,9 @@ def test_png_info_reads_an_image_the_app_wrote(client, live):
     assert body["info"] == info["infotexts"][0]
     assert json.loads(body["items"]["easel"])["params"]["seed"] == 31
     assert (body["parameters"]["Prompt"], body["parameters"]["Negative prompt"], body["parameters"]["Seed"]) == (
-        "a lighthouse", "fog", 31
+        "a lighthouse",
+        "fog",
+        31,
     )
 
 
@@ -291,17 +310,34 @@ def test_embeddings_are_split_by_the_default_checkpoint_as_a1111_does(client, li
     answer = client.get(f"{PREFIX}/embeddings").json()
     blank = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None}
     assert live.services.manager.default_record().name == "tiny-sd15"
-    assert answer == {"loaded": {"tiemb": {**blank, "shape": 32, "vectors": 2}},
-                      "skipped": {"xlemb": {**blank, "shape": 96, "vectors": 3}}}  # SDXL: clip_l + clip_g widths
+    assert answer == {
+        "loaded": {"tiemb": {**blank, "shape": 32, "vectors": 2}},
+        "skipped": {"xlemb": {**blank, "shape": 96, "vectors": 3}},
+    }  # SDXL: clip_l + clip_g widths
 
 
 def test_docs_and_openapi_describe_every_route(client):
     spec = client.get("/openapi.json").json()
     expected = {
-        ("post", "txt2img"), ("post", "img2img"), ("get", "options"), ("post", "options"), ("get", "sd-models"),
-        ("post", "refresh-checkpoints"), ("get", "loras"), ("post", "refresh-loras"), ("get", "samplers"),
-        ("get", "schedulers"), ("get", "prompt-styles"), ("get", "progress"), ("post", "interrupt"), ("post", "skip"),
-        ("post", "png-info"), ("get", "memory"), ("get", "sd-vae"), ("post", "refresh-vae"), ("get", "embeddings"),
+        ("post", "txt2img"),
+        ("post", "img2img"),
+        ("get", "options"),
+        ("post", "options"),
+        ("get", "sd-models"),
+        ("post", "refresh-checkpoints"),
+        ("get", "loras"),
+        ("post", "refresh-loras"),
+        ("get", "samplers"),
+        ("get", "schedulers"),
+        ("get", "prompt-styles"),
+        ("get", "progress"),
+        ("post", "interrupt"),
+        ("post", "skip"),
+        ("post", "png-info"),
+        ("get", "memory"),
+        ("get", "sd-vae"),
+        ("post", "refresh-vae"),
+        ("get", "embeddings"),
     }
     listed = {(method, path.removeprefix(PREFIX + "/")) for path, ops in spec["paths"].items() for method in ops}
     assert listed == expected

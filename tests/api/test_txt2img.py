@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.metadata import read_metadata
+from pipelines.outputs.metadata import read_metadata
 from ui.api import PREFIX
 
 SMALL = {"width": 64, "height": 64}
@@ -34,13 +34,30 @@ def txt2img(client, **body) -> tuple[dict, dict]:
 
 
 def test_same_settings_and_seed_give_the_page_s_image_and_infotext(client, page):
-    answer, files = page.generate(prompt="a red fox in snow", negative_prompt="blurry", model="tiny-sd15", steps=4,
-                                  cfg_scale=6.5, sampler="Euler a", scheduler="Automatic", seed=1234)
+    answer, files = page.generate(
+        prompt="a red fox in snow",
+        negative_prompt="blurry",
+        model="tiny-sd15",
+        steps=4,
+        cfg_scale=6.5,
+        sampler="Euler a",
+        scheduler="Automatic",
+        seed=1234,
+    )
     assert answer["status"] == "finished", answer["error"]
     [page_file] = files
 
-    data, info = txt2img(client, prompt="a red fox in snow", negative_prompt="blurry", steps=4, cfg_scale=6.5,
-                         sampler_name="Euler a", seed=1234, override_settings={"sd_model_checkpoint": "tiny-sd15"}, **SMALL)
+    data, info = txt2img(
+        client,
+        prompt="a red fox in snow",
+        negative_prompt="blurry",
+        steps=4,
+        cfg_scale=6.5,
+        sampler_name="Euler a",
+        seed=1234,
+        override_settings={"sd_model_checkpoint": "tiny-sd15"},
+        **SMALL,
+    )
     [image_b64] = data["images"]
     api_image = decode(image_b64)
     assert api_image.format == "PNG" and api_image.size == (64, 64)
@@ -64,8 +81,9 @@ def test_page_endpoint_takes_styles_a_mode_and_loras(client, page, live):
     failed, files = page.generate(prompt="a beetle", styles=styles, performance="Speed", seed=9, loras=lora)
     assert (failed["status"], files) == ("failed", [])
     assert failed["error"].startswith("papercut_v1.safetensors does not fit the model tiny-sd15")
-    answer, files = page.generate(prompt="a beetle", styles=styles, performance="Speed", seed=9, loras=lora,
-                                  skip_invalid_loras=True)
+    answer, files = page.generate(
+        prompt="a beetle", styles=styles, performance="Speed", seed=9, loras=lora, skip_invalid_loras=True
+    )
     assert answer["status"] == "finished", answer["error"]
     [file] = files
     meta = read_metadata(file)
@@ -75,8 +93,17 @@ def test_page_endpoint_takes_styles_a_mode_and_loras(client, page, live):
     assert meta.params["Styles"] == styles and meta.image_params["loras"] == []  # left out, as asked
     assert meta.request["loras"] == [{"name": "papercut_v1", "weight": 0.5, "enabled": True}]
     # the same settings over the A1111 API give the same picture
-    data, _info = txt2img(client, prompt=styled, negative_prompt=negative, steps=30, cfg_scale=7.0,
-                          sampler_name="Euler", seed=9, override_settings={"sd_model_checkpoint": "tiny-sd15"}, **SMALL)
+    data, _info = txt2img(
+        client,
+        prompt=styled,
+        negative_prompt=negative,
+        steps=30,
+        cfg_scale=7.0,
+        sampler_name="Euler",
+        seed=9,
+        override_settings={"sd_model_checkpoint": "tiny-sd15"},
+        **SMALL,
+    )
     assert np.array_equal(pixels(decode(data["images"][0])), pixels(file))
     # bad values come back as messages, not tracebacks
     bad, files = page.generate(prompt="x", performance="Turbo")
@@ -90,14 +117,29 @@ def test_page_endpoint_takes_styles_a_mode_and_loras(client, page, live):
 
 
 def test_image_equals_plain_diffusers_with_the_same_seed(client, tiny_sd15_reference):
-    data, _info = txt2img(client, prompt="a cabin", negative_prompt="people", steps=5, cfg_scale=5.5, sampler_name="Euler",
-                          seed=77, override_settings={"sd_model_checkpoint": "tiny-sd15.safetensors"}, **SMALL)
+    data, _info = txt2img(
+        client,
+        prompt="a cabin",
+        negative_prompt="people",
+        steps=5,
+        cfg_scale=5.5,
+        sampler_name="Euler",
+        seed=77,
+        override_settings={"sd_model_checkpoint": "tiny-sd15.safetensors"},
+        **SMALL,
+    )
     pipe = tiny_sd15_reference
     scheduler = diffusers.EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     plain = type(pipe)(**{**pipe.components, "scheduler": scheduler})
     plain.set_progress_bar_config(disable=True)
-    expected = plain("a cabin", negative_prompt="people", num_inference_steps=5, guidance_scale=5.5,
-                     generator=torch.Generator().manual_seed(77), **SMALL).images[0]
+    expected = plain(
+        "a cabin",
+        negative_prompt="people",
+        num_inference_steps=5,
+        guidance_scale=5.5,
+        generator=torch.Generator().manual_seed(77),
+        **SMALL,
+    ).images[0]
     assert np.array_equal(pixels(decode(data["images"][0])), np.asarray(expected))
 
 
@@ -142,8 +184,14 @@ def test_sampler_and_schedule_names_as_a1111_clients_send_them(client):
 
 
 def test_override_settings_apply_to_this_request_only(client):
-    data, info = txt2img(client, prompt="o", steps=2, seed=5, override_settings={
-        "sd_model_checkpoint": "tiny-sdxl", "CLIP_stop_at_last_layers": 2, "samples_format": "jpg"}, **SMALL)
+    data, info = txt2img(
+        client,
+        prompt="o",
+        steps=2,
+        seed=5,
+        override_settings={"sd_model_checkpoint": "tiny-sdxl", "CLIP_stop_at_last_layers": 2, "samples_format": "jpg"},
+        **SMALL,
+    )
     assert info["sd_model_name"] == "tiny-sdxl" and info["clip_skip"] == 2
     assert decode(data["images"][0]).format == "JPEG"
     assert read_metadata(base64.b64decode(data["images"][0])).params["Clip skip"] == 2
@@ -153,8 +201,18 @@ def test_override_settings_apply_to_this_request_only(client):
 
 def test_styles_are_applied_and_unsupported_features_reported(client, live):
     styles = ["Cinematic - Film Noir", "Cinematic - Film Still"]
-    data, info = txt2img(client, prompt="st", negative_prompt="mine", steps=1, seed=2, styles=styles, enable_hr=True,
-                         restore_faces=True, subseed_strength=0.3, **SMALL)
+    data, info = txt2img(
+        client,
+        prompt="st",
+        negative_prompt="mine",
+        steps=1,
+        seed=2,
+        styles=styles,
+        enable_hr=True,
+        restore_faces=True,
+        subseed_strength=0.3,
+        **SMALL,
+    )
     expected, negative = live.services.styles.apply(styles, "st", "mine")
     assert expected.startswith("cinematic film still of film noir scene of st, ")  # the second wraps the first
     assert info["all_prompts"] == [expected] and info["all_negative_prompts"] == [negative]
@@ -170,8 +228,9 @@ def test_a_job_that_fails_on_the_worker_answers_500_and_the_next_one_runs(client
     broken.write_bytes(source[: len(source) // 2])
     live.services.registry.refresh()
     try:
-        answer = client.post(f"{PREFIX}/txt2img", json={"prompt": "b", "steps": 1, **SMALL,
-                                                         "override_settings": {"sd_model_checkpoint": "broken"}})
+        answer = client.post(
+            f"{PREFIX}/txt2img", json={"prompt": "b", "steps": 1, **SMALL, "override_settings": {"sd_model_checkpoint": "broken"}}
+        )
         assert answer.status_code == 500, answer.text
         assert "broken" in answer.json()["detail"]
     finally:

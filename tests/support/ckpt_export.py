@@ -25,7 +25,7 @@ from diffusers import DiffusionPipeline
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig
 
-from pipelines.arch_configs import ALL_COMPONENTS, bundled_config_dir, sidecar_path
+from pipelines.loading.configs import ALL_COMPONENTS, bundled_config_dir, sidecar_path
 from pipelines.types import Architecture
 
 StateDict = dict[str, torch.Tensor]
@@ -246,8 +246,18 @@ def pipeline_arch(pipe: DiffusionPipeline) -> Architecture:
 # Bookkeeping every transformers config carries; none of it shapes the model, so sidecars leave it out.
 # (dtype especially: transformers would build CLIPTextModelWithProjection in it.)
 _GENERIC_TRANSFORMERS_KEYS = (
-    "transformers_version", "dtype", "torch_dtype", "_name_or_path", "id2label", "label2id", "return_dict",
-    "output_hidden_states", "output_attentions", "chunk_size_feed_forward", "is_encoder_decoder", "problem_type",
+    "transformers_version",
+    "dtype",
+    "torch_dtype",
+    "_name_or_path",
+    "id2label",
+    "label2id",
+    "return_dict",
+    "output_hidden_states",
+    "output_attentions",
+    "chunk_size_feed_forward",
+    "is_encoder_decoder",
+    "problem_type",
 )
 
 
@@ -349,7 +359,6 @@ def write_diffusers_folder(pipe: DiffusionPipeline, path: Path) -> Path:
     path = Path(path)
     pipe.save_pretrained(str(path), safe_serialization=True)
     return path
-
 
 
 def save_vae_file(vae: torch.nn.Module, path: Path, *, prefix: str = "", layout: str = "ldm") -> Path:

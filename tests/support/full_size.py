@@ -13,7 +13,7 @@ import json
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
-from pipelines.arch_configs import bundled_config_dir
+from pipelines.loading.configs import bundled_config_dir
 from pipelines.types import Architecture
 
 from .random_models import ComponentConfigs, build_pipeline

@@ -9,7 +9,7 @@ def laid_out_as_loaded(pipe):
     The values are the same; only oneDNN's kernel choice follows the layout (test_optimize.py shows the
     effect against the default layout: at most one level in a handful of pixels)."""
     from pipelines.devices import choose
-    from pipelines.optimize import optimize_for_device
+    from pipelines.loading.optimize import optimize_for_device
 
     optimize_for_device(pipe, choose("cpu", "fp32"))
     return pipe

@@ -39,7 +39,12 @@ def start_live_app(models_dir: Path, output_dir: Path, **settings) -> LiveApp:
     from ui.server import Server
 
     cfg = AppConfig(
-        models_dir=models_dir, output_dir=output_dir, device="cpu", precision="fp32", host="127.0.0.1", port=free_port(),
+        models_dir=models_dir,
+        output_dir=output_dir,
+        device="cpu",
+        precision="fp32",
+        host="127.0.0.1",
+        port=free_port(),
         **settings,
     )
     services = build_services(cfg)

@@ -23,11 +23,23 @@ from pipelines.types import Architecture
 
 from .ckpt_export import unet_to_ldm
 
-UNET_LINEARS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k", "attn2.to_v",
-                "attn2.to_out.0", "ff.net.0.proj", "ff.net.2")
+UNET_LINEARS = (
+    "attn1.to_q",
+    "attn1.to_k",
+    "attn1.to_v",
+    "attn1.to_out.0",
+    "attn2.to_q",
+    "attn2.to_k",
+    "attn2.to_v",
+    "attn2.to_out.0",
+    "ff.net.0.proj",
+    "ff.net.2",
+)
 TE_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
-KOHYA_TE = {Architecture.SD1: {"text_encoder": "lora_te_"},
-            Architecture.SDXL: {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}}
+KOHYA_TE = {
+    Architecture.SD1: {"text_encoder": "lora_te_"},
+    Architecture.SDXL: {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"},
+}
 
 
 def unet_targets(unet, conv: bool = False) -> list[str]:

@@ -98,8 +98,11 @@ def pick_style(page, name: str) -> None:
     textbox(page, "style-search").fill(name)
     label = page.locator("#styles label", has_text=re.compile(rf"^\s*{re.escape(name)}\s*$"))
     label.click()
-    page.wait_for_function("""(name) => [...document.querySelectorAll('#styles label')]
-        .some(l => l.innerText.trim() === name && l.querySelector('input').checked)""", arg=name)
+    page.wait_for_function(
+        """(name) => [...document.querySelectorAll('#styles label')]
+        .some(l => l.innerText.trim() === name && l.querySelector('input').checked)""",
+        arg=name,
+    )
 
 
 SHOWN_ORDER = """labels => labels.map((l, i) => [Number(l.style.order || 0), i, l])

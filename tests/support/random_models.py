@@ -27,7 +27,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from pipelines.arch_configs import bundled_config_dir, tokenizer_kwargs
+from pipelines.loading.configs import bundled_config_dir, tokenizer_kwargs
 from pipelines.types import Architecture
 
 ComponentConfigs = dict[str, dict[str, Any]]
@@ -98,9 +98,7 @@ def build_pipeline(
     device: torch.device | str = "cpu",
 ) -> StableDiffusionPipeline | StableDiffusionXLPipeline | StableDiffusionXLImg2ImgPipeline:
     """A complete pipeline of `arch` from per-component configs, with the real tokenizer(s) and scheduler."""
-    models = {
-        name: build_model(name, cfg, seed, dtype, device) for name, cfg in configs.items() if name in _MODEL_COMPONENTS
-    }
+    models = {name: build_model(name, cfg, seed, dtype, device) for name, cfg in configs.items() if name in _MODEL_COMPONENTS}
     scheduler = bundled_scheduler(arch)
     if arch == Architecture.SD1:
         return StableDiffusionPipeline(

@@ -1,6 +1,6 @@
 """The AUTOMATIC1111-compatible HTTP API (/sdapi/v1), served beside the page on the same queue."""
 
-from .auth import parse_credentials
-from .router import PREFIX, build_api_router
+from ui.api.auth import parse_credentials
+from ui.api.router import PREFIX, build_api_router
 
 __all__ = ["PREFIX", "build_api_router", "parse_credentials"]

@@ -16,7 +16,7 @@ Credentials = Sequence[tuple[str, str]]
 
 
 def parse_credentials(text: str | None) -> list[tuple[str, str]]:
-    """"alice:pw1,bob:pw2" -> [("alice", "pw1"), ("bob", "pw2")]; a password may contain ':' but not ','."""
+    """ "alice:pw1,bob:pw2" -> [("alice", "pw1"), ("bob", "pw2")]; a password may contain ':' but not ','."""
     pairs: list[tuple[str, str]] = []
     for part in (text or "").split(","):
         if not part.strip():

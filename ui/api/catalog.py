@@ -12,14 +12,13 @@ import re
 from typing import Any
 
 from pipelines.errors import ModelNotFound
-from pipelines.probe import read_safetensors_header
-from pipelines.registry import ModelRegistry
+from pipelines.loading.probe import read_safetensors_header
+from pipelines.loading.registry import ModelRegistry
+from pipelines.prompts.embeddings import embedding_word, read_tables
 from pipelines.samplers import SamplerTable
 from pipelines.services import Services
-from pipelines.embeddings import embedding_word, read_tables
 from pipelines.types import Architecture, ModelFormat, ModelKind, ModelRecord
-
-from .schemas import (
+from ui.api.schemas import (
     EmbeddingItem,
     EmbeddingsResponse,
     LoraItem,
@@ -120,8 +119,11 @@ def lora_items(services: Services) -> list[LoraItem]:
 
 def sd_vae_items(services: Services) -> list[SDVaeItem]:
     """Installed VAEs, named as sd_vae takes them (the path in the folder, with the suffix)."""
-    return [SDVaeItem(model_name=model_file_name(record), filename=str(record.path))
-            for record in services.registry.list(ModelKind.VAE) if record.path is not None]
+    return [
+        SDVaeItem(model_name=model_file_name(record), filename=str(record.path))
+        for record in services.registry.list(ModelKind.VAE)
+        if record.path is not None
+    ]
 
 
 def embedding_items(services: Services) -> EmbeddingsResponse:

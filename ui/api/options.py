@@ -11,13 +11,12 @@ import threading
 from typing import Any
 
 from pipelines.errors import InvalidRequest
-from pipelines.metadata import normalize_format
+from pipelines.loading.vae import find_vae, own_vae_name
+from pipelines.outputs.metadata import normalize_format
 from pipelines.services import Services
 from pipelines.types import ModelRecord
-from pipelines.vae import find_vae, own_vae_name
-
-from .catalog import find_checkpoint, model_title
-from .schemas import Options, OptionsUpdate
+from ui.api.catalog import find_checkpoint, model_title
+from ui.api.schemas import Options, OptionsUpdate
 
 # A1111's samples_format names (jpg) <-> ours (jpeg)
 A1111_FORMAT = {"png": "png", "jpeg": "jpg", "webp": "webp"}

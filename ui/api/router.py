@@ -22,14 +22,13 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from pipelines.errors import EaselError, InvalidRequest, ModelNotFound
-from pipelines.events import JobFailed
-from pipelines.job_queue import JobQueue, QueueFull
-from pipelines.metadata import read_metadata
+from pipelines.jobs.events import JobFailed
+from pipelines.jobs.queue import JobQueue, QueueFull
+from pipelines.outputs.metadata import read_metadata
 from pipelines.services import Services
 from pipelines.types import GenerationRequest, JobInfo, JobState
-
-from .auth import Credentials, basic_auth
-from .catalog import (
+from ui.api.auth import Credentials, basic_auth
+from ui.api.catalog import (
     embedding_items,
     lora_items,
     memory_stats,
@@ -39,8 +38,8 @@ from .catalog import (
     sd_vae_items,
     style_items,
 )
-from .options import ApiOptions
-from .schemas import (
+from ui.api.options import ApiOptions
+from ui.api.schemas import (
     EmbeddingsResponse,
     LoraItem,
     MemoryResponse,
@@ -57,7 +56,7 @@ from .schemas import (
     TextToImageResponse,
     Txt2ImgRequest,
 )
-from .translate import a1111_field, b64, image_files, info_json, progress_of, request_from_txt2img
+from ui.api.translate import a1111_field, b64, image_files, info_json, progress_of, request_from_txt2img
 
 PREFIX = "/sdapi/v1"
 _DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,", re.IGNORECASE)
@@ -162,9 +161,7 @@ def decode_image(text: str) -> bytes:
 def build_api_router(services: Services, credentials: Credentials = ()) -> APIRouter:
     """The API on these services; with credentials, every route asks for HTTP Basic."""
     dependencies = [Depends(basic_auth(credentials))] if credentials else []
-    router = APIRouter(
-        prefix=PREFIX, tags=["A1111-compatible API"], dependencies=dependencies, route_class=NamedFieldRoute
-    )
+    router = APIRouter(prefix=PREFIX, tags=["A1111-compatible API"], dependencies=dependencies, route_class=NamedFieldRoute)
     options = ApiOptions(services)
     queue = services.queue
 

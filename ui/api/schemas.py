@@ -205,8 +205,9 @@ class Options(A1111Model):
 
     sd_model_checkpoint: str | None = Field(None, description="Title of the default checkpoint; POST to switch.")
     sd_checkpoint_hash: str | None = Field(None, description="Its sha256, once known (read-only).")
-    sd_vae: str = Field("Automatic", description="VAE used when a request does not say: Automatic (the checkpoint's "
-                                                 "own) or a name from sd-vae.")
+    sd_vae: str = Field(
+        "Automatic", description="VAE used when a request does not say: Automatic (the checkpoint's own) or a name from sd-vae."
+    )
     samples_format: str = Field("png", description="Format of API images: png, jpg or webp.")
     CLIP_stop_at_last_layers: int = Field(1, description="Clip skip used when a request does not say.")
     outdir_samples: str = Field("", description="Read-only: where images are saved.")

@@ -17,15 +17,14 @@ from PIL import Image
 
 from pipelines import APP_NAME, __version__
 from pipelines.errors import InvalidRequest
-from pipelines.job_queue import JobQueue
+from pipelines.jobs.queue import JobQueue
 from pipelines.manager import PipelineManager
-from pipelines.metadata import encode_image, normalize_format
+from pipelines.outputs.metadata import encode_image, normalize_format
 from pipelines.types import GenerationRequest, GenerationResult, JobInfo, JobState
 from pipelines.validation import LIMITS
-
-from .catalog import find_checkpoint
-from .options import ApiOptions
-from .schemas import ProgressResponse, ProgressState, Txt2ImgRequest
+from ui.api.catalog import find_checkpoint
+from ui.api.options import ApiOptions
+from ui.api.schemas import ProgressResponse, ProgressState, Txt2ImgRequest
 
 # GenerationRequest field -> the A1111 field a client sent it as (used to name the field in a 422).
 A1111_FIELD = {

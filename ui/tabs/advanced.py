@@ -9,9 +9,8 @@ from typing import Any
 import gradio as gr
 
 from pipelines.types import SeedBehavior
-
-from ..context import UIContext
-from ..render import schedule_choices
+from ui.context import UIContext
+from ui.page.render import schedule_choices
 
 SEED_BEHAVIOURS = [
     ("Increment: image i gets seed + i", SeedBehavior.INCREMENT.value),
@@ -34,35 +33,95 @@ class AdvancedTab:
     height: gr.Number
 
     def fields(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in (
-            "cfg_scale", "sampler", "scheduler", "steps", "clip_skip", "vae", "seed_behavior", "custom_size", "width",
-            "height")}
+        return {
+            name: getattr(self, name)
+            for name in (
+                "cfg_scale",
+                "sampler",
+                "scheduler",
+                "steps",
+                "clip_skip",
+                "vae",
+                "seed_behavior",
+                "custom_size",
+                "width",
+                "height",
+            )
+        }
 
 
 def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
     samplers = ctx.tables.samplers
-    cfg_scale = gr.Slider(0, 30, initial["cfg_scale"], step=0.1, label="Guidance scale (CFG)", elem_id="cfg-scale",
-                          info="How closely the image follows the prompt; 1 or less turns guidance off.")
+    cfg_scale = gr.Slider(
+        0,
+        30,
+        initial["cfg_scale"],
+        step=0.1,
+        label="Guidance scale (CFG)",
+        elem_id="cfg-scale",
+        info="How closely the image follows the prompt; 1 or less turns guidance off.",
+    )
     with gr.Row():
         sampler = gr.Dropdown(samplers.samplers, value=initial["sampler"], label="Sampler", elem_id="sampler")
         choices = schedule_choices(ctx, initial["sampler"], initial["scheduler"])
         scheduler = gr.Dropdown(choices["choices"], value=choices["value"], label="Schedule type", elem_id="scheduler")
-    steps = gr.Slider(1, 150, initial["steps"], step=1, label="Steps", elem_id="steps",
-                      info="Set by the performance mode; changing it switches the mode to Custom.")
-    clip_skip = gr.Slider(1, 12, initial["clip_skip"], step=1, label="CLIP skip", elem_id="clip-skip",
-                          info="Use an earlier layer of the text encoder (2 suits many anime SD 1.5 models).")
-    vae = gr.Dropdown(ctx.vae_choices(), value=initial["vae"], label="VAE", elem_id="vae",
-                      info="Decodes the image; Automatic uses the one inside the checkpoint.")
-    seed_behavior = gr.Radio(SEED_BEHAVIOURS, value=initial["seed_behavior"], label="Seeds of a batch",
-                             elem_id="seed-behavior")
-    custom_size = gr.Checkbox(initial["custom_size"], label="Custom size (instead of the aspect ratio list)",
-                              elem_id="custom-size")
+    steps = gr.Slider(
+        1,
+        150,
+        initial["steps"],
+        step=1,
+        label="Steps",
+        elem_id="steps",
+        info="Set by the performance mode; changing it switches the mode to Custom.",
+    )
+    clip_skip = gr.Slider(
+        1,
+        12,
+        initial["clip_skip"],
+        step=1,
+        label="CLIP skip",
+        elem_id="clip-skip",
+        info="Use an earlier layer of the text encoder (2 suits many anime SD 1.5 models).",
+    )
+    vae = gr.Dropdown(
+        ctx.vae_choices(),
+        value=initial["vae"],
+        label="VAE",
+        elem_id="vae",
+        info="Decodes the image; Automatic uses the one inside the checkpoint.",
+    )
+    seed_behavior = gr.Radio(SEED_BEHAVIOURS, value=initial["seed_behavior"], label="Seeds of a batch", elem_id="seed-behavior")
+    custom_size = gr.Checkbox(
+        initial["custom_size"], label="Custom size (instead of the aspect ratio list)", elem_id="custom-size"
+    )
     with gr.Row():
-        width = gr.Number(initial["width"], label="Width", precision=0, step=8, minimum=64, maximum=4096,
-                          elem_id="width", visible=initial["custom_size"])
-        height = gr.Number(initial["height"], label="Height", precision=0, step=8, minimum=64, maximum=4096,
-                           elem_id="height", visible=initial["custom_size"])
+        width = gr.Number(
+            initial["width"],
+            label="Width",
+            precision=0,
+            step=8,
+            minimum=64,
+            maximum=4096,
+            elem_id="width",
+            visible=initial["custom_size"],
+        )
+        height = gr.Number(
+            initial["height"],
+            label="Height",
+            precision=0,
+            step=8,
+            minimum=64,
+            maximum=4096,
+            elem_id="height",
+            visible=initial["custom_size"],
+        )
 
-    sampler.input(lambda name, current: gr.update(**schedule_choices(ctx, name, current)), [sampler, scheduler],
-                  scheduler, show_progress="hidden", api_visibility="private", preprocess=False)  # see gradio_app
+    sampler.input(
+        lambda name, current: gr.update(**schedule_choices(ctx, name, current)),
+        [sampler, scheduler],
+        scheduler,
+        show_progress="hidden",
+        api_visibility="private",
+        preprocess=False,
+    )  # see gradio_app
     return AdvancedTab(cfg_scale, sampler, scheduler, steps, clip_skip, vae, seed_behavior, custom_size, width, height)

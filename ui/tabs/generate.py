@@ -7,8 +7,8 @@ from typing import Any
 
 import gradio as gr
 
-from ..context import UIContext
-from ..streaming import idle_html
+from ui.context import UIContext
+from ui.page.streaming import idle_html
 
 
 @dataclass
@@ -34,8 +34,15 @@ class GenerateColumn:
 def build(ctx: UIContext, initial: dict[str, Any]) -> GenerateColumn:
     notice_text = ctx.notice()
     notice = gr.Markdown(notice_text, elem_id="model-notice", visible=bool(notice_text))
-    prompt = gr.Textbox(initial["prompt"], label="Prompt", lines=3, max_lines=12, elem_id="prompt", autofocus=True,
-                        placeholder="Describe the image… (Ctrl+Enter generates)")
+    prompt = gr.Textbox(
+        initial["prompt"],
+        label="Prompt",
+        lines=3,
+        max_lines=12,
+        elem_id="prompt",
+        autofocus=True,
+        placeholder="Describe the image… (Ctrl+Enter generates)",
+    )
     with gr.Row(elem_id="actions"):
         generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=3, min_width=110)
         stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1, min_width=64)
@@ -43,13 +50,27 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> GenerateColumn:
     status = gr.HTML(idle_html(), elem_id="status")
     with gr.Row(elem_id="results"):
         preview = gr.HTML("", elem_id="preview", min_height=0)
-        gallery = gr.Gallery(label="Images", columns=2, height="auto", object_fit="contain", elem_id="gallery",
-                             preview=False, allow_preview=True, buttons=["download", "fullscreen"],
-                             interactive=False)
+        gallery = gr.Gallery(
+            label="Images",
+            columns=2,
+            height="auto",
+            object_fit="contain",
+            elem_id="gallery",
+            preview=False,
+            allow_preview=True,
+            buttons=["download", "fullscreen"],
+            interactive=False,
+        )
     with gr.Accordion("Image parameters", open=False, elem_id="parameters-box") as box:
-        parameters = gr.Textbox(label="Parameters of the selected image", lines=6, max_lines=16, interactive=False,
-                                elem_id="parameters", buttons=["copy"],
-                                placeholder="Click an image in the gallery to see how it was made.")
+        parameters = gr.Textbox(
+            label="Parameters of the selected image",
+            lines=6,
+            max_lines=16,
+            interactive=False,
+            elem_id="parameters",
+            buttons=["copy"],
+            placeholder="Click an image in the gallery to see how it was made.",
+        )
         restore = gr.Button("Use these settings", elem_id="restore-selected", size="sm", interactive=False)
     shown = gr.State([])
     selected = gr.State(None)
@@ -61,7 +82,7 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> GenerateColumn:
             return gr.skip(), None, gr.update(interactive=False), gr.skip()
         return images[index]["infotext"], index, gr.update(interactive=True), gr.update(open=True)
 
-    gallery.select(on_select, shown, [parameters, selected, restore, box], show_progress="hidden",
-                   api_visibility="private")
-    return GenerateColumn(notice, prompt, generate, stop, skip, status, preview, gallery, parameters, restore,
-                          job_id, shown, selected)
+    gallery.select(on_select, shown, [parameters, selected, restore, box], show_progress="hidden", api_visibility="private")
+    return GenerateColumn(
+        notice, prompt, generate, stop, skip, status, preview, gallery, parameters, restore, job_id, shown, selected
+    )

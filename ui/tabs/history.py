@@ -11,16 +11,23 @@ from typing import Any
 import gradio as gr
 
 from pipelines.errors import InvalidRequest
-from pipelines.metadata import infotext, read_metadata
-
-from ..context import UIContext
-from ..errors import readable_errors
-from ..form import SOURCE_LABELS, fields_from_metadata, fields_from_record
-from ..thumbnails import thumbnail
+from pipelines.outputs.metadata import infotext, read_metadata
+from ui.context import UIContext
+from ui.errors import readable_errors
+from ui.form.fields import SOURCE_LABELS, fields_from_metadata, fields_from_record
+from ui.page.thumbnails import thumbnail
 
 PER_PAGE = 24
-_SUMMARY_KEYS = (("steps", "Steps"), ("sampler", "Sampler"), ("scheduler", "Schedule type"), ("cfg_scale", "CFG scale"),
-                 ("seed", "Seed"), ("model", "Model"), ("performance", "Performance"), ("clip_skip", "Clip skip"))
+_SUMMARY_KEYS = (
+    ("steps", "Steps"),
+    ("sampler", "Sampler"),
+    ("scheduler", "Schedule type"),
+    ("cfg_scale", "CFG scale"),
+    ("seed", "Seed"),
+    ("model", "Model"),
+    ("performance", "Performance"),
+    ("clip_skip", "Clip skip"),
+)
 
 
 @dataclass
@@ -106,19 +113,38 @@ def dropped_details(path: str | Path) -> tuple[str, dict | None]:
 
 
 def build(ctx: UIContext) -> HistoryTab:
-    drop = gr.File(label="Drop an image made by Easel, A1111 or Fooocus to read its settings", type="filepath",
-                   file_types=[".png", ".jpg", ".jpeg", ".webp"], elem_id="history-drop", height=120)
-    search = gr.Textbox(label="Search", placeholder="Words from the prompt, negative prompt, model or styles",
-                        elem_id="history-search", lines=1)
-    gallery = gr.Gallery(label="History", columns=3, height="auto", object_fit="cover", elem_id="history-gallery",
-                         allow_preview=False, interactive=False)
+    drop = gr.File(
+        label="Drop an image made by Easel, A1111 or Fooocus to read its settings",
+        type="filepath",
+        file_types=[".png", ".jpg", ".jpeg", ".webp"],
+        elem_id="history-drop",
+        height=120,
+    )
+    search = gr.Textbox(
+        label="Search", placeholder="Words from the prompt, negative prompt, model or styles", elem_id="history-search", lines=1
+    )
+    gallery = gr.Gallery(
+        label="History",
+        columns=3,
+        height="auto",
+        object_fit="cover",
+        elem_id="history-gallery",
+        allow_preview=False,
+        interactive=False,
+    )
     with gr.Row(elem_id="history-pager", equal_height=True):
         previous = gr.Button("◀ Newer", size="sm", elem_id="history-prev", min_width=60)
         page_info = gr.Markdown("", elem_id="history-page-info")
         next_ = gr.Button("Older ▶", size="sm", elem_id="history-next", min_width=60)
-    details = gr.Textbox(label="Settings of the selected image", lines=6, max_lines=16, interactive=False,
-                         elem_id="history-details", buttons=["copy"],
-                         placeholder="Pick an image above, or drop one on the page.")
+    details = gr.Textbox(
+        label="Settings of the selected image",
+        lines=6,
+        max_lines=16,
+        interactive=False,
+        elem_id="history-details",
+        buttons=["copy"],
+        placeholder="Pick an image above, or drop one on the page.",
+    )
     restore = gr.Button("Restore these settings", variant="primary", elem_id="history-restore", interactive=False)
     page, entry_ids, pending = gr.State(0), gr.State([]), gr.State(None)
 
@@ -129,12 +155,11 @@ def build(ctx: UIContext) -> HistoryTab:
 
     listing = [gallery, entry_ids, page, page_info]
     search.submit(lambda q: show(q, 0), search, listing, show_progress="hidden", api_visibility="private")
-    search.change(lambda q: show(q, 0), search, listing, show_progress="hidden", trigger_mode="always_last",
-                  api_visibility="private")
-    previous.click(lambda q, n: show(q, n - 1), [search, page], listing, show_progress="hidden",
-                   api_visibility="private")
-    next_.click(lambda q, n: show(q, n + 1), [search, page], listing, show_progress="hidden",
-                api_visibility="private")
+    search.change(
+        lambda q: show(q, 0), search, listing, show_progress="hidden", trigger_mode="always_last", api_visibility="private"
+    )
+    previous.click(lambda q, n: show(q, n - 1), [search, page], listing, show_progress="hidden", api_visibility="private")
+    next_.click(lambda q, n: show(q, n + 1), [search, page], listing, show_progress="hidden", api_visibility="private")
 
     @readable_errors
     def on_select(ids: list[int], evt: gr.SelectData):

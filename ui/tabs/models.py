@@ -18,9 +18,8 @@ import gradio as gr
 from pipelines.errors import EaselError
 from pipelines.types import Architecture, ModelKind
 from pipelines.validation import LORA_WEIGHT
-
-from ..context import UIContext, describe_record, lora_mismatch
-from ..form import LORA_SLOTS, NO_REFINER, slot_names
+from ui.context import UIContext, describe_record, lora_mismatch
+from ui.form.fields import LORA_SLOTS, NO_REFINER, slot_names
 
 QUIET = dict(show_progress="hidden", api_visibility="private")
 
@@ -47,8 +46,12 @@ class ModelsTab:
     unusable: gr.Markdown
 
     def fields(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"model": self.model, "refiner": self.refiner, "refiner_switch": self.refiner_switch,
-                               "skip_invalid_loras": self.skip_invalid_loras}
+        out: dict[str, Any] = {
+            "model": self.model,
+            "refiner": self.refiner,
+            "refiner_switch": self.refiner_switch,
+            "skip_invalid_loras": self.skip_invalid_loras,
+        }
         for number, slot in enumerate(self.slots, 1):
             enabled, name, weight = slot_names(number)
             out.update({enabled: slot.enabled, name: slot.name, weight: slot.weight})
@@ -97,12 +100,14 @@ def lora_markdown(ctx: UIContext, values: Mapping[str, Any], architecture: Archi
         record = ctx.lora_record(values.get(name))
         if record is None:
             continue
-        parts = [f"**{slot}. {html.escape(record.name)}** ({record.architecture.label}"
-                 f"{'' if values.get(enabled, True) else ', off'})"]
+        parts = [
+            f"**{slot}. {html.escape(record.name)}** ({record.architecture.label}{'' if values.get(enabled, True) else ', off'})"
+        ]
         mismatch = lora_mismatch(record, architecture)
         if mismatch:
-            parts.append(f"⚠ {html.escape(mismatch)} The job refuses it, or leaves it out when "
-                         "*Skip LoRAs that cannot be used* is ticked.")
+            parts.append(
+                f"⚠ {html.escape(mismatch)} The job refuses it, or leaves it out when *Skip LoRAs that cannot be used* is ticked."
+            )
         try:
             info = ctx.services.lora_info(record.name)
         except (EaselError, OSError):
@@ -135,52 +140,99 @@ def prompt_with_triggers(ctx: UIContext, prompt: str, values: Mapping[str, Any])
 def build(ctx: UIContext, initial: dict[str, Any]) -> ModelsTab:
     architecture = ctx.architecture(initial["model"])
     with gr.Row(elem_id="model-row"):
-        model = gr.Dropdown(ctx.model_choices(), value=initial["model"], label="Base model (checkpoint)",
-                            elem_id="model", scale=4)
+        model = gr.Dropdown(
+            ctx.model_choices(), value=initial["model"], label="Base model (checkpoint)", elem_id="model", scale=4
+        )
         refresh = gr.Button("Refresh", elem_id="refresh-models", size="sm", scale=1, min_width=90)
     info = gr.Markdown(model_info(ctx, initial["model"]), elem_id="model-info")
 
     problem = ctx.refiner_problem(initial["model"])
     with gr.Row(equal_height=True):
-        refiner = gr.Dropdown(ctx.refiner_choices(), value=NO_REFINER if problem else initial["refiner"],
-                              label="Refiner (SDXL)", elem_id="refiner", interactive=not problem, scale=3)
-        refiner_switch = gr.Slider(0.1, 1.0, initial["refiner_switch"], step=0.01, label="Switch at",
-                                   elem_id="refiner-switch", scale=2,
-                                   interactive=not problem and initial["refiner"] != NO_REFINER)
+        refiner = gr.Dropdown(
+            ctx.refiner_choices(),
+            value=NO_REFINER if problem else initial["refiner"],
+            label="Refiner (SDXL)",
+            elem_id="refiner",
+            interactive=not problem,
+            scale=3,
+        )
+        refiner_switch = gr.Slider(
+            0.1,
+            1.0,
+            initial["refiner_switch"],
+            step=0.01,
+            label="Switch at",
+            elem_id="refiner-switch",
+            scale=2,
+            interactive=not problem and initial["refiner"] != NO_REFINER,
+        )
     refiner_info = gr.Markdown(refiner_markdown(problem), elem_id="refiner-info")
 
     slots = []
     lora_list = ctx.lora_choices(architecture)
-    gr.Markdown("**LoRAs**: tick to use · file (with the architecture it was made for) · weight −2…2",
-                elem_classes=["easel-hint"])
+    gr.Markdown(
+        "**LoRAs**: tick to use · file (with the architecture it was made for) · weight −2…2", elem_classes=["easel-hint"]
+    )
     with gr.Group(elem_id="lora-slots"):
         for number in range(1, LORA_SLOTS + 1):
             enabled, name, weight = slot_names(number)
             with gr.Row(equal_height=True, elem_id=f"lora-{number}", elem_classes=["easel-lora-slot"]):
-                slots.append(LoraSlot(
-                    gr.Checkbox(initial[enabled], label=str(number), elem_id=f"lora-{number}-enabled",
-                                elem_classes=["easel-lora-on"], scale=0, min_width=52, container=False),
-                    gr.Dropdown(lora_list, value=initial[name], label=f"LoRA {number}", show_label=False,
-                                elem_id=f"lora-{number}-name", scale=5, min_width=160, container=False),
-                    gr.Slider(LORA_WEIGHT[0], LORA_WEIGHT[1], initial[weight], step=0.05, label="Weight",
-                              show_label=False, elem_id=f"lora-{number}-weight", scale=3, min_width=150,
-                              container=False),
-                ))
+                slots.append(
+                    LoraSlot(
+                        gr.Checkbox(
+                            initial[enabled],
+                            label=str(number),
+                            elem_id=f"lora-{number}-enabled",
+                            elem_classes=["easel-lora-on"],
+                            scale=0,
+                            min_width=52,
+                            container=False,
+                        ),
+                        gr.Dropdown(
+                            lora_list,
+                            value=initial[name],
+                            label=f"LoRA {number}",
+                            show_label=False,
+                            elem_id=f"lora-{number}-name",
+                            scale=5,
+                            min_width=160,
+                            container=False,
+                        ),
+                        gr.Slider(
+                            LORA_WEIGHT[0],
+                            LORA_WEIGHT[1],
+                            initial[weight],
+                            step=0.05,
+                            label="Weight",
+                            show_label=False,
+                            elem_id=f"lora-{number}-weight",
+                            scale=3,
+                            min_width=150,
+                            container=False,
+                        ),
+                    )
+                )
     lora_notes = gr.Markdown(lora_markdown(ctx, initial, architecture), elem_id="lora-notes")
     with gr.Row():
         add_triggers = gr.Button("Add trigger words to the prompt", size="sm", elem_id="lora-triggers")
-        skip_invalid_loras = gr.Checkbox(initial["skip_invalid_loras"], label="Skip LoRAs that cannot be used",
-                                         elem_id="skip-invalid-loras",
-                                         info="Go on without them (the job says which) instead of failing.")
-    folders = ", ".join(f"`{ctx.services.registry.folder(kind)}`" for kind in
-                        (ModelKind.CHECKPOINT, ModelKind.LORA, ModelKind.VAE))
-    gr.Markdown(f"Put checkpoints, LoRAs and VAEs (SD 1.x, SDXL; `.safetensors` or diffusers folders) in {folders}, "
-                "then press Refresh. Each file's architecture is read from its tensors.", elem_classes=["easel-hint"])
+        skip_invalid_loras = gr.Checkbox(
+            initial["skip_invalid_loras"],
+            label="Skip LoRAs that cannot be used",
+            elem_id="skip-invalid-loras",
+            info="Go on without them (the job says which) instead of failing.",
+        )
+    folders = ", ".join(
+        f"`{ctx.services.registry.folder(kind)}`" for kind in (ModelKind.CHECKPOINT, ModelKind.LORA, ModelKind.VAE)
+    )
+    gr.Markdown(
+        f"Put checkpoints, LoRAs and VAEs (SD 1.x, SDXL; `.safetensors` or diffusers folders) in {folders}, "
+        "then press Refresh. Each file's architecture is read from its tensors.",
+        elem_classes=["easel-hint"],
+    )
     unusable = gr.Markdown(unusable_markdown(ctx), elem_id="unusable-models")
 
     model.change(lambda name: model_info(ctx, name), model, info, **QUIET)
-    refiner.change(lambda name: gr.update(interactive=name not in (None, NO_REFINER)), refiner, refiner_switch,
-                   **QUIET)
+    refiner.change(lambda name: gr.update(interactive=name not in (None, NO_REFINER)), refiner, refiner_switch, **QUIET)
 
     slot_inputs = [model] + [c for slot in slots for c in (slot.enabled, slot.name, slot.weight)]
 
@@ -188,10 +240,18 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> ModelsTab:
         values = {name: value for name, value in zip(_slot_field_names(), flat)}
         return lora_markdown(ctx, values, ctx.architecture(model_name))
 
-    gr.on([e for slot in slots for e in (slot.name.change, slot.enabled.change)], notes, slot_inputs, lora_notes,
-          trigger_mode="always_last", preprocess=False, **QUIET)
-    return ModelsTab(model, info, refresh, refiner, refiner_switch, refiner_info, slots, lora_notes, add_triggers,
-                     skip_invalid_loras, unusable)
+    gr.on(
+        [e for slot in slots for e in (slot.name.change, slot.enabled.change)],
+        notes,
+        slot_inputs,
+        lora_notes,
+        trigger_mode="always_last",
+        preprocess=False,
+        **QUIET,
+    )
+    return ModelsTab(
+        model, info, refresh, refiner, refiner_switch, refiner_info, slots, lora_notes, add_triggers, skip_invalid_loras, unusable
+    )
 
 
 def _slot_field_names() -> list[str]:

@@ -22,10 +22,9 @@ from typing import Any, Iterable
 import gradio as gr
 
 from pipelines.errors import InvalidRequest
-from pipelines.styles import PLACEHOLDER, Style
-
-from ..context import UIContext
-from ..thumbnails import thumbnail
+from pipelines.prompts.styles import PLACEHOLDER, Style
+from ui.context import UIContext
+from ui.page.thumbnails import thumbnail
 
 ALL = "All categories"
 PREVIEW_SIDE = 192
@@ -48,8 +47,7 @@ class StylesTab:
 
     def shown(self) -> dict[str, Any]:
         """Widgets the whole-form render also sets (render.py names them so)."""
-        return {"styles_selected": self.selected, "final_prompt": self.final_prompt,
-                "final_negative": self.final_negative}
+        return {"styles_selected": self.selected, "final_prompt": self.final_prompt, "final_negative": self.final_negative}
 
 
 # -- pure views ------------------------------------------------------------------------------------------
@@ -95,13 +93,17 @@ def selected_html(ctx: UIContext, names: list[str]) -> str:
     for number, name in enumerate(names, 1):
         style = ctx.services.styles.get(name)
         url = preview_url(ctx, style)
-        preview = (f'<img class="easel-style-thumb" src="{html.escape(url)}" alt="">' if url else
-                   f'<code class="easel-style-template">{template_html(style.prompt)}</code>')
-        negative = (f'<br><small>Negative: {html.escape(style.negative_prompt)}</small>'
-                    if style.negative_prompt else "")
-        items.append(f'<li data-style="{html.escape(name)}"><span class="easel-style-order">{number}</span>'
-                     f'<div><b>{html.escape(name)}</b> <small>{html.escape(style.category)}</small><br>'
-                     f'{preview}{negative}</div></li>')
+        preview = (
+            f'<img class="easel-style-thumb" src="{html.escape(url)}" alt="">'
+            if url
+            else f'<code class="easel-style-template">{template_html(style.prompt)}</code>'
+        )
+        negative = f"<br><small>Negative: {html.escape(style.negative_prompt)}</small>" if style.negative_prompt else ""
+        items.append(
+            f'<li data-style="{html.escape(name)}"><span class="easel-style-order">{number}</span>'
+            f"<div><b>{html.escape(name)}</b> <small>{html.escape(style.category)}</small><br>"
+            f"{preview}{negative}</div></li>"
+        )
     return f'<ol class="easel-style-list">{"".join(items)}</ol>'
 
 
@@ -111,22 +113,28 @@ def summary(ctx: UIContext, prompt: str, negative: str, styles: list[str]) -> di
         final, final_negative = ctx.services.styles.apply(styles, prompt or "", negative or "")
     except InvalidRequest as exc:
         final, final_negative = str(exc), ""
-    return {"final_prompt": {"value": final}, "final_negative": {"value": final_negative},
-            "styles_selected": {"value": selected_html(ctx, styles)}}
+    return {
+        "final_prompt": {"value": final},
+        "final_negative": {"value": final_negative},
+        "styles_selected": {"value": selected_html(ctx, styles)},
+    }
 
 
 def data_html(ctx: UIContext) -> str:
     """Every style's category, templates and preview URL, as data for page.js's hover card."""
-    data = {s.name: {"category": s.category, "prompt": s.prompt, "negative": s.negative_prompt,
-                     "preview": preview_url(ctx, s)} for s in ctx.services.styles.all()}
+    data = {
+        s.name: {"category": s.category, "prompt": s.prompt, "negative": s.negative_prompt, "preview": preview_url(ctx, s)}
+        for s in ctx.services.styles.all()
+    }
     return f'<div id="easel-style-data" hidden data-styles="{html.escape(json.dumps(data))}"></div>'
 
 
 def category_html(ctx: UIContext) -> str:
-    options = "".join(f'<option value="{html.escape(c)}">{html.escape(c)}</option>'
-                      for c in ctx.services.styles.categories())
-    return (f'<label class="easel-category"><span>Category</span><select id="easel-style-category">'
-            f'<option value="">{ALL}</option>{options}</select></label>')
+    options = "".join(f'<option value="{html.escape(c)}">{html.escape(c)}</option>' for c in ctx.services.styles.categories())
+    return (
+        f'<label class="easel-category"><span>Category</span><select id="easel-style-category">'
+        f'<option value="">{ALL}</option>{options}</select></label>'
+    )
 
 
 # -- the tab ---------------------------------------------------------------------------------------------
@@ -135,19 +143,41 @@ def category_html(ctx: UIContext) -> str:
 def build(ctx: UIContext, initial: dict[str, Any]) -> StylesTab:
     picked = known(ctx, initial.get("styles") or [])
     with gr.Row(equal_height=True, elem_id="style-filters"):
-        search = gr.Textbox(label="Search styles", placeholder="Words of a name or category, e.g. photo film",
-                            elem_id="style-search", scale=3, lines=1)
+        search = gr.Textbox(
+            label="Search styles",
+            placeholder="Words of a name or category, e.g. photo film",
+            elem_id="style-search",
+            scale=3,
+            lines=1,
+        )
         category = gr.HTML(category_html(ctx), elem_id="style-category", padding=False)
-    styles = gr.CheckboxGroup(choices(ctx, picked), value=picked, elem_id="styles", elem_classes=["easel-styles"],
-                              label="Styles (picked ones first, in the order they apply)",
-                              info="Each style wraps the result of the one before; click again to remove.")
+    styles = gr.CheckboxGroup(
+        choices(ctx, picked),
+        value=picked,
+        elem_id="styles",
+        elem_classes=["easel-styles"],
+        label="Styles (picked ones first, in the order they apply)",
+        info="Each style wraps the result of the one before; click again to remove.",
+    )
     clear = gr.Button("Clear styles", size="sm", elem_id="styles-clear")
     selected = gr.HTML(selected_html(ctx, picked), elem_id="styles-selected")
     shown = summary(ctx, initial.get("prompt", ""), initial.get("negative_prompt", ""), picked)
-    final_prompt = gr.Textbox(shown["final_prompt"]["value"], label="Prompt that will be sent", lines=2,
-                              max_lines=8, interactive=False, elem_id="final-prompt")
-    final_negative = gr.Textbox(shown["final_negative"]["value"], label="Negative prompt that will be sent",
-                                lines=1, max_lines=6, interactive=False, elem_id="final-negative")
+    final_prompt = gr.Textbox(
+        shown["final_prompt"]["value"],
+        label="Prompt that will be sent",
+        lines=2,
+        max_lines=8,
+        interactive=False,
+        elem_id="final-prompt",
+    )
+    final_negative = gr.Textbox(
+        shown["final_negative"]["value"],
+        label="Negative prompt that will be sent",
+        lines=1,
+        max_lines=6,
+        interactive=False,
+        elem_id="final-negative",
+    )
     data = gr.HTML(data_html(ctx), elem_id="style-data", padding=False)
 
     clear.click(lambda: gr.update(choices=choices(ctx, []), value=[]), None, styles, **QUIET)
