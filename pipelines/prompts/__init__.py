@@ -1,0 +1,1 @@
+"""Prompt text to conditioning: syntax, styles, wildcards, embeddings, prompt editing, the compel encoder."""
