@@ -177,8 +177,9 @@ class PipelineManager:
         started = time.perf_counter()
         result = control.result
 
-        # 1. Check the request and settle names; the performance mode sets steps, guidance and sampler.
-        request = self.validate(control.request)
+        # 1. The request was checked and its names settled at submit (JobQueue's prepare step, `validate`);
+        #    the performance mode sets steps, guidance and sampler.
+        request = control.request
         generation = self.performance.settings(request)
         choice = self.samplers.resolve(generation.sampler, generation.scheduler)
         if choice.note:

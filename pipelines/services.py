@@ -104,7 +104,7 @@ def build_services(cfg: AppConfig, start_worker: bool = True) -> Services:
         performance=performance,
         previews=PreviewDecoders(cfg.models_dir, cfg.previews),
     )
-    queue = JobQueue(manager.run, max_queue=cfg.max_queue)
+    queue = JobQueue(manager.run, max_queue=cfg.max_queue, prepare=manager.validate)
     if start_worker:
         queue.start()
     return Services(cfg, plan, registry, cache, manager, queue, history, samplers, loras, performance, styles, wildcards)

@@ -11,7 +11,10 @@ import dataclasses
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipelines.jobs.events import JobFailed
 
 
 class Architecture(str, enum.Enum):
@@ -239,6 +242,7 @@ class JobInfo:
     image_index: int = 0
     image_count: int = 0
     error: str | None = None
+    failure: "JobFailed | None" = None  # the job's JobFailed event (message, error type, field, the error itself) when it failed
     result: GenerationResult | None = None
     cancel_requested: bool = False  # stop asked for, not yet taken effect (A1111's "interrupted")
     skip_requested: bool = False  # skip of the current image asked for, not yet taken effect

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.config import AppConfig
 from pipelines.errors import InvalidRequest
 from pipelines.jobs.events import JobStatus
 from pipelines.loading.configs import sidecar_path
 from pipelines.outputs.metadata import read_metadata
 from pipelines.performance import PerformanceTable
 from pipelines.samplers import SamplerTable
-from pipelines.services import build_services
 from pipelines.types import Architecture, GenerationRequest, JobState, ModelKind
+from tests.support.engine import SIZE, running_engine
+from tests.support.engine import run as run_job
 from tests.support.lora_files import kohya_lora
-from tests.test_engine import SIZE, pixels, reference
+from tests.test_engine import pixels, reference
 from tests.test_loras import assert_same_picture
 
 SD1, SDXL = Architecture.SD1, Architecture.SDXL
@@ -46,11 +46,8 @@ def perf_models(tmp_path_factory, tiny_sd15_file, tiny_sdxl_file):
 
 @pytest.fixture(scope="module")
 def engine(perf_models, tmp_path_factory):
-    services = build_services(
-        AppConfig(models_dir=perf_models, output_dir=tmp_path_factory.mktemp("out"), device="cpu", precision="fp32")
-    )
-    yield services
-    services.close()
+    with running_engine(perf_models, tmp_path_factory.mktemp("out")) as services:
+        yield services
 
 
 @pytest.fixture
@@ -72,8 +69,7 @@ def lora_file(engine, perf_models):
 
 
 def run(services, **fields):
-    job_id = services.queue.submit(GenerationRequest(**{**SIZE, "seed": 5, "prompt": "a red boat", **fields}))
-    return services.queue.wait(job_id, timeout=120)
+    return run_job(services, **{"seed": 5, "prompt": "a red boat", **fields})
 
 
 def test_the_table_holds_fooocus_modes(table):
@@ -162,8 +158,9 @@ def test_an_unavailable_mode_is_refused_at_submit_before_any_loading(engine):
     assert engine.manager.validate(GenerationRequest(model="tiny-sdxl", performance="speed")).performance == "Speed"
     engine.cache.clear()
     loads = engine.cache.loads
-    info = run(engine, model="tiny-sd15", performance="Lightning")
-    assert info.state is JobState.FAILED and "SDXL" in info.error
+    with pytest.raises(InvalidRequest) as err:
+        engine.queue.submit(GenerationRequest(model="tiny-sd15", performance="Lightning"))
+    assert err.value.field == "performance" and "SDXL" in str(err.value)
     assert engine.cache.loads == loads
 
 

@@ -9,8 +9,7 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from pipelines import APP_NAME
-from pipelines.errors import EaselError
+from pipelines import APP_NAME, EaselError
 from ui.api import gradio_endpoint as gradio_api
 from ui.context import UIContext
 from ui.errors import readable_errors, user_message
@@ -57,7 +56,7 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
         def on_generate(values: dict, request: gr.Request) -> Iterator[dict]:
             form = page.form_of(values)
             try:
-                req = ctx.services.manager.validate(request_from_form(form, ctx.tables))
+                req = request_from_form(form, ctx.tables)
                 jid = ctx.services.queue.submit(req, owner=getattr(request, "session_hash", None))
             except Exception as exc:  # noqa: BLE001 - shown in the page, never as a traceback
                 if not isinstance(exc, (EaselError, ValueError)):

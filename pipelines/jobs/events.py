@@ -6,6 +6,7 @@ subscribes late (a browser tab that reconnects, an API poll) still sees all of t
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,7 @@ class JobFailed(Event):
     error: str
     error_type: str  # the exception class name, for API clients
     field: str | None = None  # the request field at fault, when known
+    exception: Exception | None = dataclasses.field(default=None, repr=False, compare=False)  # the EaselError raised, if one was
 
 
 @dataclass(frozen=True)

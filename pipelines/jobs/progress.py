@@ -8,6 +8,7 @@ touching the pipeline's internals.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +20,8 @@ from PIL import Image
 from pipelines.jobs.events import JobProgress
 from pipelines.jobs.queue import JobControl
 from pipelines.types import Architecture
+
+log = logging.getLogger(__name__)
 
 PREVIEW_TABLE = Path(__file__).parent.parent / "tables" / "latent_preview.yaml"
 
@@ -126,7 +129,8 @@ class StepCallback:
             self._last_preview = now
             try:
                 image = self.preview(latents)
-            except Exception:  # a preview must never break a generation
+            except Exception:  # a preview must never break a generation: previews end for this image, said in the log
+                log.warning("live previews turned off for this image: the preview decoder failed", exc_info=True)
                 self.preview = None
             # a costly preview (a tiny decoder on a slow CPU) is made less often: at most ~1/6 of the time
             self._gap = max(self.preview_interval, PREVIEW_COST_RATIO * (self._clock() - now))

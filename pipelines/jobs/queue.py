@@ -1,6 +1,8 @@
 """The generation queue: FIFO jobs, one worker thread that owns the device, events per job.
 
-This is the one interface the UI and the HTTP API use: submit, cancel, skip, status, events.
+This is the one interface the UI and the HTTP API use: submit, cancel, skip, status, events. `submit` is
+the only way in: it checks the request (the `prepare` step the services hand in) before queueing, so a
+bad request raises there, naming the field, and the worker runs only checked requests.
 Storage (the job table and event logs) and processing (the worker) are separate so that a failed job
 only ends itself: the worker catches everything a job raises and goes on with the next.
 """
@@ -39,6 +41,9 @@ KEEP_IMAGES = 20  # of those, how many keep their images in memory
 
 class QueueFull(EaselError):
     pass
+
+
+Prepare = Callable[[GenerationRequest], GenerationRequest]
 
 
 class JobControl:
@@ -88,12 +93,19 @@ class _Job:
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
+    failure: JobFailed | None = None
     result: GenerationResult | None = None
 
 
 class JobQueue:
-    def __init__(self, runner: Runner | Callable[[JobControl], GenerationResult], max_queue: int = 100):
+    def __init__(
+        self,
+        runner: Runner | Callable[[JobControl], GenerationResult],
+        max_queue: int = 100,
+        prepare: Prepare | None = None,
+    ):
         self._runner = runner
+        self._prepare = prepare
         self._max_queue = max_queue
         self._cond = threading.Condition()
         self._jobs: dict[str, _Job] = {}
@@ -128,9 +140,15 @@ class JobQueue:
     # -- the interface ------------------------------------------------------------------------------
 
     def submit(self, request: GenerationRequest, owner: str | None = None) -> str:
-        """Queue a job and return its id; the job's first event is JobQueued with its position."""
+        """Check and queue a job; returns its id. The job's first event is JobQueued with its position.
+
+        Raises what the check raises (InvalidRequest naming the field, ModelNotFound), or QueueFull; the
+        job then runs the checked request (names normalized, mode resolved), never checked again.
+        """
         if not isinstance(request, GenerationRequest):
             raise InvalidRequest("submit() takes a GenerationRequest")
+        if self._prepare is not None:
+            request = self._prepare(request)  # outside the lock: it may read style and wildcard files
         with self._cond:
             if self._stopping:
                 raise EaselError("The app is shutting down; no new jobs are taken.")
@@ -276,9 +294,11 @@ class JobQueue:
             message, field_name = describe_error(exc)
             if not isinstance(exc, EaselError):
                 log.error("job %s failed:\n%s", job.job_id, traceback.format_exc())
+            failure = JobFailed(job.job_id, message, type(exc).__name__, field_name, kept_error(exc))
             with self._cond:
                 job.error = message
-                self._end(job, JobState.FAILED, JobFailed(job.job_id, message, type(exc).__name__, field_name), control.result)
+                job.failure = failure
+                self._end(job, JobState.FAILED, failure, control.result)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
         else:
@@ -362,10 +382,20 @@ class JobQueue:
             image_index=progress.image_index if progress else 0,
             image_count=progress.image_count if progress else job.request.image_count,
             error=job.error,
+            failure=job.failure,
             result=job.result,
             cancel_requested=job.cancel_requested,
             skip_requested=job.skip_requested,
         )
+
+
+def kept_error(exc: BaseException) -> EaselError | None:
+    """The user-facing error itself, for callers that map its type (the API's status codes); its traceback
+    is dropped, since it would keep the failed job's tensors alive as long as the job is remembered."""
+    if not isinstance(exc, EaselError):
+        return None
+    exc.__traceback__ = exc.__context__ = exc.__cause__ = None
+    return exc
 
 
 def describe_error(exc: BaseException) -> tuple[str, str | None]:

@@ -2,8 +2,8 @@
 
 The page's own event handlers take whole forms and stream widget updates, which makes a poor API:
 their parameters are widgets, unnamed and unordered. This endpoint has named, typed parameters, starts
-from the same form the page starts from (the launch preset), goes through the same form-to-request
-mapping and the same queue, and answers with the image files and their parameters.
+from the request the page starts from (the launch preset), puts the caller's values on it, and submits
+it to the same queue; it answers with the image files and their parameters.
 """
 
 from __future__ import annotations
@@ -14,36 +14,41 @@ from typing import Any
 import gradio as gr
 from gradio.data_classes import FileData
 
-from pipelines.errors import InvalidRequest
-from pipelines.types import JobState
+from pipelines import GenerationRequest, InvalidRequest, JobState, LoraRef
 from ui.context import UIContext
 from ui.errors import user_message
-from ui.form.fields import LORA_SLOTS, request_from_form, slots_from_loras
+from ui.form.fields import request_from_form
 from ui.form.modes import CUSTOM, MODE_FIELDS
 
 
-def form_for_call(ctx: UIContext, given: dict[str, Any]) -> dict[str, Any]:
-    """The page's starting form with the caller's values on top; a size or seed given turns those fields on.
+def loras_given(loras: Any) -> tuple[LoraRef, ...]:
+    """[{"name", "weight"}] as the engine's LoRA list (the engine checks names, weights and the count)."""
+    if not isinstance(loras, list) or not all(isinstance(item, dict) and item.get("name") for item in loras):
+        raise InvalidRequest('loras must be a list of {"name": ..., "weight": ...}.', field="loras")
+    try:
+        return tuple(LoraRef(str(item["name"]), float(item.get("weight", 1.0))) for item in loras)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"loras: a weight is not a number ({exc}).", field="loras") from exc
 
-    `loras` ([{"name", "weight"}], at most five) fills the page's LoRA slots; steps, guidance, sampler or
-    schedule given without a performance mode mean Custom, as editing them in the page does.
+
+def request_for_call(ctx: UIContext, given: dict[str, Any]) -> GenerationRequest:
+    """The launch preset's request with the caller's values on top.
+
+    Steps, guidance, sampler or schedule given without a performance mode mean Custom (no mode), as
+    editing them in the page does; "Custom" names that choice explicitly.
     """
-    values = ctx.initial_form()
-    loras = given.pop("loras", None)
-    values.update({k: v for k, v in given.items() if v is not None})
-    if given.get("width") or given.get("height"):
-        values["custom_size"] = True
-    if given.get("seed") is not None:
-        values["random_seed"] = given["seed"] == -1
-    if given.get("performance") is None and any(given.get(name) is not None for name in MODE_FIELDS):
-        values["performance"] = CUSTOM
-    if loras is not None:
-        if not isinstance(loras, list) or not all(isinstance(item, dict) and item.get("name") for item in loras):
-            raise InvalidRequest('loras must be a list of {"name": ..., "weight": ...}.', field="loras")
-        if len(loras) > LORA_SLOTS:
-            raise InvalidRequest(f"At most {LORA_SLOTS} LoRAs can be used at once.", field="loras")
-        values.update(slots_from_loras(loras))
-    return values
+    base = request_from_form(ctx.initial_form(), ctx.tables)
+    changes = {name: value for name, value in given.items() if value is not None}
+    if "loras" in changes:
+        changes["loras"] = loras_given(changes["loras"])
+    if "styles" in changes:
+        changes["styles"] = tuple(changes["styles"])
+    mode = changes.pop("performance", None)
+    if mode is not None:
+        changes["performance"] = None if mode == CUSTOM else mode
+    elif any(name in changes for name in MODE_FIELDS):
+        changes["performance"] = None
+    return base.replace(**changes)
 
 
 def register(ctx: UIContext) -> None:
@@ -79,8 +84,7 @@ def register(ctx: UIContext) -> None:
         """
         given = {k: v for k, v in locals().items() if k != "ctx"}
         try:
-            request = ctx.services.manager.validate(request_from_form(form_for_call(ctx, given), ctx.tables))
-            job_id = ctx.services.queue.submit(request, owner="gradio-api")
+            job_id = ctx.services.queue.submit(request_for_call(ctx, given), owner="gradio-api")
         except Exception as exc:  # noqa: BLE001 - answered as a message, never a traceback
             return json.dumps({"status": "failed", "error": user_message(exc)}), []
         info = ctx.services.queue.wait(job_id)

@@ -21,12 +21,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from pipelines.errors import EaselError, InvalidRequest, ModelNotFound
-from pipelines.jobs.events import JobFailed
-from pipelines.jobs.queue import JobQueue, QueueFull
-from pipelines.outputs.metadata import read_metadata
-from pipelines.services import Services
-from pipelines.types import GenerationRequest, JobInfo, JobState
+from pipelines import (
+    EaselError,
+    GenerationRequest,
+    InvalidRequest,
+    JobInfo,
+    JobQueue,
+    JobState,
+    ModelNotFound,
+    QueueFull,
+    Services,
+    read_metadata,
+)
 from ui.api.auth import Credentials, basic_auth
 from ui.api.catalog import (
     embedding_items,
@@ -106,17 +112,12 @@ def http_error(exc: Exception) -> HTTPException:
     return HTTPException(500, detail=str(exc))
 
 
-def failure(queue: JobQueue, job: JobInfo) -> HTTPException:
-    """The HTTP answer for a job that failed on the worker, from its JobFailed event (type and field)."""
-    last = None
-    for event in queue.events(job.job_id, timeout=0):
-        last = event
-    if isinstance(last, JobFailed):
-        if last.error_type == "InvalidRequest":
-            return http_error(InvalidRequest(last.error, field=last.field))
-        if last.error_type == "ModelNotFound":
-            return http_error(ModelNotFound(last.error))
-    return HTTPException(500, detail=job.error or "The job failed.")
+def failure(job: JobInfo) -> HTTPException:
+    """The HTTP answer for a job that failed on the worker: by the error's type, as at submit."""
+    error = job.failure.exception if job.failure is not None else None
+    if error is None:
+        return HTTPException(500, detail=job.error or "The job failed.")
+    return http_error(error)
 
 
 async def wait_for_job(queue: JobQueue, job_id: str, request: GenerationRequest, want_files: bool) -> tuple[JobInfo, list[bytes]]:
@@ -170,13 +171,13 @@ def build_api_router(services: Services, credentials: Credentials = ()) -> APIRo
         """Generate images from text. Queued behind page and API jobs alike; answers when the job ends.
         An interrupted job answers with the images finished before the stop."""
         try:
-            request = request_from_txt2img(payload, services.manager, options)
+            request = request_from_txt2img(payload, services, options)
             job_id = queue.submit(request, owner="api")
         except EaselError as exc:
             raise http_error(exc) from exc
         job, files = await wait_for_job(queue, job_id, request, payload.send_images)
         if job.state is JobState.FAILED:
-            raise failure(queue, job)
+            raise failure(job)
         return TextToImageResponse(
             images=[b64(data) for data in files] if payload.send_images else [],
             parameters=payload.model_dump(),

@@ -15,13 +15,20 @@ from typing import Any
 
 from PIL import Image
 
-from pipelines import APP_NAME, __version__
-from pipelines.errors import InvalidRequest
-from pipelines.jobs.queue import JobQueue
-from pipelines.manager import PipelineManager
-from pipelines.outputs.metadata import encode_image, normalize_format
-from pipelines.types import GenerationRequest, GenerationResult, JobInfo, JobState
-from pipelines.validation import LIMITS
+from pipelines import (
+    APP_NAME,
+    LIMITS,
+    GenerationRequest,
+    GenerationResult,
+    InvalidRequest,
+    JobInfo,
+    JobQueue,
+    JobState,
+    Services,
+    __version__,
+    encode_image,
+    normalize_format,
+)
 from ui.api.catalog import find_checkpoint
 from ui.api.options import ApiOptions
 from ui.api.schemas import ProgressResponse, ProgressState, Txt2ImgRequest
@@ -82,11 +89,12 @@ def whole_number(value: Any) -> int | None:
     return int(number) if number.is_integer() else None
 
 
-def request_from_txt2img(payload: Txt2ImgRequest, manager: PipelineManager, options: ApiOptions) -> GenerationRequest:
-    """The checked GenerationRequest a payload means; InvalidRequest / ModelNotFound name the field at fault."""
+def request_from_txt2img(payload: Txt2ImgRequest, services: Services, options: ApiOptions) -> GenerationRequest:
+    """The GenerationRequest a payload means (the queue checks it at submit); InvalidRequest / ModelNotFound
+    name the field at fault for what only the API knows: the checkpoint option, CLIP skip, format, batch."""
     overrides = payload.override_settings or {}
     model_text = overrides.get("sd_model_checkpoint")
-    record = find_checkpoint(manager.registry, model_text) if model_text else manager.default_record()
+    record = find_checkpoint(services.registry, model_text) if model_text else services.manager.default_record()
     if not record.usable:
         raise InvalidRequest(f"{record.name} cannot be used: {record.note}.", field="model")
 
@@ -126,7 +134,7 @@ def request_from_txt2img(payload: Txt2ImgRequest, manager: PipelineManager, opti
         vae=str(override_setting(overrides, "sd_vae", options.vae)),
         save_images=payload.save_images and not payload.do_not_save_samples,
     )
-    return manager.validate(request)
+    return request
 
 
 # -- the answer
