@@ -14,8 +14,7 @@ import sys
 import webbrowser
 from typing import TYPE_CHECKING, Sequence
 
-from pipelines import APP_NAME, __version__
-from pipelines.config import AppConfig
+from pipelines import APP_NAME, AppConfig, __version__
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -83,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg, args = parse_args(argv)
     quiet_libraries()
 
-    from pipelines.services import build_services
+    from pipelines import build_services
     from ui.context import UIContext
     from ui.server import Server, load_credentials, open_share_link
 

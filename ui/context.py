@@ -9,10 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.errors import EaselError, InvalidRequest
-from pipelines.generation.refiner import REFINER_ARCHITECTURES, check_pair
-from pipelines.services import Services
-from pipelines.types import Architecture, GenerationRequest, ModelFormat, ModelKind, ModelRecord
+from pipelines import (
+    REFINER_ARCHITECTURES,
+    Architecture,
+    EaselError,
+    GenerationRequest,
+    InvalidRequest,
+    ModelFormat,
+    ModelKind,
+    ModelRecord,
+    Services,
+    check_pair,
+)
 from ui.form import modes
 from ui.form.fields import AUTOMATIC_VAE, NO_LORA, NO_REFINER, FormTables, Restored, default_form
 from ui.form.presets import DEFAULT_PRESET, PresetLibrary, apply_preset

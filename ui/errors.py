@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from pipelines.errors import EaselError
+from pipelines import EaselError
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,7 @@ import gradio as gr
 import uvicorn
 from fastapi import FastAPI
 
-from pipelines import APP_NAME, __version__
-from pipelines.config import AppConfig
+from pipelines import APP_NAME, AppConfig, __version__
 
 log = logging.getLogger(__name__)
 

@@ -58,6 +58,18 @@ def embedding_word(record: ModelRecord) -> str:
     return record.name.rsplit("/", 1)[-1]
 
 
+def embedding_shape(record: ModelRecord) -> tuple[int, int] | None:
+    """(vectors, width summed over the text encoders) of an embedding file; None when it cannot be read."""
+    if record.path is None:
+        return None
+    try:
+        tables = read_tables(record.path)
+    except (OSError, ValueError, RuntimeError):
+        return None
+    first = next(iter(tables.values()))
+    return int(first.shape[0]), sum(int(t.shape[-1]) for t in tables.values())
+
+
 def read_tables(path: Path) -> dict[str, torch.Tensor]:
     """The vector tables of an embedding file: {"": table} for SD 1.x/2.x, {"clip_l":…, "clip_g":…} for SDXL.
 

@@ -11,13 +11,19 @@ import os
 import re
 from typing import Any
 
-from pipelines.errors import ModelNotFound
-from pipelines.loading.probe import read_safetensors_header
-from pipelines.loading.registry import ModelRegistry
-from pipelines.prompts.embeddings import embedding_word, read_tables
-from pipelines.samplers import SamplerTable
-from pipelines.services import Services
-from pipelines.types import Architecture, ModelFormat, ModelKind, ModelRecord
+from pipelines import (
+    Architecture,
+    ModelFormat,
+    ModelKind,
+    ModelNotFound,
+    ModelRecord,
+    ModelRegistry,
+    SamplerTable,
+    Services,
+    embedding_shape,
+    embedding_word,
+    header_metadata,
+)
 from ui.api.schemas import (
     EmbeddingItem,
     EmbeddingsResponse,
@@ -80,12 +86,7 @@ def sd_model_items(services: Services) -> list[SDModelItem]:
 
 def safetensors_metadata(record: ModelRecord) -> dict[str, Any]:
     """The training metadata a LoRA file carries (kohya's ss_* keys); JSON values decoded, as A1111 does."""
-    if record.path is None or record.path.suffix.lower() != ".safetensors":
-        return {}
-    try:
-        text = read_safetensors_header(record.path).get("__metadata__") or {}
-    except (OSError, ValueError):
-        return {}
+    text = header_metadata(record.path) if record.path is not None else {}
     metadata: dict[str, Any] = {}
     for key, value in dict(text).items():
         if isinstance(value, str) and value[:1] in "{[":
@@ -134,16 +135,12 @@ def embedding_items(services: Services) -> EmbeddingsResponse:
         architecture = None
     loaded, skipped = {}, {}
     for record in services.registry.list(ModelKind.EMBEDDING):
-        if record.path is None:
-            continue
         word = embedding_word(record)
-        try:
-            tables = read_tables(record.path)
-        except (OSError, ValueError, RuntimeError):
+        shape = embedding_shape(record)
+        if shape is None:
             skipped[word] = EmbeddingItem()
             continue
-        first = next(iter(tables.values()))
-        item = EmbeddingItem(shape=sum(t.shape[-1] for t in tables.values()), vectors=int(first.shape[0]))
+        item = EmbeddingItem(shape=shape[1], vectors=shape[0])
         fits = architecture is None or record.architecture in (architecture, Architecture.UNKNOWN)
         (loaded if fits else skipped)[word] = item
     return EmbeddingsResponse(loaded=loaded, skipped=skipped)

@@ -10,11 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pipelines.errors import InvalidRequest
-from pipelines.loading.vae import find_vae, own_vae_name
-from pipelines.outputs.metadata import normalize_format
-from pipelines.services import Services
-from pipelines.types import ModelRecord
+from pipelines import InvalidRequest, ModelRecord, Services, find_vae, normalize_format, own_vae_name
 from ui.api.catalog import find_checkpoint, model_title
 from ui.api.schemas import Options, OptionsUpdate
 

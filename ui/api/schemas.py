@@ -3,7 +3,7 @@
 Clients written for A1111 send its JSON as it is, so the names, the defaults (steps 50, sampler Euler,
 save_images false...) and the response shapes follow A1111's API. Unknown fields are ignored, as A1111
 does; a value of the wrong type or out of range is refused (HTTP 422) with the field named. The ranges
-come from pipelines.validation, the same limits the page has.
+come from the engine's validation table, the same limits the page has.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from pipelines.validation import LIMITS
+from pipelines import LIMITS
 
 
 def _not_bool(value: Any) -> Any:

@@ -21,14 +21,22 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from pipelines.errors import InvalidRequest
-from pipelines.generation.refiner import REFINER_ARCHITECTURES
-from pipelines.outputs.metadata import ImageMetadata, parse_name_list
-from pipelines.performance import PerformanceTable
-from pipelines.prompts.styles import StyleLibrary
-from pipelines.samplers import SamplerTable
-from pipelines.types import Architecture, GenerationRequest, ImageParams, LoraRef, ModelKind, SeedBehavior
-from pipelines.validation import MAX_LORAS
+from pipelines import (
+    MAX_LORAS,
+    REFINER_ARCHITECTURES,
+    Architecture,
+    GenerationRequest,
+    ImageMetadata,
+    ImageParams,
+    InvalidRequest,
+    LoraRef,
+    ModelKind,
+    PerformanceTable,
+    SamplerTable,
+    SeedBehavior,
+    StyleLibrary,
+    parse_name_list,
+)
 from ui.form import modes
 from ui.form.modes import CUSTOM
 from ui.form.sizes import AspectRatios, Size

@@ -11,9 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any, Mapping
 
-from pipelines.errors import InvalidRequest
-from pipelines.performance import PerformanceTable
-from pipelines.types import Architecture
+from pipelines import Architecture, InvalidRequest, PerformanceTable
 
 CUSTOM = "Custom"
 MODE_FIELDS = ("steps", "cfg_scale", "sampler", "scheduler")  # the request fields a mode may set

@@ -15,9 +15,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from pipelines.errors import InvalidRequest
-from pipelines.types import Architecture, ModelKind
-from pipelines.validation import validate
+from pipelines import Architecture, InvalidRequest, ModelKind, validate
 from ui.form import modes
 from ui.form.fields import FormTables, ModelLookup, Restored, default_form, request_from_form
 from ui.form.sizes import Size

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.types import Architecture
+from pipelines import Architecture
 
 TABLE_PATH = Path(__file__).parent / "tables" / "aspect_ratios.yaml"
 _RE_SIZE = re.compile(r"^\s*(\d+)\s*[x×*]\s*(\d+)\s*$")

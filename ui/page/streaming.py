@@ -13,7 +13,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from pipelines.jobs.events import (
+from pipelines import (
     Event,
     ImageReady,
     JobCancelled,
@@ -21,11 +21,11 @@ from pipelines.jobs.events import (
     JobFinished,
     JobPosition,
     JobProgress,
+    JobQueue,
     JobQueued,
     JobStarted,
     JobStatus,
 )
-from pipelines.jobs.queue import JobQueue
 
 PREVIEW_MIN_SIDE = 64  # tiny latent previews (test models) are scaled up so browsers show blocks, not a smear
 

@@ -8,9 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines import APP_NAME
-from pipelines.errors import InvalidRequest
-from pipelines.outputs.metadata import read_metadata
+from pipelines import APP_NAME, InvalidRequest, read_metadata
 from ui.errors import readable_errors
 from ui.form import modes
 from ui.form.fields import fields_from_metadata, restore

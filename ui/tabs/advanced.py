@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines.types import SeedBehavior
+from pipelines import SeedBehavior
 from ui.context import UIContext
 from ui.page.render import schedule_choices
 

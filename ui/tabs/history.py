@@ -10,8 +10,7 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines.errors import InvalidRequest
-from pipelines.outputs.metadata import infotext, read_metadata
+from pipelines import InvalidRequest, infotext, read_metadata
 from ui.context import UIContext
 from ui.errors import readable_errors
 from ui.form.fields import SOURCE_LABELS, fields_from_metadata, fields_from_record

@@ -15,9 +15,7 @@ from typing import Any, Mapping
 
 import gradio as gr
 
-from pipelines.errors import EaselError
-from pipelines.types import Architecture, ModelKind
-from pipelines.validation import LORA_WEIGHT
+from pipelines import LORA_WEIGHT, Architecture, EaselError, ModelKind
 from ui.context import UIContext, describe_record, lora_mismatch
 from ui.form.fields import LORA_SLOTS, NO_REFINER, slot_names
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines.outputs.metadata import EXTENSIONS as OUTPUT_FORMATS
+from pipelines import EXTENSIONS as OUTPUT_FORMATS
 from ui.context import UIContext
 from ui.page.render import aspect_state, mode_widgets
 

@@ -21,8 +21,7 @@ from typing import Any, Iterable
 
 import gradio as gr
 
-from pipelines.errors import InvalidRequest
-from pipelines.prompts.styles import PLACEHOLDER, Style
+from pipelines import PLACEHOLDER, InvalidRequest, Style
 from ui.context import UIContext
 from ui.page.thumbnails import thumbnail
 
