@@ -22,7 +22,7 @@ def setting(default, help: str, cli_type: type | None = None):  # noqa: A002 - "
 @dataclass(frozen=True)
 class AppConfig:
     models_dir: Path = setting(
-        Path("models"),
+        REPO_ROOT / "models",
         "Folder with checkpoints/, loras/, vae/, embeddings/ (an A1111 or ComfyUI models folder works too).",
     )
     output_dir: Path = setting(Path("outputs"), "Where images and the history index are written.")
