@@ -120,6 +120,16 @@ def tiny_models_dir(
     return tiny_models_root
 
 
+@pytest.fixture(scope="module")
+def engine(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The engine on the five tiny models (CPU, fp32), one per test module; tests/support/engine.py has `run`.
+    Modules that need other files (LoRAs, VAEs, styles) define their own `engine` with `running_engine`."""
+    from tests.support.engine import running_engine
+
+    with running_engine(tiny_models_dir, tmp_path_factory.mktemp("outputs")) as services:
+        yield services
+
+
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Make any outgoing connection fail loudly, to prove a code path never touches the network."""

@@ -6,25 +6,15 @@ import hashlib
 
 import pytest
 
-from pipelines.config import AppConfig
 from pipelines.errors import ModelNotFound
 from pipelines.loading.hashing import HashCache
-from pipelines.services import build_services
-from pipelines.types import GenerationRequest, JobState, ModelKind
+from pipelines.types import JobState, ModelKind
+from tests.support.engine import run
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_models_dir, tmp_path_factory):
-    services = build_services(
-        AppConfig(models_dir=tiny_models_dir, output_dir=tmp_path_factory.mktemp("outputs"), device="cpu", precision="fp32")
-    )
-    yield services
-    services.close()
-
-
-def run(services, **fields):
-    job = services.queue.submit(GenerationRequest(prompt="x", steps=1, seed=1, width=64, height=64, **fields))
-    info = services.queue.wait(job, timeout=120)
+def made_with(services, **fields):
+    """The parameters of the one image a small job made."""
+    info = run(services, prompt="x", steps=1, seed=1, **fields)
     assert info.state is JobState.FINISHED, info.error
     return info.result.images[0].params
 
@@ -35,8 +25,8 @@ def test_switching_the_default_model(engine):
     assert manager.default_model is None and manager.default_record() == first
     record = manager.set_default_model("tiny-sdxl.safetensors")  # any name find() takes; stored as the record's
     assert record.name == manager.default_model == "tiny-sdxl"
-    assert run(engine).model == "tiny-sdxl"
-    assert run(engine, model="tiny-sd15").model == "tiny-sd15"  # a request naming one still wins
+    assert made_with(engine).model == "tiny-sdxl"
+    assert made_with(engine, model="tiny-sd15").model == "tiny-sd15"  # a request naming one still wins
     with pytest.raises(ModelNotFound):
         manager.set_default_model("no-such-model")
     assert manager.default_model == "tiny-sdxl"  # unchanged by the failed switch
@@ -48,7 +38,7 @@ def test_known_hash_never_hashes_and_is_remembered(engine):
     record = engine.registry.find(ModelKind.CHECKPOINT, "tiny-sdxl")
     engine.cache.clear()
     sha256 = hashlib.sha256(record.path.read_bytes()).hexdigest()
-    run(engine, model="tiny-sdxl")  # loading hashes the file
+    made_with(engine, model="tiny-sdxl")  # loading hashes the file
     assert engine.manager.known_hash(record) == sha256
     engine.cache.clear()
     assert engine.manager.known_hash(record) == sha256  # from the hash cache, not from a loaded model

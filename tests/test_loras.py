@@ -23,8 +23,10 @@ from pipelines.loras.patching import LoraManager
 from pipelines.outputs.metadata import read_metadata
 from pipelines.services import build_services
 from pipelines.types import Architecture, GenerationRequest, ImageParams, JobState, LoraRef
+from tests.support.engine import SIZE, running_engine
+from tests.support.engine import run as run_job
 from tests.support.lora_files import kohya_lora, peft_lora
-from tests.test_engine import SIZE, pixels, reference
+from tests.test_engine import pixels, reference
 
 SD15_LORAS = {  # name -> (writer, kwargs)
     "style-a": ("kohya", dict(rank=4, alpha=2.0, seed=1, conv=True)),
@@ -67,22 +69,16 @@ def lora_models(tmp_path_factory, tiny_sd15_file, tiny_sdxl_file, tiny_sd15_refe
 
 @pytest.fixture(scope="module")
 def engine(lora_models, tmp_path_factory):
-    services = build_services(
-        AppConfig(models_dir=lora_models[0], output_dir=tmp_path_factory.mktemp("out"), device="cpu", precision="fp32")
-    )
-    yield services
-    services.close()
+    with running_engine(lora_models[0], tmp_path_factory.mktemp("out")) as services:
+        yield services
 
 
-def run(services, timeout: float = 120, **fields):
-    fields.setdefault("steps", 3)
-    fields.setdefault("seed", 11)
-    fields.setdefault("prompt", "a lighthouse at dusk")
-    fields.setdefault("negative_prompt", "blurry")
-    fields.setdefault("sampler", "Euler")
-    fields.setdefault("scheduler", "Automatic")
-    info = services.queue.wait(services.queue.submit(GenerationRequest(**{**SIZE, **fields})), timeout=timeout)
-    return info
+JOB = dict(steps=3, seed=11, prompt="a lighthouse at dusk", negative_prompt="blurry", sampler="Euler", scheduler="Automatic")
+
+
+def run(services, **fields):
+    """The module's usual job, with `fields` on top."""
+    return run_job(services, **{**JOB, **fields})
 
 
 def image_of(info) -> np.ndarray:

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.config import AppConfig
 from pipelines.errors import InvalidRequest
 from pipelines.outputs.metadata import read_metadata
-from pipelines.services import build_services
 from pipelines.types import GenerationRequest, ImageParams, JobState, SeedBehavior
-from tests.test_engine import SIZE, pixels, reference
+from tests.support.engine import SIZE, running_engine
+from tests.support.engine import run as run_job
+from tests.test_engine import pixels, reference
 
 STYLES = """
 category: Test
@@ -38,21 +38,13 @@ def engine(tiny_models_dir, tmp_path_factory):
     (root / "styles" / "test.yaml").write_text(STYLES, encoding="utf-8")
     (root / "wildcards" / "zoo").mkdir(parents=True)
     (root / "wildcards" / "zoo" / "animal.txt").write_text("red fox\nsnowy owl\nsea otter\nbrown bear\n", encoding="utf-8")
-    cfg = AppConfig(
-        models_dir=tiny_models_dir,
-        output_dir=root / "out",
-        styles_dir=root / "styles",
-        wildcards_dir=root / "wildcards",
-        device="cpu",
-        precision="fp32",
-    )
-    services = build_services(cfg)
-    yield services
-    services.close()
+    with running_engine(tiny_models_dir, root / "out", styles_dir=root / "styles", wildcards_dir=root / "wildcards") as services:
+        yield services
 
 
 def run(services, **fields):
-    info = services.queue.wait(services.queue.submit(GenerationRequest(**{**SIZE, **fields})), timeout=180)
+    """The images of a job that must finish."""
+    info = run_job(services, **fields)
     assert info.state is JobState.FINISHED, info.error
     return info.result.images
 
