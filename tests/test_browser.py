@@ -33,6 +33,7 @@ from tests.support.lora_files import kohya_lora
 from tests.support.page_helpers import (
     ARTIFACTS,
     RECORD_ERROR_TOASTS,
+    RECORD_SAVED_SETTINGS,
     open_tab,
     pick_option,
     pick_radio,
@@ -45,6 +46,7 @@ from tests.support.page_helpers import (
     status,
     textbox,
     visible_styles,
+    wait_saved,
     wait_state,
     wait_value,
 )
@@ -161,6 +163,7 @@ def open_page(app, browser):
     def opener(**options):
         context = browser.new_context(viewport=options.pop("viewport", {"width": 1400, "height": 1000}), **options)
         context.add_init_script(RECORD_ERROR_TOASTS)
+        context.add_init_script(RECORD_SAVED_SETTINGS)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(WAIT)
@@ -349,9 +352,13 @@ def test_settings_are_remembered_across_reloads(app, open_page):
     open_tab(page, "Models")
     pick_option(page, "lora-3-name", "paper-cut  ·  SD 1.x")
     page.locator("body").click(position={"x": 5, "y": 5})
-    page.wait_for_function("""() => { const raw = localStorage.getItem('easel-settings');
-        return raw !== null && raw.length > 0; }""")
-    page.wait_for_timeout(500)  # let the last (coalesced) save land
+    # the last save holds every change (saves are coalesced, the last one wins)
+    wait_saved(
+        page,
+        "values.prompt === 'remember me' && values.negative_prompt === 'not this' && values.output_format === 'webp'"
+        " && Number(values.image_count) === 5 && String(values.lora_3_name).startsWith('paper-cut')"
+        " && JSON.stringify(values.styles) === JSON.stringify(['Painting - Cubism', 'Craft - Origami'])",
+    )
     page.reload()
     wait_value(page, "prompt", "v === 'remember me'")
     expect(textbox(page, "negative-prompt")).to_have_value("not this")

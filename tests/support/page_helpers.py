@@ -25,6 +25,30 @@ new MutationObserver(() => {
 """
 
 
+# The page remembers its form in localStorage, encrypted by Gradio's BrowserState. To know that a save has
+# landed (rather than sleeping and hoping), record the plain settings object each time one is written.
+RECORD_SAVED_SETTINGS = """
+(() => {
+    const stringify = JSON.stringify, setItem = Storage.prototype.setItem;
+    let pending = null;
+    JSON.stringify = function (value, ...rest) {
+        const text = stringify.call(this, value, ...rest);
+        if (value && typeof value === 'object' && 'launch_preset' in value && 'values' in value) pending = text;
+        return text;
+    };
+    Storage.prototype.setItem = function (key, value) {
+        setItem.call(this, key, value);
+        if (key === 'easel-settings' && pending !== null) { window.__easelSaved = JSON.parse(pending); pending = null; }
+    };
+})();
+"""
+
+
+def wait_saved(page, check: str) -> None:
+    """Wait until the form last written to localStorage satisfies `check`, a JS expression over `values`."""
+    page.wait_for_function(f"() => {{ const values = (window.__easelSaved || {{}}).values; return !!values && ({check}); }}")
+
+
 def shot(page, name: str) -> None:
     from playwright.sync_api import Error as PlaywrightError
 
