@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import io
+import logging
 import json
 import re
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ _PARAM_LINE_KEYS = ("Steps", "Sampler", "Seed", "CFG scale", "Size-1")
 _SCHEDULE_SUFFIXES = ("Karras", "Exponential", "SGM Uniform", "Polyexponential", "Uniform")
 _RE_HASHED_NAME = re.compile(r"^(.*\S)\s+\[([0-9A-Fa-f]{8,64})\]$")  # A1111's short_title: "name [hash]"
 _NO_MODEL = ("", "none", "automatic", "default (model)")  # how A1111/Fooocus write "the checkpoint's own"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -437,8 +440,8 @@ def _collect(image: Image.Image) -> dict[str, Any]:
         chunks = getattr(image, "text", None)  # PNG: also finds chunks written after the image data
         if isinstance(chunks, dict):
             info.update(chunks)
-    except Exception:  # truncated PNG: keep what image.info already had
-        pass
+    except Exception as exc:  # truncated PNG: keep what image.info already had
+        log.info("text chunks after the image data could not be read (%s): %s", type(exc).__name__, exc)
     for key, value in info.items():
         if key in ("exif", "icc_profile", "xmp", "photoshop"):
             continue
@@ -448,7 +451,8 @@ def _collect(image: Image.Image) -> dict[str, Any]:
     try:
         exif = image.getexif()
         sub = exif.get_ifd(_EXIF_IFD) if _EXIF_IFD in exif else {}
-    except Exception:
+    except Exception as exc:  # damaged EXIF: the text chunks found so far still count
+        log.info("EXIF could not be read (%s): %s", type(exc).__name__, exc)
         return raw
     for name, tag in (("exif_user_comment", _USER_COMMENT), ("exif_maker_note", _MAKER_NOTE)):
         value = sub.get(tag, exif.get(tag))
@@ -528,6 +532,7 @@ def _read_image(image: Image.Image) -> ImageMetadata:
     try:
         raw = _collect(image)
         return _interpret(raw)
-    except Exception:  # foreign or damaged metadata is "unknown", never a failure
+    except Exception:  # foreign or damaged metadata is "unknown", never a failure; the log says why
+        log.warning("image metadata could not be interpreted; read as unknown", exc_info=True)
         return ImageMetadata(source_app="unknown", raw=raw)
 
