@@ -8,6 +8,7 @@ import torch
 
 from pipelines.devices import choose
 from pipelines.optimize import optimize_for_device
+from tests.support.compare import assert_images_match
 from tests.support.op_trace import aten_ops, first_difference
 from tests.support.tiny_models import tiny_sd15_pipeline
 
@@ -17,7 +18,7 @@ def image(pipe) -> np.ndarray:
     plain.set_progress_bar_config(disable=True)
     out = plain("a red fox", negative_prompt="blurry", num_inference_steps=4, width=64, height=64,
                 generator=torch.Generator().manual_seed(3))
-    return np.asarray(out.images[0]).astype(int)
+    return np.asarray(out.images[0])
 
 
 def test_cpu_models_are_channels_last_and_the_picture_is_the_same_within_a_rounding():
@@ -27,8 +28,7 @@ def test_cpu_models_are_channels_last_and_the_picture_is_the_same_within_a_round
     assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert pipe.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     after = image(pipe)
-    assert np.abs(after - before).max() <= 1
-    assert (after != before).mean() < 0.01
+    assert_images_match(after, before, why="oneDNN runs other convolution kernels on channels-last tensors")
 
 
 def test_the_engine_loads_models_channels_last(tiny_models_dir, tmp_path):

@@ -23,6 +23,7 @@ from pipelines.refiner import refiner_name, split_steps
 from pipelines.samplers import SamplerTable
 from pipelines.services import build_services
 from pipelines.types import GenerationRequest, GenerationResult, ImageParams, JobState
+from tests.support.compare import assert_images_equal
 
 SIZE = dict(width=64, height=64)
 PROMPT, NEGATIVE = "a red fox in snow", "blurry"
@@ -71,8 +72,8 @@ def test_base_plus_refiner_checkpoint_equals_plain_diffusers(engine, tiny_sdxl_r
     [item] = info.result.images
     expected = plain_base_and_refiner(tiny_sdxl_reference, tiny_sdxl_refiner_reference,
                                       diffusers.EulerAncestralDiscreteScheduler.from_config, 321, 5, 5.0, 0.6)
-    assert np.array_equal(np.asarray(item.image), expected)
-    assert np.array_equal(pixels(item.path), expected)
+    assert_images_equal(np.asarray(item.image), expected)
+    assert_images_equal(pixels(item.path), expected)
     # the base alone gives another image: the refiner did work
     alone = run(engine, model="tiny-sdxl", prompt=PROMPT, negative_prompt=NEGATIVE, seed=321, steps=5, cfg_scale=5.0,
                 sampler="Euler a", scheduler="Automatic")
@@ -103,7 +104,7 @@ def test_an_sdxl_checkpoint_as_refiner_equals_plain_diffusers(engine, tiny_sdxl_
 
     img2img = diffusers.StableDiffusionXLImg2ImgPipeline.from_pipe(tiny_sdxl_reference)
     expected = plain_base_and_refiner(tiny_sdxl_reference, img2img, dpm, 8, 4, 6.0, 0.5)
-    assert np.array_equal(np.asarray(info.result.images[0].image), expected)
+    assert_images_equal(np.asarray(info.result.images[0].image), expected)
 
 
 def test_prompt_editing_goes_on_in_the_refiners_stage(engine, tiny_sdxl_reference, tiny_sdxl_refiner_reference):
@@ -138,7 +139,7 @@ def test_prompt_editing_goes_on_in_the_refiners_stage(engine, tiny_sdxl_referenc
                        negative_pooled_prompt_embeds=red[3], image=latents, denoising_start=0.6, **common,
                        callback_on_step_end=to_blue_after_first,
                        callback_on_step_end_tensor_inputs=["prompt_embeds", "add_text_embeds"]).images[0]
-    assert np.array_equal(np.asarray(info.result.images[0].image), np.asarray(expected))
+    assert_images_equal(np.asarray(info.result.images[0].image), np.asarray(expected))
 
 
 class ScriptedControl:
@@ -225,7 +226,7 @@ def test_no_refiner_and_switch_at_one_mean_the_base_alone(engine):
     common = dict(model="tiny-sdxl", prompt="x", steps=3, seed=4)
     plain = run(engine, **common).result.images[0]
     at_one = run(engine, refiner="tiny-sdxl-refiner", refiner_switch=1.0, **common).result.images[0]
-    assert np.array_equal(np.asarray(plain.image), np.asarray(at_one.image))
+    assert_images_equal(np.asarray(plain.image), np.asarray(at_one.image))
     assert at_one.params.refiner is None and "Refiner" not in infotext(at_one.params)
 
 
