@@ -23,7 +23,7 @@ from pipelines.loras import LoraManager
 from pipelines.metadata import read_metadata
 from pipelines.services import build_services
 from pipelines.types import Architecture, GenerationRequest, ImageParams, JobState, LoraRef
-from tests.support.compare import assert_images_match
+from tests.support.compare import assert_images_equal, assert_images_match
 from tests.support.lora_files import kohya_lora, peft_lora
 from tests.test_engine import SIZE, pixels, reference
 
@@ -203,6 +203,26 @@ def test_no_drift_after_any_sequence_of_lora_jobs(engine, monkeypatch, tiny_sd15
         assert np.array_equal(after, image_of(run(fresh, model="tiny-sd15")))
     finally:
         fresh.close()
+
+
+def test_the_same_request_gives_the_same_bytes_after_lora_jobs_and_model_switches(engine, monkeypatch):
+    """The engine's own reproducibility is exact, on any CPU: nothing a job leaves behind (weights patched and
+    restored, another model used, this one pushed out and loaded again) changes the next picture by a bit."""
+    request = dict(model="tiny-sdxl", cfg_scale=6.0)
+    first = run(engine, **request)
+    assert run(engine, model="tiny-sdxl", loras=(LoraRef("xl-a", 0.9), LoraRef("xl-peft", -1.5))).state is JobState.FINISHED
+    assert run(engine, model="tiny-sd15", loras=(LoraRef("style-a", 0.8),)).state is JobState.FINISHED
+    again = run(engine, **request)
+    # with room for one model only, switching loads each from disk again
+    monkeypatch.setattr(engine.cache, "device_budget", 1)
+    engine.cache.clear()
+    loads = engine.cache.loads
+    assert run(engine, model="tiny-sd15").state is JobState.FINISHED
+    reloaded = run(engine, **request)
+    assert engine.cache.loads - loads == 2
+    for info in (again, reloaded):
+        assert_images_equal(image_of(info), image_of(first))
+        assert info.result.images[0].path.read_bytes() == first.result.images[0].path.read_bytes()
 
 
 def test_five_loras_at_once_and_limits(engine):
