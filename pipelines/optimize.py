@@ -3,8 +3,8 @@
 On every device, weights are frozen (`requires_grad=False`). This app never trains, but diffusers loads
 parameters that require gradients, and torch picks matmul kernels by that flag even under
 `inference_mode`: `at::matmul`'s `should_fold` folds a batched, non-contiguous input (SDXL's linear
-`proj_in` on a channels-last activation) into one copied `mm` when the weight requires grad, and runs a
-`bmm` on the strided view when it does not. The two round differently on AVX-512 and AMX CPUs (one level
+`proj_in` on a permuted activation, the VAE's attention) into one copied `mm` when the weight requires
+grad, and runs a `bmm` on the strided view when it does not. The two round differently on AVX-512 and AMX CPUs (one level
 in a pixel of a tiny SDXL image), so a loaded model ran another kernel than the same weights built in
 memory. Frozen, every model runs the kernels of a plain inference pipeline, whatever it was loaded from.
 

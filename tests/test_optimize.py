@@ -94,7 +94,7 @@ def test_a_loaded_sdxl_model_is_frozen_and_runs_the_in_memory_models_kernels(tin
     """Why its pictures equal plain diffusers' on every CPU: the same aten ops on the same layouts, op for op.
 
     diffusers loads weights that require grad, and torch picks a linear layer's kernel by that flag: on SDXL's
-    strided (channels-last) activations a loaded model ran `mm` on a copy where the in-memory model ran `bmm`,
+    permuted (strided) activations a loaded model ran `mm` on a copy where the in-memory model ran `bmm`,
     which rounds differently on AVX-512 and AMX CPUs. Loading freezes the weights, so the kernels are the same.
     """
     from pipelines.config import AppConfig
