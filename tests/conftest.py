@@ -5,6 +5,21 @@ imported, since huggingface_hub reads these variables at import time), so a test
 anything fails instead of passing on a developer's warm cache.
 
 Model files are written once per session; tests must not modify them (copy to `tmp_path` first).
+
+How pictures are compared (tests/support/compare.py), so that the suite passes on every CPU (AVX2,
+AVX-512, AMX), whose kernels take other paths by instruction set, layout, alignment and flags:
+
+- Exact (`assert_images_equal`) where equality holds by construction: the engine and the reference run
+  the same operations on the same inputs, with the same layouts and flags. The references are built for
+  this: in-memory models laid out and frozen as the app loads them (`tests/support/layout.py`), noise
+  from `torch.Generator().manual_seed(seed)`, plain diffusers calls. If such a test fails on one CPU only,
+  something differs between the two sides (it was once `requires_grad` on loaded weights, which chose
+  another matmul kernel); find it (`tests/support/op_trace.py` compares the aten ops of two calls), do
+  not loosen the test. The engine's own reproducibility (the same request twice) is always exact.
+- Within a tolerance (`assert_images_match`, with its `why`) only where two implementations legitimately
+  compute the same math in another order: a LoRA fused by diffusers vs added by us, NCHW vs channels-last
+  convolutions. The default, one 8-bit level on at most 1% of the values, is a rounding's trace; a real
+  mistake moves most pixels by many levels.
 """
 
 from __future__ import annotations

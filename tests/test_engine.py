@@ -18,6 +18,7 @@ from pipelines.jobs.events import ImageReady, JobProgress, JobStatus
 from pipelines.outputs.metadata import read_metadata
 from pipelines.services import build_services
 from pipelines.types import GenerationRequest, ImageParams, JobState, SeedBehavior
+from tests.support.compare import assert_images_equal
 from tests.support.engine import SIZE, run
 
 
@@ -84,8 +85,8 @@ def test_image_equals_plain_diffusers(engine, request, tiny_models_dir, model, r
     folder = tiny_models_dir / "checkpoints" / model
     base = diffusers.DDIMScheduler.load_config(folder / "scheduler") if folder.is_dir() else ref_pipe.scheduler.config
     expected = reference(ref_pipe, make_scheduler(base), "a red fox in snow", "blurry", 1234, 5, 6.5)
-    assert np.array_equal(pixels(item.path), expected)
-    assert np.array_equal(np.asarray(item.image), expected)
+    assert_images_equal(pixels(item.path), expected)
+    assert_images_equal(np.asarray(item.image), expected)
 
 
 def test_loaded_weights_equal_written_weights(engine, tiny_sdxl_reference):
@@ -104,10 +105,10 @@ def test_same_request_same_seed_same_image_and_batch_seeds(engine):
     again = run(engine, model="tiny-sd15", prompt="lighthouse", seed=77, steps=3, image_count=3, sampler="Euler a")
     assert [i.params.seed for i in first.result.images] == [77, 78, 79]
     for a, b in zip(first.result.images, again.result.images):
-        assert np.array_equal(pixels(a.path), pixels(b.path))
+        assert_images_equal(pixels(a.path), pixels(b.path))
     # image i of a batch is the image a single run with seed+i gives
     single = run(engine, model="tiny-sd15", prompt="lighthouse", seed=79, steps=3, sampler="Euler a")
-    assert np.array_equal(pixels(single.result.images[0].path), pixels(first.result.images[2].path))
+    assert_images_equal(pixels(single.result.images[0].path), pixels(first.result.images[2].path))
     assert not np.array_equal(pixels(first.result.images[0].path), pixels(first.result.images[1].path))
 
 
@@ -141,7 +142,7 @@ def test_saved_files_carry_metadata_that_recreates_the_image(engine):
     again_request = GenerationRequest.from_dict({**meta.request, "output_format": "png"})
     again = engine.queue.wait(engine.queue.submit(again_request), timeout=60)
     first_png = run(engine, **{**meta.request, "output_format": "png"})
-    assert np.array_equal(pixels(again.result.images[0].path), pixels(first_png.result.images[0].path))
+    assert_images_equal(pixels(again.result.images[0].path), pixels(first_png.result.images[0].path))
     # the history index lists it
     entries = engine.history.list("cabin")
     assert any(e.path == item.path for e in entries)

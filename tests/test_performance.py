@@ -19,11 +19,11 @@ from pipelines.outputs.metadata import read_metadata
 from pipelines.performance import PerformanceTable
 from pipelines.samplers import SamplerTable
 from pipelines.types import Architecture, GenerationRequest, JobState, ModelKind
+from tests.support.compare import assert_images_match
 from tests.support.engine import SIZE, running_engine
 from tests.support.engine import run as run_job
 from tests.support.lora_files import kohya_lora
 from tests.test_engine import pixels, reference
-from tests.test_loras import assert_same_picture
 
 SD1, SDXL = Architecture.SD1, Architecture.SDXL
 
@@ -271,7 +271,7 @@ def test_a_mode_with_its_lora_in_models_loras_runs_end_to_end(
     plain.load_lora_weights(str(path), adapter_name="speed")
     plain.fuse_lora(lora_scale=1.0)
     expected = reference(plain, make_scheduler(reference_pipe.scheduler.config), "a red boat", "ugly", 5, steps, 1.0)
-    assert_same_picture(pixels(item.path), expected)  # float32 rounding of the fused weights apart
+    assert_images_match(pixels(item.path), expected, why="diffusers' fuse_lora adds the LoRA in another order")
     # the file's request re-applies the mode, not a second copy of its LoRA
     again = engine.queue.wait(engine.queue.submit(GenerationRequest.from_dict(meta.request)), timeout=120)
     assert [lo.name for lo in again.result.images[0].params.loras] == [path.stem]

@@ -15,6 +15,7 @@ import torch
 from pipelines.errors import InvalidRequest
 from pipelines.outputs.metadata import read_metadata
 from pipelines.types import GenerationRequest, ImageParams, JobState, SeedBehavior
+from tests.support.compare import assert_images_equal
 from tests.support.engine import SIZE, running_engine
 from tests.support.engine import run as run_job
 from tests.test_engine import pixels, reference
@@ -81,7 +82,7 @@ def test_styled_wildcarded_prompt_is_what_the_metadata_holds_beside_the_template
         assert meta.request["prompt"] == fields["prompt"] and meta.request["styles"] == ["Ink", "Glow"]
         # the pixels are those of plain diffusers given the final text
         scheduler = diffusers.EulerDiscreteScheduler.from_config(tiny_sd15_reference.scheduler.config)
-        assert np.array_equal(pixels(item.path), reference(tiny_sd15_reference, scheduler, prompt, negative, seed, 3, 7.0))
+        assert_images_equal(pixels(item.path), reference(tiny_sd15_reference, scheduler, prompt, negative, seed, 3, 7.0))
     # a seed reproduces its choices: a single run at the second seed gives the second image's prompt
     [again] = run(engine, **{**fields, "seed": 22, "image_count": 1})
     assert again.params.prompt == images[1].params.prompt
@@ -130,7 +131,7 @@ def test_weighted_prompt_image_equals_diffusers_with_compels_embeddings(engine, 
         generator=torch.Generator().manual_seed(3),
         **SIZE,
     ).images[0]
-    assert np.array_equal(np.asarray(item.image), np.asarray(expected))
+    assert_images_equal(np.asarray(item.image), np.asarray(expected))
 
 
 def test_long_sdxl_prompt_is_not_cut(engine):
@@ -241,7 +242,7 @@ def test_prompt_editing_equals_diffusers_switching_prompts_at_the_same_steps(
     expected = plain_with_prompt_per_step(
         request.getfixturevalue(reference_fixture), [p for p, _ in per_step], [n for _, n in per_step], 9, 6.0
     )
-    assert np.array_equal(np.asarray(item.image), expected)
+    assert_images_equal(np.asarray(item.image), expected)
     assert (item.params.prompt, item.params.negative_prompt) == (prompt, negative)  # metadata keeps what was typed
     if len(set(per_step)) > 1:  # and the edit did something: not the image of the first prompt alone
         first = plain_with_prompt_per_step(

@@ -23,6 +23,7 @@ from pipelines.outputs.metadata import infotext, read_metadata
 from pipelines.samplers import SamplerTable
 from pipelines.services import build_services
 from pipelines.types import GenerationRequest, GenerationResult, ImageParams, JobState
+from tests.support.compare import assert_images_equal
 from tests.support.engine import SIZE, run
 
 PROMPT, NEGATIVE = "a red fox in snow", "blurry"
@@ -70,8 +71,8 @@ def test_base_plus_refiner_checkpoint_equals_plain_diffusers(
     expected = plain_base_and_refiner(
         tiny_sdxl_reference, tiny_sdxl_refiner_reference, diffusers.EulerAncestralDiscreteScheduler.from_config, 321, 5, 5.0, 0.6
     )
-    assert np.array_equal(np.asarray(item.image), expected)
-    assert np.array_equal(pixels(item.path), expected)
+    assert_images_equal(np.asarray(item.image), expected)
+    assert_images_equal(pixels(item.path), expected)
     # the base alone gives another image: the refiner did work
     alone = run(
         engine,
@@ -122,7 +123,7 @@ def test_an_sdxl_checkpoint_as_refiner_equals_plain_diffusers(engine, tiny_sdxl_
 
     img2img = diffusers.StableDiffusionXLImg2ImgPipeline.from_pipe(tiny_sdxl_reference)
     expected = plain_base_and_refiner(tiny_sdxl_reference, img2img, dpm, 8, 4, 6.0, 0.5)
-    assert np.array_equal(np.asarray(info.result.images[0].image), expected)
+    assert_images_equal(np.asarray(info.result.images[0].image), expected)
 
 
 def test_prompt_editing_goes_on_in_the_refiners_stage(engine, tiny_sdxl_reference, tiny_sdxl_refiner_reference):
@@ -176,7 +177,7 @@ def test_prompt_editing_goes_on_in_the_refiners_stage(engine, tiny_sdxl_referenc
         callback_on_step_end=to_blue_after_first,
         callback_on_step_end_tensor_inputs=["prompt_embeds", "add_text_embeds"],
     ).images[0]
-    assert np.array_equal(np.asarray(info.result.images[0].image), np.asarray(expected))
+    assert_images_equal(np.asarray(info.result.images[0].image), np.asarray(expected))
 
 
 class ScriptedControl:
@@ -280,7 +281,7 @@ def test_no_refiner_and_switch_at_one_mean_the_base_alone(engine):
     common = dict(model="tiny-sdxl", prompt="x", steps=3, seed=4)
     plain = run(engine, **common).result.images[0]
     at_one = run(engine, refiner="tiny-sdxl-refiner", refiner_switch=1.0, **common).result.images[0]
-    assert np.array_equal(np.asarray(plain.image), np.asarray(at_one.image))
+    assert_images_equal(np.asarray(plain.image), np.asarray(at_one.image))
     assert at_one.params.refiner is None and "Refiner" not in infotext(at_one.params)
 
 

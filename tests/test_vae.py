@@ -24,6 +24,7 @@ from pipelines.outputs.metadata import read_metadata
 from pipelines.services import build_services
 from pipelines.types import Architecture, GenerationRequest, GenerationResult, JobState, ModelFormat, ModelKind
 from tests.support.ckpt_export import save_vae_file
+from tests.support.compare import assert_images_equal
 from tests.support.engine import run, running_engine
 from tests.support.paths import link_or_copy
 from tests.support.random_models import build_model
@@ -114,13 +115,13 @@ def test_override_equals_plain_diffusers_with_that_vae_then_the_own_vae_is_back(
     [item] = info.result.images
     # the file's weights with the checkpoint's config (SD1.5: scaling 0.18215; SDXL: 0.13025 and force_upcast)
     file_vae = tiny_vae(VAE_SEED, arch)
-    optimize_module("vae", file_vae, torch.device("cpu"))  # the layout the app gives a loaded VAE on the CPU
+    optimize_module("vae", file_vae, torch.device("cpu"))  # frozen and laid out as the app loads a VAE
     expected = plain(reference, file_vae, seed=5)
-    assert np.array_equal(np.asarray(item.image), expected)
+    assert_images_equal(np.asarray(item.image), expected)
     assert not np.array_equal(expected, plain(reference, None, seed=5))
     # the next job without an override decodes with the checkpoint's own VAE again
     after = run(engine, **job)
-    assert np.array_equal(np.asarray(after.result.images[0].image), plain(reference, None, seed=5))
+    assert_images_equal(np.asarray(after.result.images[0].image), plain(reference, None, seed=5))
     own = loaded(engine, model).pipe.vae
     assert all(torch.equal(v, reference.vae.state_dict()[k]) for k, v in own.state_dict().items())
     # metadata as A1111 writes it: `VAE hash: sha256[:10], VAE: file name`

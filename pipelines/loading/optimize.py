@@ -1,4 +1,12 @@
-"""Device-specific speed-ups applied once, when a model is loaded.
+"""What is done once to every loaded model: weights frozen, and the CPU's fast memory layout.
+
+On every device, weights are frozen (`requires_grad=False`). This app never trains, but diffusers loads
+parameters that require gradients, and torch picks matmul kernels by that flag even under
+`inference_mode`: `at::matmul`'s `should_fold` folds a batched, non-contiguous input (SDXL's linear
+`proj_in` on a permuted activation, the VAE's attention) into one copied `mm` when the weight requires
+grad, and runs a `bmm` on the strided view when it does not. The two round differently on AVX-512 and AMX CPUs (one level
+in a pixel of a tiny SDXL image), so a loaded model ran another kernel than the same weights built in
+memory. Frozen, every model runs the kernels of a plain inference pipeline, whatever it was loaded from.
 
 On the CPU, oneDNN runs convolutions far faster on channels-last (NHWC) tensors than on the default
 NCHW layout, which it otherwise reorders on every call: measured on this project's 2-core AVX512-BF16
@@ -28,16 +36,26 @@ ALIGNMENT = 64  # bytes: torch's own CPU allocations are aligned to this
 
 
 def optimize_module(name: str, module: torch.nn.Module, device: torch.device) -> str | None:
-    """Apply what helps this component on this device; returns what was done, or None."""
-    if device.type != "cpu":
-        return None
-    done = []
-    if name in CONV_COMPONENTS:
-        module.to(memory_format=torch.channels_last)  # first: it copies the convolutions, aligned
-        done.append("channels-last")
-    if moved := align_weights(module):
-        done.append(f"{moved} tensors aligned")
+    """Freeze the component, and apply what helps it on this device; returns what was done, or None."""
+    done = [f"{frozen} parameters frozen"] if (frozen := freeze(module)) else []
+    if device.type == "cpu":
+        if name in CONV_COMPONENTS:
+            module.to(memory_format=torch.channels_last)  # first: it copies the convolutions, aligned
+            done.append("channels-last")
+        if moved := align_weights(module):
+            done.append(f"{moved} tensors aligned")
     return f"{name}: {', '.join(done)}" if done else None
+
+
+def freeze(module: torch.nn.Module) -> int:
+    """Set `requires_grad=False` on every parameter that has it; returns how many changed.
+
+    The flag is what matters, not autograd: torch chooses some kernels by it (see the module's docstring).
+    """
+    changed = [p for p in module.parameters() if p.requires_grad]
+    for param in changed:
+        param.requires_grad_(False)
+    return len(changed)
 
 
 def align_weights(module: torch.nn.Module) -> int:
