@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from pipelines.config import AppConfig
-from pipelines.errors import LoraError
+from pipelines.errors import InvalidRequest, LoraError
 from pipelines.loading.configs import sidecar_path
 from pipelines.loading.probe import probe_file
 from pipelines.loras.formats import read_lora
@@ -73,6 +73,7 @@ def test_a_partly_fitting_lora_says_which_part_does_not_fit(tmp_path, tiny_sd15_
         f"(UNet: all {unet_count} found; text encoder: 9 of {te_count + 9} not found, e.g. 'lora_te_text_model_encoder_layers_"
         in message
     )
+    assert isinstance(err.value, InvalidRequest) and err.value.field == "loras"  # the request's fault: a 4xx
 
 
 # -- through the engine -----------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def failure(queue: JobQueue, job: JobInfo) -> HTTPException:
     for event in queue.events(job.job_id, timeout=0):
         last = event
     if isinstance(last, JobFailed):
-        if last.error_type == "InvalidRequest":
+        if last.field is not None or last.error_type == "InvalidRequest":  # the request's fault (a LoraError too)
             return http_error(InvalidRequest(last.error, field=last.field))
         if last.error_type == "ModelNotFound":
             return http_error(ModelNotFound(last.error))
