@@ -76,6 +76,131 @@ def test_a_partly_fitting_lora_says_which_part_does_not_fit(tmp_path, tiny_sd15_
     assert isinstance(err.value, InvalidRequest) and err.value.field == "loras"  # the request's fault: a 4xx
 
 
+# Layer names copied from published full-size LoRAs (kohya SD 1.5 and SDXL, LyCORIS, diffusers), with the
+# module each one means (diffusers UNet path / transformers-4 CLIP path).
+FULL_SIZE_NAMES = [
+    (
+        Architecture.SD1,
+        "lora_te_text_model_encoder_layers_11_self_attn_out_proj",
+        "text_encoder",
+        "text_model.encoder.layers.11.self_attn.out_proj",
+    ),
+    (Architecture.SD1, "lora_te_text_model_encoder_layers_0_mlp_fc1", "text_encoder", "text_model.encoder.layers.0.mlp.fc1"),
+    (Architecture.SD1, "lora_unet_down_blocks_0_attentions_0_proj_in", "unet", "down_blocks.0.attentions.0.proj_in"),
+    (
+        Architecture.SD1,
+        "lora_unet_mid_block_attentions_0_transformer_blocks_0_ff_net_0_proj",
+        "unet",
+        "mid_block.attentions.0.transformer_blocks.0.ff.net.0.proj",
+    ),
+    (
+        Architecture.SD1,
+        "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_attn2_to_out_0",
+        "unet",
+        "up_blocks.3.attentions.2.transformer_blocks.0.attn2.to_out.0",
+    ),
+    (
+        Architecture.SD1,
+        "lora_unet_input_blocks_8_1_transformer_blocks_0_attn1_to_q",
+        "unet",
+        "down_blocks.2.attentions.1.transformer_blocks.0.attn1.to_q",
+    ),
+    (Architecture.SD1, "lora_unet_output_blocks_11_1_proj_out", "unet", "up_blocks.3.attentions.2.proj_out"),
+    (Architecture.SD1, "lora_unet_down_blocks_0_resnets_0_conv1", "unet", "down_blocks.0.resnets.0.conv1"),
+    (Architecture.SD1, "lora_unet_up_blocks_0_upsamplers_0_conv", "unet", "up_blocks.0.upsamplers.0.conv"),
+    (
+        Architecture.SD1,
+        "text_encoder.text_model.encoder.layers.11.self_attn.k_proj",
+        "text_encoder",
+        "text_model.encoder.layers.11.self_attn.k_proj",
+    ),
+    (
+        Architecture.SD1,
+        "unet.mid_block.attentions.0.transformer_blocks.0.attn1.processor.to_out",
+        "unet",
+        "mid_block.attentions.0.transformer_blocks.0.attn1.to_out.0",
+    ),
+    (Architecture.SDXL, "lora_te1_text_model_encoder_layers_11_mlp_fc1", "text_encoder", "text_model.encoder.layers.11.mlp.fc1"),
+    (
+        Architecture.SDXL,
+        "lora_te2_text_model_encoder_layers_31_self_attn_q_proj",
+        "text_encoder_2",
+        "text_model.encoder.layers.31.self_attn.q_proj",
+    ),
+    (
+        Architecture.SDXL,
+        "lora_unet_input_blocks_4_1_transformer_blocks_1_attn1_to_k",
+        "unet",
+        "down_blocks.1.attentions.0.transformer_blocks.1.attn1.to_k",
+    ),
+    (
+        Architecture.SDXL,
+        "lora_unet_input_blocks_8_1_transformer_blocks_9_ff_net_2",
+        "unet",
+        "down_blocks.2.attentions.1.transformer_blocks.9.ff.net.2",
+    ),
+    (
+        Architecture.SDXL,
+        "lora_unet_middle_block_1_transformer_blocks_9_attn2_to_v",
+        "unet",
+        "mid_block.attentions.0.transformer_blocks.9.attn2.to_v",
+    ),
+    (
+        Architecture.SDXL,
+        "lora_unet_output_blocks_0_1_transformer_blocks_9_attn2_to_k",
+        "unet",
+        "up_blocks.0.attentions.0.transformer_blocks.9.attn2.to_k",
+    ),
+    (Architecture.SDXL, "lora_unet_output_blocks_5_1_proj_out", "unet", "up_blocks.1.attentions.2.proj_out"),
+    (Architecture.SDXL, "lora_unet_input_blocks_1_0_in_layers_2", "unet", "down_blocks.0.resnets.0.conv1"),
+    (Architecture.SDXL, "lora_unet_input_blocks_3_0_op", "unet", "down_blocks.0.downsamplers.0.conv"),
+    (Architecture.SDXL, "lora_unet_output_blocks_2_2_conv", "unet", "up_blocks.0.upsamplers.0.conv"),
+    (
+        Architecture.SDXL,
+        "lora_unet_down_blocks_2_attentions_1_transformer_blocks_3_attn1_to_out_0",
+        "unet",
+        "down_blocks.2.attentions.1.transformer_blocks.3.attn1.to_out.0",
+    ),
+    (
+        Architecture.SDXL,
+        "text_encoder_2.text_model.encoder.layers.31.mlp.fc2",
+        "text_encoder_2",
+        "text_model.encoder.layers.31.mlp.fc2",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def full_size_modules():
+    """The full-size UNet and text encoders of SD 1.5 and SDXL, without weights (meta tensors), and their index."""
+    from types import SimpleNamespace
+
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from tests.support.full_size import bundled_configs
+
+    classes = {"text_encoder": CLIPTextModel, "text_encoder_2": CLIPTextModelWithProjection}
+    out = {}
+    for arch in (Architecture.SD1, Architecture.SDXL):
+        configs = bundled_configs(arch)
+        with init_empty_weights():
+            parts = {"unet": UNet2DConditionModel.from_config(configs["unet"])}
+            parts |= {c: cls(CLIPTextConfig.from_dict(configs[c])) for c, cls in classes.items() if c in configs}
+        pipe = SimpleNamespace(**parts)
+        out[arch] = (pipe, ModuleIndex.build(pipe, arch))
+    return out
+
+
+@pytest.mark.parametrize("arch,stem,component,path", FULL_SIZE_NAMES, ids=[row[1] for row in FULL_SIZE_NAMES])
+def test_names_of_published_full_size_loras_find_their_layer(full_size_modules, arch, stem, component, path):
+    pipe, index = full_size_modules[arch]
+    [(found_component, found_path)] = index.targets_of(stem)
+    assert found_component == component
+    assert index.modules[(found_component, found_path)] is published_module(pipe, component, path)
+
+
 # -- through the engine -----------------------------------------------------------------------------------
 
 

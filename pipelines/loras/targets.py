@@ -13,6 +13,7 @@ fits says which part (UNet, text encoders) did not, with counts.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,22 +128,20 @@ def resolve(lora: LoraFile, index: ModuleIndex, model_name: str) -> list[LayerPa
 
 def misfit_message(name: str, model: str, pairs: list[LoraPair], unknown: list[str]) -> str:
     """Which parts of a LoRA (UNet, text encoders) are not in the model, with counts and examples."""
-    total: dict[str | None, int] = {}
+    total = Counter(claimed_component(pair.stem) for pair in pairs)
     missing: dict[str | None, list[str]] = {}
-    for pair in pairs:
-        part = claimed_component(pair.stem)
-        total[part] = total.get(part, 0) + 1
     for stem in unknown:
         missing.setdefault(claimed_component(stem), []).append(stem)
+    order = {component: i for i, component in enumerate(COMPONENTS)}
     details = []
-    for part, count in sorted(total.items(), key=lambda item: COMPONENTS.index(item[0]) if item[0] else len(COMPONENTS)):
+    for part in sorted(total, key=lambda p: order.get(p or "", len(order))):
         label = PART_LABELS.get(part or "", "layers without a model prefix")
         stems = missing.get(part, [])
         if not stems:
-            details.append(f"{label}: all {count} found")
+            details.append(f"{label}: all {total[part]} found")
             continue
         examples = ", ".join(repr(s) for s in stems[:2]) + (", …" if len(stems) > 2 else "")
-        details.append(f"{label}: {len(stems)} of {count} not found, e.g. {examples}")
+        details.append(f"{label}: {len(stems)} of {total[part]} not found, e.g. {examples}")
     what = (
         "none of its layers exist in it"
         if len(unknown) == len(pairs)
