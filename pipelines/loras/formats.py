@@ -29,9 +29,10 @@ import torch
 
 from pipelines.errors import LoraError, UnsafeCheckpoint
 from pipelines.loading.probe import SAFETENSORS_SUFFIXES, load_pickle_state_dict, probe_keys
+from pipelines.loras.names import KOHYA_PREFIXES
 from pipelines.types import Architecture
 
-KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
+KOHYA_STARTS = tuple(sorted({prefix for prefixes in KOHYA_PREFIXES.values() for prefix in prefixes}))  # lora_unet_, lora_te_, …
 PEFT_WEIGHTS, PEFT_CONFIG = "adapter_model", "adapter_config.json"  # the files of PEFT's save_pretrained
 
 # key ending -> role; the longest matching ending wins (".lora_up.weight" before ".weight" forms).
@@ -209,7 +210,7 @@ def _role(key: str) -> tuple[str, str] | None:
 
 
 def _format(keys: list[str], pairs: list[LoraPair]) -> str:
-    if any(k.startswith(KOHYA_PREFIXES) for k in keys):
+    if any(k.startswith(KOHYA_STARTS) for k in keys):
         conv = any(p.down.ndim == 4 and tuple(p.down.shape[2:]) != (1, 1) for p in pairs)
         return "LyCORIS LoCon" if conv else "kohya"
     if any(".lora_A." in k for k in keys):
