@@ -31,8 +31,12 @@ class UnsafeCheckpoint(ModelLoadError):
     pass
 
 
-class LoraError(EaselError):
-    pass
+class LoraError(InvalidRequest):
+    """A LoRA of the request cannot be used (missing, unreadable, made for another model): the request's fault,
+    so API clients get a 4xx naming the file, as for any other bad field."""
+
+    def __init__(self, message: str, field: str | None = "loras"):
+        super().__init__(message, field)
 
 
 class OutOfMemory(EaselError):

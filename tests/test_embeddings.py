@@ -199,3 +199,71 @@ def test_jobs_record_the_embeddings_used_as_a1111s_ti_hashes(models, tiny_sd15_f
         assert plain.params.embeddings == () and "TI hashes" not in plain.infotext
     finally:
         services.close()
+
+
+# Embedding files as each tool publishes them, at the real text encoders' widths (768 CLIP-L, 1280 OpenCLIP-G).
+PUBLISHED = {  # file -> (what it holds, the tables read_tables gives, architecture)
+    "a1111-trained.pt": (  # A1111's Embedding.save(): a trained Parameter and bookkeeping beside it
+        {
+            "string_to_token": {"*": 265},
+            "string_to_param": {"*": torch.nn.Parameter(torch.ones(2, 768))},
+            "name": "a1111-trained",
+            "step": 3000,
+            "sd_checkpoint": "e1441589a6",
+            "sd_checkpoint_name": "v1-5-pruned-emaonly",
+        },
+        {"": torch.ones(2, 768)},
+        Architecture.SD1,
+    ),
+    "learned_embeds.bin": ({"<cat-toy>": torch.full((768,), 2.0)}, {"": torch.full((1, 768), 2.0)}, Architecture.SD1),
+    "kohya-fp16.safetensors": (
+        {"emb_params": torch.full((3, 768), 0.5, dtype=torch.float16)},
+        {"": torch.full((3, 768), 0.5)},
+        Architecture.SD1,
+    ),
+    "sdxl.safetensors": (
+        {"clip_l": torch.zeros(2, 768, dtype=torch.float16), "clip_g": torch.ones(2, 1280, dtype=torch.float16)},
+        {"clip_l": torch.zeros(2, 768), "clip_g": torch.ones(2, 1280)},
+        Architecture.SDXL,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED))
+def test_published_embedding_files_are_identified_and_read(tmp_path, name):
+    """diffusers' textual_inversion writes one 1-D vector under the token's name; A1111's .pt nests its table
+    in `string_to_param` (the probe reads its width there, to tell SD 1.x from SD 2.x)."""
+    from pipelines.loading.probe import probe_file
+
+    content, tables, arch = PUBLISHED[name]
+    path = tmp_path / name
+    if path.suffix == ".safetensors":
+        save_file(content, str(path))
+    else:
+        torch.save(content, path)
+    probe = probe_file(path)
+    assert (probe.kind, probe.architecture, probe.note) == (ModelKind.EMBEDDING, arch, "")
+    got = read_tables(path)
+    assert got.keys() == tables.keys() and all(torch.equal(got[k], tables[k]) for k in tables)
+
+
+def test_a1111_parameter_and_fp16_files_put_their_vectors_into_the_encoder(tmp_path):
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    trained = torch.nn.Parameter(SD15_TWO.clone())  # what A1111 saves after training
+    torch.save(
+        {"string_to_token": {"*": 265}, "string_to_param": {"*": trained}, "name": "trained", "step": 10}, folder / "trained.pt"
+    )
+    save_file({"emb_params": SD15_THREE.half()}, str(folder / "halfemb.safetensors"))
+    registry = ModelRegistry(tmp_path, tmp_path / "cache")
+    registry.refresh()
+    model = loaded(tiny_sd15_pipeline(seed=0), Architecture.SD1)
+    encoder = CompelEncoder(TextualInversions(registry))
+    before = len(model.pipe.tokenizer)
+    encoder.encode(model, "trained and halfemb", "", 1, False)
+    weights = model.pipe.text_encoder.get_input_embeddings().weight
+    assert len(model.pipe.tokenizer) == before + 5
+    rewrite = encoder.embeddings.prepare(model, ["trained", "halfemb"])
+    for word, vectors in (("trained", SD15_TWO), ("halfemb", SD15_THREE.half().float())):
+        ids = model.pipe.tokenizer(rewrite(word), add_special_tokens=False).input_ids
+        assert torch.equal(weights[ids], vectors), word

@@ -2,7 +2,8 @@
 
 The files are written the way trainers write them (tests/support/lora_files.py: kohya names computed with the
 checkpoint exporter's own LDM mapping, PEFT files written by diffusers itself), and the mapping is checked
-against what was written, layer by layer.
+against what was written, layer by layer. Every trainer's exact spelling, on hand-typed layer names, is
+tested in test_published_loras.py.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pipelines.errors import LoraError
 from pipelines.loading.probe import probe_file
 from pipelines.loras.formats import read_lora
 from pipelines.loras.info import lora_info, top_tags
-from pipelines.loras.targets import CHUNK_ELEMENTS, ModuleIndex, add_low_rank_, resolve, unet_ldm_name, unet_ldm_prefixes
+from pipelines.loras.names import unet_ldm_name, unet_ldm_prefixes
+from pipelines.loras.targets import CHUNK_ELEMENTS, ModuleIndex, add_low_rank_, resolve
 from pipelines.types import Architecture, ModelKind
 from tests.support.ckpt_export import unet_to_ldm
 from tests.support.full_size import bundled_configs

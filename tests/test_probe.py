@@ -75,6 +75,22 @@ def test_malicious_ckpt_never_executes(tmp_path):
             ModelKind.LORA,
             Architecture.SD1,
         ),
+        # names only one architecture has, where no cross-attention key tells the width
+        ({"lora_unet_input_blocks_1_1_proj_in.lora_down.weight": [4, 320, 1, 1]}, ModelKind.LORA, Architecture.SD1),
+        ({"lora_unet_output_blocks_9_1_proj_out.lora_down.weight": [4, 320]}, ModelKind.LORA, Architecture.SD1),
+        ({"lora_unet_input_blocks_4_1_proj_in.lora_down.weight": [4, 640]}, ModelKind.LORA, Architecture.SDXL),
+        (
+            {"lora_unet_down_blocks_2_attentions_0_transformer_blocks_9_ff_net_2.lora_down.weight": [4, 5120]},
+            ModelKind.LORA,
+            Architecture.SDXL,
+        ),
+        ({"lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": [4, 768]}, ModelKind.LORA, Architecture.SD1),
+        # diffusers' old attention processors (`unet.save_attn_procs`: no component prefix)
+        (
+            {"down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight": [4, 320]},
+            ModelKind.LORA,
+            Architecture.UNKNOWN,
+        ),
         (
             {"encoder.down.0.block.0.conv1.weight": [128, 128, 3, 3], "decoder.up.0.block.0.conv1.weight": [1]},
             ModelKind.VAE,

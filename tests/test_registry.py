@@ -85,6 +85,26 @@ def test_refresh_picks_up_new_files_and_uses_the_probe_cache(tmp_path, tiny_sd15
     assert [r.name for r in again.checkpoints()] == ["xl"]
 
 
+def test_probe_results_of_older_rules_are_redone(tmp_path):
+    """A file cached as unknown by older probe rules is probed again (diffusers' attention-processor LoRAs were)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    lora = tmp_path / "models" / "loras" / "attn-procs.safetensors"
+    lora.parent.mkdir(parents=True)
+    key = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora"
+    save_file({f"{key}.down.weight": torch.ones(4, 320), f"{key}.up.weight": torch.ones(320, 4)}, str(lora))
+    stat = lora.stat()
+    stale = {str(lora.resolve()): {"stamp": [stat.st_size, stat.st_mtime_ns], "kind": "unknown", "arch": "unknown", "note": "x"}}
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "probe-cache.json").write_text(json.dumps(stale))
+    reg = ModelRegistry(tmp_path / "models", tmp_path / "cache")
+    reg.refresh()
+    assert [r.name for r in reg.list(ModelKind.LORA)] == ["attn-procs"]
+
+
 def test_unknown_names_suggest_close_matches(tiny_models_dir, tmp_path):
     reg = ModelRegistry(tiny_models_dir, tmp_path / "cache")
     reg.refresh()

@@ -54,6 +54,10 @@ def models(tmp_path_factory, tiny_sd15_file, tiny_sdxl_file) -> Path:
         "model_ema.num_updates": torch.tensor(840000),
     }
     save_file({**load_file(str(vae_dir / "tiny-vae.safetensors")), **leftovers}, str(vae_dir / "unpruned.safetensors"))
+    # half-precision files, as most VAEs are shared (sdxl-vae-fp16-fix in the diffusers layout, LDM ones pruned to fp16)
+    for source, half in (("tiny-vae", "ldm-fp16"), ("diffusers-layout", "diffusers-fp16")):
+        state = load_file(str(vae_dir / f"{source}.safetensors"))
+        save_file({k: v.half() for k, v in state.items()}, str(vae_dir / f"{half}.safetensors"))
     vae.save_pretrained(str(vae_dir / "folder-vae"))  # config.json + diffusion_pytorch_model.safetensors
     narrow = build_model(
         "vae", {**tiny_vae_config(), "block_out_channels": [8, 8, 16, 16]}, seed=3, dtype=torch.float32, device="cpu"
@@ -138,13 +142,24 @@ def test_every_layout_loads_the_weights_written_and_is_cached(engine, models):
     model = loaded(engine, "tiny-sdxl")
     written = tiny_vae(VAE_SEED).state_dict()
     records = {r.name: r for r in engine.registry.list(ModelKind.VAE)}
-    assert set(records) == {"tiny-vae", "sub/prefixed", "diffusers-layout", "folder-vae", "wrong-shape", "unpruned"}
+    assert set(records) == {
+        "tiny-vae",
+        "sub/prefixed",
+        "diffusers-layout",
+        "folder-vae",
+        "wrong-shape",
+        "unpruned",
+        "ldm-fp16",
+        "diffusers-fp16",
+    }
     assert records["folder-vae"].format is ModelFormat.DIFFUSERS  # one model, not its inner file
-    for name in ("tiny-vae", "prefixed.ckpt", "diffusers-layout", "folder-vae", "unpruned"):
+    halves = {k: v.half().float() for k, v in written.items()}
+    for name in ("tiny-vae", "prefixed.ckpt", "diffusers-layout", "unpruned", "ldm-fp16", "diffusers-fp16", "folder-vae"):
         vae = engine.manager.vaes.load(find_vae(engine.registry, name), model)
         state = vae.module.state_dict()
-        assert state.keys() == written.keys(), name
-        assert all(torch.equal(state[k], written[k]) for k in written), name
+        expected = halves if name.endswith("fp16") else written
+        assert state.keys() == expected.keys(), name
+        assert all(torch.equal(state[k], expected[k]) for k in expected), name
         assert vae.module.config.scaling_factor == model.pipe.vae.config.scaling_factor or name == "folder-vae"
     loads = engine.manager.vaes.loads
     engine.manager.vaes.load(find_vae(engine.registry, "folder-vae"), model)  # the last one is still loaded

@@ -20,7 +20,8 @@ from pipelines.loading import configs as arch_configs
 from pipelines.loading import hub
 from pipelines.loading.hashing import HashCache
 from pipelines.loading.optimize import optimize_for_device
-from pipelines.loading.probe import PICKLE_SUFFIXES, load_pickle_state_dict, probe_diffusers_folder
+from pipelines.loading.probe import PICKLE_SUFFIXES, load_pickle_state_dict, probe_diffusers_folder, read_safetensors_header
+from pipelines.loading.text_encoders import rootless_text_encoders
 from pipelines.types import Architecture, ModelFormat, ModelRecord
 
 log = logging.getLogger(__name__)
@@ -99,16 +100,21 @@ class ModelLoader:
         assert record.path is not None
         arch = record.architecture
         cls = pipeline_class(arch)
+        state = None
         if record.path.suffix.lower() in PICKLE_SUFFIXES:
-            load_pickle_state_dict(record.path)  # refuses pickles with code before diffusers touches them
+            state = load_pickle_state_dict(record.path)  # refuses pickles with code before diffusers touches them
+        keys = state.keys() if state is not None else read_safetensors_header(record.path).keys()
         status(f"Loading {record.name} ({arch.label})", None)
         config_dir = arch_configs.config_dir_for(arch, record.path, self.cache_dir / "configs")
+        built = rootless_text_encoders(record.path, keys, config_dir, self.plan.dtype, state)
+        del state, keys  # diffusers reads the file again: do not hold a second copy meanwhile
         pipe = cls.from_single_file(
             str(record.path),
             config=str(config_dir),
             local_files_only=True,
             torch_dtype=self.plan.dtype,
             **arch_configs.tokenizer_kwargs(arch),
+            **built,
         )
         return self._finish(record, arch, pipe, status, config_dir=config_dir)
 

@@ -9,6 +9,7 @@ pickle cannot run code.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 MODEL_SUFFIXES = SAFETENSORS_SUFFIXES | PICKLE_SUFFIXES
 
 _UNET = "model.diffusion_model."
+
+# Bumped whenever the rules below change, so results cached by the registry from older rules are redone.
+PROBE_RULES = 2
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,13 @@ def shapes_of(path: Path) -> dict[str, Sequence[int]]:
         header = read_safetensors_header(path)
         return {k: v["shape"] if k != "__metadata__" else v for k, v in header.items()}
     state = load_pickle_state_dict(path)
-    return {k: tuple(getattr(v, "shape", ())) for k, v in state.items()}
+    shapes: dict[str, Sequence[int]] = {}
+    for key, value in state.items():
+        if isinstance(value, dict):  # A1111 embeddings: {"string_to_param": {"*": tensor}, ...}
+            shapes.update({f"{key}.{inner}": tuple(getattr(v, "shape", ())) for inner, v in value.items()})
+        else:
+            shapes[key] = tuple(getattr(value, "shape", ()))
+    return shapes
 
 
 def probe_file(path: Path) -> ProbeResult:
@@ -147,6 +157,7 @@ _LORA_MARKERS = (
     ".lora_A.weight",
     ".lora_B.weight",
     ".lora.down.weight",
+    "_lora.down.weight",  # diffusers' old attention processors: attn1.processor.to_q_lora.down.weight
     ".lora_linear_layer.down.weight",
     ".hada_w1_a",
     ".lokr_w1",
@@ -157,8 +168,20 @@ def _looks_like_lora(keys: list[str]) -> bool:
     return any(marker in k for k in keys for marker in _LORA_MARKERS)
 
 
+# Layer names only one architecture has, in order, for files whose cross-attention width does not tell.
+_LORA_NAME_HINTS: tuple[tuple[re.Pattern[str], Architecture], ...] = (
+    (re.compile(r"^(lora_te[12]_|text_encoder_2\.|te2\.)"), Architecture.SDXL),  # two text encoders
+    (re.compile(r"^lora_te_"), Architecture.SD1),
+    (re.compile(r"transformer_blocks[._][1-9]"), Architecture.SDXL),  # SD1 blocks hold one transformer layer
+    # attention at the first level (SDXL has none there), in LDM and diffusers names
+    (re.compile(r"^lora_unet_(input_blocks_[12]_1_|output_blocks_([6-9]|1[01])_1_|down_blocks_0_attentions_)"), Architecture.SD1),
+    (re.compile(r"^lora_unet_(input_blocks|output_blocks|middle_block)_"), Architecture.SDXL),  # kohya SDXL names
+    (re.compile(r"^lora_unet_(down_blocks|up_blocks|mid_block)_"), Architecture.SD1),  # kohya SD1 names
+)
+
+
 def _lora_architecture(keys: list[str], shapes: Mapping[str, object]) -> Architecture:
-    # The cross-attention width is the surest sign (SD1 LoRAs in LDM naming exist too); names decide otherwise.
+    # The cross-attention width is the surest sign; names decide otherwise.
     for key in keys:
         if "attn2" in key and "to_k" in key and ("down" in key.rsplit(".", 2)[-2] or "lora_A" in key):
             shape = _shape(shapes, key)
@@ -169,12 +192,9 @@ def _lora_architecture(keys: list[str], shapes: Mapping[str, object]) -> Archite
             )
             if width is not None:
                 return width
-    if any(k.startswith(("lora_te2_", "text_encoder_2.", "te2.")) for k in keys):
-        return Architecture.SDXL
-    if any(k.startswith(("lora_unet_input_blocks_", "lora_unet_output_blocks_", "lora_unet_middle_block_")) for k in keys):
-        return Architecture.SDXL  # kohya names SDXL UNet layers by their original LDM names
-    if any(k.startswith(("lora_te_", "lora_unet_down_blocks_", "lora_unet_up_blocks_")) for k in keys):
-        return Architecture.SD1
+    for pattern, arch in _LORA_NAME_HINTS:
+        if any(pattern.search(k) for k in keys):
+            return arch
     return Architecture.UNKNOWN
 
 
@@ -193,9 +213,9 @@ def _looks_like_embedding(keys: list[str], shapes: Mapping[str, object]) -> bool
     names = set(keys)
     if names & {"emb_params", "clip_l", "clip_g"} or any(k.startswith("string_to_param") for k in keys):
         return True
-    # Some tools save a single vector table under the token's own name.
+    # Some tools save a single vector table under the token's own name (diffusers' learned_embeds: one 1-D vector).
     shape = _shape(shapes, keys[0]) if len(keys) == 1 else ()
-    return len(shape) == 2 and shape[-1] in (768, 1024, 1280)
+    return len(shape) in (1, 2) and shape[-1] in (768, 1024, 1280)
 
 
 def _embedding_architecture(keys: list[str], shapes: Mapping[str, object]) -> Architecture:

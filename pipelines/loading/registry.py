@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.errors import ModelNotFound
-from pipelines.loading.probe import MODEL_SUFFIXES, ProbeResult, probe_diffusers_folder, probe_file, probe_vae_folder
+from pipelines.loading.probe import MODEL_SUFFIXES, PROBE_RULES, ProbeResult, probe_diffusers_folder, probe_file, probe_vae_folder
 from pipelines.types import Architecture, ModelFormat, ModelKind, ModelRecord
 
 # Sub-folder names per kind: ours, A1111's and ComfyUI's. The first one is created when missing.
@@ -135,7 +135,7 @@ class ModelRegistry:
     def _probe_cached(self, path: Path) -> ProbeResult:
         stat = path.stat()
         key = str(path.resolve())
-        stamp = [stat.st_size, stat.st_mtime_ns]
+        stamp = [stat.st_size, stat.st_mtime_ns, PROBE_RULES]
         hit = self._probe_cache.get(key)
         if hit and hit.get("stamp") == stamp:
             return ProbeResult(ModelKind(hit["kind"]), Architecture(hit["arch"]), hit.get("note", ""))

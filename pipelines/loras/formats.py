@@ -6,11 +6,13 @@ and an `up` (out x rank) matrix, and optionally an `alpha` that sets the scale a
 - kohya / A1111: `lora_unet_<flat name>.lora_down.weight`, `lora_te_…` (SD1), `lora_te1_…`/`lora_te2_…` (SDXL),
   with `<flat name>.alpha`. LyCORIS LoCon uses the same keys and adds convolution layers (4-D down/up).
 - PEFT (diffusers >= 0.22): `unet.<module path>.lora_A.weight` / `.lora_B.weight`, the scale in the
-  `lora_adapter_metadata` header (r, lora_alpha, alpha_pattern, use_rslora) or 1.
+  `lora_adapter_metadata` header (r, lora_alpha, alpha_pattern, use_rslora) or 1. PEFT's own
+  `save_pretrained` writes `base_model.model.<module path>.lora_A.weight` to `adapter_model.safetensors`
+  and the scale to `adapter_config.json` beside it.
 - older diffusers: `unet.<path>.lora.down.weight`, `text_encoder.<path>.lora_linear_layer.up.weight`, and the
   attention-processor style `…attn1.processor.to_q_lora.down.weight`.
 
-This module only reads and groups; mapping the groups onto a loaded pipeline's modules is lora_targets.py.
+This module only reads and groups; mapping the groups onto a loaded pipeline's modules is targets.py.
 Layouts that are not a plain low-rank product (LoHa, LoKr, DoRA, CP-decomposed LoCon) are refused by name
 rather than applied approximately.
 """
@@ -27,9 +29,11 @@ import torch
 
 from pipelines.errors import LoraError, UnsafeCheckpoint
 from pipelines.loading.probe import SAFETENSORS_SUFFIXES, load_pickle_state_dict, probe_keys
+from pipelines.loras.names import KOHYA_PREFIXES
 from pipelines.types import Architecture
 
-KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
+KOHYA_STARTS = tuple(sorted({prefix for prefixes in KOHYA_PREFIXES.values() for prefix in prefixes}))  # lora_unet_, lora_te_, …
+PEFT_WEIGHTS, PEFT_CONFIG = "adapter_model", "adapter_config.json"  # the files of PEFT's save_pretrained
 
 # key ending -> role; the longest matching ending wins (".lora_up.weight" before ".weight" forms).
 _ROLES: tuple[tuple[str, str], ...] = (
@@ -134,10 +138,23 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 def read_lora(path: Path) -> LoraFile:
     tensors, metadata = read_tensors(path)
-    return parse_lora(path, tensors, metadata)
+    return parse_lora(path, tensors, metadata, peft_config(path))
 
 
-def parse_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> LoraFile:
+def peft_config(path: Path) -> dict | None:
+    """The `adapter_config.json` PEFT's save_pretrained writes beside `adapter_model.*` (r, lora_alpha, …), if any."""
+    if path.stem != PEFT_WEIGHTS:
+        return None
+    try:
+        config = json.loads((path.parent / PEFT_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def parse_lora(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None, adapter_config: dict | None = None
+) -> LoraFile:
     """Group a state dict into low-rank pairs; LoraError (naming the file) for anything else."""
     metadata = dict(metadata or {})
     name = path.name
@@ -160,7 +177,7 @@ def parse_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str,
             f"{name} is not a LoRA this app understands: {len(unknown)} of its {len(tensors)} tensors have no "
             f"LoRA role, e.g. {', '.join(repr(k) for k in unknown[:3])}. Supported: {SUPPORTED_TEXT}."
         )
-    scales = _peft_scales(metadata)
+    scales = _peft_scales(metadata) or ({"": adapter_config} if adapter_config else {})
     pairs: list[LoraPair] = []
     for stem, parts in groups.items():
         if "down" not in parts and "up" not in parts:
@@ -193,7 +210,7 @@ def _role(key: str) -> tuple[str, str] | None:
 
 
 def _format(keys: list[str], pairs: list[LoraPair]) -> str:
-    if any(k.startswith(KOHYA_PREFIXES) for k in keys):
+    if any(k.startswith(KOHYA_STARTS) for k in keys):
         conv = any(p.down.ndim == 4 and tuple(p.down.shape[2:]) != (1, 1) for p in pairs)
         return "LyCORIS LoCon" if conv else "kohya"
     if any(".lora_A." in k for k in keys):

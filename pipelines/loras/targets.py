@@ -1,22 +1,19 @@
 """Mapping a LoRA file's layer names onto the modules of OUR loaded diffusers pipeline.
 
-The name tables are built from the model itself (its named modules), not from string rewriting, so every
-name a LoRA may use for a layer is derived from the layer that is really there:
-
-- kohya SD1 names flatten the diffusers module path (`lora_unet_down_blocks_0_attentions_0_…_to_q`);
-- kohya SDXL names flatten the original LDM path (`lora_unet_input_blocks_4_1_…_to_q`), which is computed
-  from the UNet's actual block structure (resnets/attentions/samplers per level), as the checkpoint
-  converter numbers them;
-- diffusers/PEFT names are the module paths themselves (`unet.down_blocks.0.…to_q`), plus the old
-  attention-processor spellings (`attn1.processor.to_q_lora`, `self_attn.to_q_lora`).
+The table is built from the model itself (its named modules), under every name a published file may give
+each layer (names.py: kohya flat names, LDM block names, diffusers/PEFT dotted paths, with and without the
+`text_model.` level that transformers 5 dropped), so a layer is found by what trainers call it, not by
+what the installed libraries call it.
 
 `resolve` checks everything before a single weight is touched: the file's architecture against the model's,
-every layer name, and every shape; each failure is a LoraError naming the file.
+every layer name, and every shape; each failure is a LoraError naming the file, and a file that only partly
+fits says which part (UNet, text encoders) did not, with counts.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,102 +21,36 @@ import torch
 
 from pipelines.errors import LoraError
 from pipelines.loras.formats import LoraFile, LoraPair
+from pipelines.loras.names import (
+    COMPONENTS,
+    DOTTED_PREFIXES,
+    KOHYA_PREFIXES,
+    PART_LABELS,
+    claimed_component,
+    flat,
+    old_diffusers_path,
+    published_paths,
+    unet_ldm_name,
+    unet_ldm_prefixes,
+)
 from pipelines.types import Architecture
 
 TARGET_TYPES = (torch.nn.Linear, torch.nn.Conv2d)
 
-# component -> kohya prefix, per architecture
-KOHYA_COMPONENTS: dict[Architecture, dict[str, str]] = {
-    Architecture.SD1: {"unet": "lora_unet_", "text_encoder": "lora_te_"},
-    Architecture.SDXL: {"unet": "lora_unet_", "text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"},
-}
-
-_RESNET_LDM = {
-    "norm1": "in_layers.0",
-    "conv1": "in_layers.2",
-    "time_emb_proj": "emb_layers.1",
-    "norm2": "out_layers.0",
-    "conv2": "out_layers.3",
-    "conv_shortcut": "skip_connection",
-}
-_UNET_TOP_LDM = {
-    "conv_in": "input_blocks.0.0",
-    "time_embedding.linear_1": "time_embed.0",
-    "time_embedding.linear_2": "time_embed.2",
-    "add_embedding.linear_1": "label_emb.0.0",
-    "add_embedding.linear_2": "label_emb.0.2",
-    "conv_norm_out": "out.0",
-    "conv_out": "out.2",
-}
-_PROCESSOR_TE = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
-
-
-def flat(name: str) -> str:
-    return name.replace(".", "_")
-
-
-def unet_ldm_prefixes(unet: Any) -> dict[str, str]:
-    """diffusers block path -> LDM block path, counted from the UNet's own blocks."""
-    out = dict(_UNET_TOP_LDM)
-    k = 1
-    for i, block in enumerate(unet.down_blocks):
-        attentions = getattr(block, "attentions", None) or []
-        for j in range(len(block.resnets)):
-            out[f"down_blocks.{i}.resnets.{j}"] = f"input_blocks.{k}.0"
-            if j < len(attentions):
-                out[f"down_blocks.{i}.attentions.{j}"] = f"input_blocks.{k}.1"
-            k += 1
-        if getattr(block, "downsamplers", None):
-            out[f"down_blocks.{i}.downsamplers.0.conv"] = f"input_blocks.{k}.0.op"
-            k += 1
-    mid = unet.mid_block
-    if mid is not None:
-        for j in range(len(mid.resnets)):
-            out[f"mid_block.resnets.{j}"] = f"middle_block.{2 * j}"
-        for j in range(len(getattr(mid, "attentions", None) or [])):
-            out[f"mid_block.attentions.{j}"] = f"middle_block.{2 * j + 1}"
-    k = 0
-    for i, block in enumerate(unet.up_blocks):
-        attentions = getattr(block, "attentions", None) or []
-        for j in range(len(block.resnets)):
-            out[f"up_blocks.{i}.resnets.{j}"] = f"output_blocks.{k}.0"
-            if j < len(attentions):
-                out[f"up_blocks.{i}.attentions.{j}"] = f"output_blocks.{k}.1"
-            if j == len(block.resnets) - 1 and getattr(block, "upsamplers", None):
-                out[f"up_blocks.{i}.upsamplers.0.conv"] = f"output_blocks.{k}.{2 if attentions else 1}.conv"
-            k += 1
-    return out
-
-
-def unet_ldm_name(path: str, prefixes: dict[str, str]) -> str | None:
-    """The LDM name of a UNet module path (resnet layers renamed too), or None if it has none."""
-    parts = path.split(".")
-    for cut in range(len(parts), 0, -1):
-        head = ".".join(parts[:cut])
-        if head in prefixes:
-            rest = parts[cut:]
-            if ".resnets." in f".{head}." and rest:
-                if rest[0] not in _RESNET_LDM:
-                    return None
-                rest = _RESNET_LDM[rest[0]].split(".") + rest[1:]
-            return ".".join([prefixes[head], *rest])
-    return None
-
 
 @dataclass
 class ModuleIndex:
-    """Every LoRA-adaptable layer of a pipeline, under every name a LoRA file may give it."""
+    """Every LoRA-adaptable layer of a pipeline, under every name a published LoRA file may give it."""
 
     architecture: Architecture
     modules: dict[tuple[str, str], torch.nn.Module]  # (component, module path) -> Linear/Conv2d
-    kohya: dict[str, tuple[str, str]]  # "lora_unet_…" flat name -> (component, module path)
+    names: dict[tuple[str, str], str]  # (component, published path, dotted or kohya-flat) -> module path
 
     @classmethod
     def build(cls, pipe: Any, architecture: Architecture) -> ModuleIndex:
         modules: dict[tuple[str, str], torch.nn.Module] = {}
-        kohya: dict[str, tuple[str, str]] = {}
-        prefixes = KOHYA_COMPONENTS.get(architecture, {})
-        for component, kohya_prefix in prefixes.items():
+        names: dict[tuple[str, str], str] = {}
+        for component in COMPONENTS:
             model = getattr(pipe, component, None)
             if model is None:
                 continue
@@ -128,42 +59,31 @@ class ModuleIndex:
                 if not isinstance(module, TARGET_TYPES):
                     continue
                 modules[(component, path)] = module
-                kohya[kohya_prefix + flat(path)] = (component, path)
+                spellings = published_paths(component, path)
                 ldm_path = unet_ldm_name(path, ldm) if ldm else None
-                if ldm_path:
-                    kohya.setdefault(kohya_prefix + flat(ldm_path), (component, path))
-        return cls(architecture, modules, kohya)
+                for spelling in spellings + ((ldm_path,) if ldm_path else ()):
+                    names.setdefault((component, spelling), path)
+                    names.setdefault((component, flat(spelling)), path)
+        return cls(architecture, modules, names)
 
-    def target_of(self, stem: str) -> tuple[str, str] | None:
-        """(component, module path) for a pair's stem in any supported naming, or None."""
-        if stem in self.kohya:
-            return self.kohya[stem]
-        component, _, path = stem.partition(".")
-        if component == "base_model":  # a bare PEFT save of one model: base_model.model.<path>
-            path = path.removeprefix("model.")
-            candidates = [c for c in ("unet", "text_encoder", "text_encoder_2")]
-        elif component in ("unet", "text_encoder", "text_encoder_2"):
-            candidates = [component]
-        else:
-            return None
-        for candidate in candidates:
-            normalized = _normalize_diffusers_path(candidate, path)
-            if (candidate, normalized) in self.modules:
-                return candidate, normalized
-        return None
+    def targets_of(self, stem: str) -> list[tuple[str, str]]:
+        """(component, module path) of every layer a pair's stem may mean, in any supported naming.
 
+        More than one only for names without a component prefix (PEFT `base_model.model.…`), where the
+        shapes decide (`resolve`).
+        """
+        for prefix, component in KOHYA_PREFIXES.get(self.architecture, {}).items():
+            if stem.startswith(prefix):
+                return self._found(component, stem[len(prefix) :])
+        for prefix, components in DOTTED_PREFIXES:
+            if stem.startswith(prefix):
+                rest = stem[len(prefix) :]
+                return [target for c in components for target in self._found(c, old_diffusers_path(c, rest))]
+        return []
 
-def _normalize_diffusers_path(component: str, path: str) -> str:
-    """Old diffusers spellings -> module paths: `attn1.processor.to_out` -> `attn1.to_out.0`, …"""
-    path = path.replace(".processor.", ".")
-    head, _, leaf = path.rpartition(".")
-    if component == "unet":
-        if leaf == "to_out":
-            return f"{path}.0"
-        return path
-    if head.endswith("self_attn") and leaf in _PROCESSOR_TE:
-        return f"{head}.{_PROCESSOR_TE[leaf]}"
-    return path
+    def _found(self, component: str, name: str) -> list[tuple[str, str]]:
+        path = self.names.get((component, name))
+        return [] if path is None else [(component, path)]
 
 
 @dataclass
@@ -193,27 +113,52 @@ def resolve(lora: LoraFile, index: ModuleIndex, model_name: str) -> list[LayerPa
     patches: list[LayerPatch] = []
     unknown: list[str] = []
     for pair in lora.pairs:
-        target = index.target_of(pair.stem)
-        if target is None:
+        targets = index.targets_of(pair.stem)
+        if not targets:
             unknown.append(pair.stem)
             continue
+        target = next((t for t in targets if _fits(pair, index.modules[t].weight)), targets[0])
         module = index.modules[target]
         _check_shape(name, model_name, pair, target, module.weight)
         patches.append(LayerPatch(target[0], target[1], module.weight, pair))
     if unknown:
-        what = "none of its layers" if not patches else f"{len(unknown)} of its {len(lora.pairs)} layers"
-        raise LoraError(
-            f"{name} does not fit the {arch.label} model {model_name}: {what} exist in it "
-            f"(e.g. {', '.join(repr(s) for s in unknown[:3])}). It may be made for another model type."
-        )
+        raise LoraError(misfit_message(name, f"the {arch.label} model {model_name}", lora.pairs, unknown))
     return patches
 
 
-def _check_shape(name: str, model_name: str, pair: LoraPair, target: tuple[str, str], weight: torch.Tensor) -> None:
+def misfit_message(name: str, model: str, pairs: list[LoraPair], unknown: list[str]) -> str:
+    """Which parts of a LoRA (UNet, text encoders) are not in the model, with counts and examples."""
+    total = Counter(claimed_component(pair.stem) for pair in pairs)
+    missing: dict[str | None, list[str]] = {}
+    for stem in unknown:
+        missing.setdefault(claimed_component(stem), []).append(stem)
+    order = {component: i for i, component in enumerate(COMPONENTS)}
+    details = []
+    for part in sorted(total, key=lambda p: order.get(p or "", len(order))):
+        label = PART_LABELS.get(part or "", "layers without a model prefix")
+        stems = missing.get(part, [])
+        if not stems:
+            details.append(f"{label}: all {total[part]} found")
+            continue
+        examples = ", ".join(repr(s) for s in stems[:2]) + (", …" if len(stems) > 2 else "")
+        details.append(f"{label}: {len(stems)} of {total[part]} not found, e.g. {examples}")
+    what = (
+        "none of its layers exist in it"
+        if len(unknown) == len(pairs)
+        else f"{len(unknown)} of its {len(pairs)} layers are not in it"
+    )
+    return f"{name} does not fit {model}: {what} ({'; '.join(details)}). It may be made for another model type."
+
+
+def _fits(pair: LoraPair, weight: torch.Tensor) -> bool:
     out_ok = pair.up.shape[0] == weight.shape[0]
     in_ok = math.prod(pair.down.shape[1:]) == math.prod(weight.shape[1:])
     kernel_ok = pair.down.ndim < 4 or weight.ndim < 4 or tuple(pair.down.shape[2:]) == tuple(weight.shape[2:])
-    if not (out_ok and in_ok and kernel_ok):
+    return out_ok and in_ok and kernel_ok
+
+
+def _check_shape(name: str, model_name: str, pair: LoraPair, target: tuple[str, str], weight: torch.Tensor) -> None:
+    if not _fits(pair, weight):
         raise LoraError(
             f"{name} does not fit the model {model_name}: layer {target[0]}.{target[1]} has weights of shape "
             f"{tuple(weight.shape)}, the LoRA gives {tuple(pair.up.shape[:1]) + tuple(pair.down.shape[1:])}. "

@@ -1,9 +1,12 @@
 """LoRA files written the way trainers write them, for tiny (or full-size) pipelines.
 
-- `kohya_lora`: kohya sd-scripts layout. SD1 names flatten the diffusers module path; SDXL names flatten the
-  original LDM path, computed here with the checkpoint exporter's own mapping (ckpt_export.unet_to_ldm), not
-  with the app's code, so a mapping error in the app cannot hide behind the same error in the test.
-  Optional LyCORIS LoCon convolution layers (3x3 down, 1x1 up).
+- `kohya_lora`: kohya sd-scripts layout, on every attention layer of the UNet. SD1 names flatten the diffusers
+  module path; SDXL names flatten the original LDM path, computed here with the checkpoint exporter's own
+  mapping (ckpt_export.unet_to_ldm), not with the app's code, so a mapping error in the app cannot hide behind
+  the same error in the test. Text-encoder names are the transformers-4 paths kohya flattens
+  (`lora_te_text_model_encoder_layers_0_…`), whatever the installed transformers calls the module.
+  Optional LyCORIS LoCon convolution layers (3x3 down, 1x1 up). The exact spellings of each trainer, on a
+  hand-typed set of layers, are in published_lora_keys.py.
 - `peft_lora`: written by diffusers itself (`save_lora_weights` with the PEFT adapter config in the header).
 
 Both return the tensors too, so tests can compute base + weight * alpha/rank * (up @ down) themselves.
@@ -57,6 +60,12 @@ def te_targets(text_encoder) -> list[str]:
     return [n for n, m in text_encoder.named_modules() if isinstance(m, torch.nn.Linear) and n.endswith(TE_LINEARS)]
 
 
+def _kohya_te_name(prefix: str, path: str) -> str:
+    """kohya flattens CLIP paths as transformers 4 spelled them: always under `text_model.` (transformers 5
+    dropped that level from CLIPTextModel, not from CLIPTextModelWithProjection)."""
+    return prefix + ("text_model." + path.removeprefix("text_model.")).replace(".", "_")
+
+
 def _kohya_unet_name(unet, path: str, arch: Architecture) -> str:
     if arch is Architecture.SD1:
         return "lora_unet_" + path.replace(".", "_")
@@ -108,7 +117,7 @@ def kohya_lora(
     if text_encoders:
         for component, prefix in KOHYA_TE[arch].items():
             for module_path in te_targets(getattr(pipe, component)):
-                add(component, module_path, prefix + module_path.replace(".", "_"))
+                add(component, module_path, _kohya_te_name(prefix, module_path))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata)
     return layers

@@ -41,6 +41,7 @@ A1111_FIELD = {
     "output_format": "override_settings.samples_format",
     "model": "override_settings.sd_model_checkpoint",
     "vae": "override_settings.sd_vae",
+    "loras": "prompt",  # A1111 clients name LoRAs with <lora:name:weight> tags in the prompt
 }
 
 # A1111 features Easel does not implement: field -> the values that mean "off". A request that turns one
