@@ -105,6 +105,8 @@ class ImageInput:
     scale: float | None = None  # None: the mode's upscale factor
     resize_mode: str = "just_resize"  # A1111's four modes (images/resize.py), for modes without a scale
     upscaler: str | None = None  # None: the first upscaler model installed, else Lanczos
+    upscaler_2: str | None = None  # A1111 extras' second upscaler, blended in at upscaler_2_visibility
+    upscaler_2_visibility: float = 0.0
     source: str | None = None  # the result it was made from (its file), for History's click-through
 
     def replace(self, **changes: Any) -> ImageInput:

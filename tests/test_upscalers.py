@@ -58,8 +58,15 @@ def test_the_registry_finds_upscalers_in_comfyui_and_a1111_folders(library):
     }
     skipped = {path.name: why for path, why in library.registry.skipped}
     assert "holds more than tensors" in skipped["evil.pth"]
-    assert library.pixel_names() == ["None", "Lanczos", "Nearest", "2x-Tiny", "4x-Tiny",
-                                     "compact/realesr-general-x4v3", "RealESRGAN_x4plus"]
+    assert library.pixel_names() == [
+        "None",
+        "Lanczos",
+        "Nearest",
+        "2x-Tiny",
+        "4x-Tiny",
+        "compact/realesr-general-x4v3",
+        "RealESRGAN_x4plus",
+    ]
     assert library.latent_names()[0] == "Latent" and "Latent (nearest-exact)" in library.latent_names()
 
 
@@ -72,7 +79,9 @@ def test_unknown_names_are_refused_naming_the_field(library):
         library.resolve("Latent", latent=False)
 
 
-@pytest.mark.parametrize("name, scale", [("4x-Tiny", 4), ("2x-Tiny", 2), ("RealESRGAN_x4plus", 4), ("compact/realesr-general-x4v3", 4)])
+@pytest.mark.parametrize(
+    "name, scale", [("4x-Tiny", 4), ("2x-Tiny", 2), ("RealESRGAN_x4plus", 4), ("compact/realesr-general-x4v3", 4)]
+)
 def test_each_family_loads_and_upscales_as_the_network_does_on_the_whole_image(library, name, scale):
     record = library.resolve(name).record
     descriptor = load_upscaler(record.path, torch.device("cpu"))
@@ -91,7 +100,9 @@ def test_the_upscaler_runs_until_big_enough_then_lanczos_to_the_exact_size(libra
     assert library.upscale(image, 30, 30, "2x-Tiny").size == (30, 30)  # one 2x pass, then down to 30
     assert library.upscale(image, 70, 50, "2x-Tiny").size == (70, 50)  # two passes (80x80), then down
     assert library.loader.loads - loads <= 1  # loaded once at most, then kept
-    assert np.array_equal(np.asarray(library.upscale(image, 40, 40, "Nearest")), np.asarray(image.resize((40, 40), Image.NEAREST)))
+    assert np.array_equal(
+        np.asarray(library.upscale(image, 40, 40, "Nearest")), np.asarray(image.resize((40, 40), Image.NEAREST))
+    )
 
 
 def test_tiled_upscaling_matches_untiled_within_a_tolerance_at_the_seams(library):

@@ -51,7 +51,8 @@ class UpscalerLibrary:
         table = yaml.safe_load(table_path.read_text(encoding="utf-8")) or {}
         self._pixel = {name: UpscalerChoice(name, "pixel", resample=v["resample"]) for name, v in table["pixel"].items()}
         self._latent = {
-            name: UpscalerChoice(name, "latent", mode=v["mode"], antialias=bool(v["antialias"])) for name, v in table["latent"].items()
+            name: UpscalerChoice(name, "latent", mode=v["mode"], antialias=bool(v["antialias"]))
+            for name, v in table["latent"].items()
         }
         self.tile = int(table.get("tile", 512))
         self.tile_overlap = int(table.get("tile_overlap", 32))

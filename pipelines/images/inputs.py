@@ -124,6 +124,14 @@ class InputStore:
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
 
+    def size(self, sha256: str) -> tuple[int, int]:
+        """(width, height) of a stored input, from its header; InvalidRequest (input.image) when it is not there."""
+        try:
+            with Image.open(self.path(sha256)) as image:
+                return image.size
+        except (OSError, ValueError) as exc:
+            raise InvalidRequest(f"The input image {sha256[:12]} is not in {self.folder}.", field="input.image") from exc
+
     def get(self, sha256: str) -> Image.Image:
         """The stored image as RGB; InvalidRequest (field input.image) when it is not there."""
         path = self.path(sha256)
@@ -131,4 +139,6 @@ class InputStore:
             with Image.open(path) as image:
                 return image.convert("RGB")
         except (OSError, ValueError) as exc:
-            raise InvalidRequest(f"The input image {sha256[:12]} is not in {self.folder} (or unreadable).", field="input.image") from exc
+            raise InvalidRequest(
+                f"The input image {sha256[:12]} is not in {self.folder} (or unreadable).", field="input.image"
+            ) from exc
