@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipelines.errors import InvalidRequest
+from pipelines.generation.img2img import schedule_length
 from pipelines.generation.upscale import UpscalerChoice, UpscalerLibrary
 from pipelines.samplers import SamplerChoice, SamplerTable
 from pipelines.types import GenerationRequest, HiresFix
@@ -56,10 +57,18 @@ def plan_hires(request: GenerationRequest, upscalers: UpscalerLibrary, samplers:
             or not (value == 0 or LIMITS["width"][0] <= value <= LIMITS["width"][1])
         ):
             raise InvalidRequest(f"hires.{name} must be 0 or a size from 64 to 4096, got {value!r}.", field=f"hires.{name}")
+    if hires.denoise <= 0:
+        raise InvalidRequest("hires.denoise must be above 0: the second pass re-makes part of the image.", field="hires.denoise")
     width, height = target_size(request.width, request.height, hires)
     if not (LIMITS["width"][0] <= min(width, height) and max(width, height) <= LIMITS["width"][1]):
         raise InvalidRequest(f"The hires fix would make {width}x{height}; sides must be 64 to 4096.", field="hires.scale")
     upscaler = upscalers.resolve(hires.upscaler, field="hires.upscaler")
     given = bool(hires.sampler)
-    choice = samplers.resolve(hires.sampler or request.sampler, (hires.scheduler or None) if given else request.scheduler)
-    return HiresPlan(width, height, int(hires.steps or request.steps), float(hires.denoise), upscaler, choice, given)
+    try:
+        choice = samplers.resolve(hires.sampler or request.sampler, (hires.scheduler or None) if given else request.scheduler)
+    except InvalidRequest as exc:
+        raise InvalidRequest(str(exc), field="hires.sampler" if given else exc.field) from exc
+    steps = int(hires.steps or request.steps)
+    if hires.denoise > 0 and int(steps * hires.denoise) < 1:  # at least one step runs, as in A1111
+        steps = schedule_length(1, hires.denoise)
+    return HiresPlan(width, height, steps, float(hires.denoise), upscaler, choice, given)

@@ -126,6 +126,8 @@ def plan_input(
         run = performance.get(request.performance).input_steps
         if run:
             steps = schedule_length(run, denoise) if denoise > 0 else run
+    if denoise > 0 and int(steps * denoise) < 1:  # diffusers would run no step at all; A1111 runs at least one
+        steps = schedule_length(1, denoise)
     upscaler = upscalers.resolve(part.upscaler, field="input.upscaler", latent=False).name if mode.upscaler else None
     if part.upscaler_2 is not None:
         upscalers.resolve(part.upscaler_2, field="input.upscaler_2", latent=False)
