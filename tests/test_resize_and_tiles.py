@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from pipelines.images.resize import ResizeMode, multiple_of_8, resize_image
-from pipelines.images.tiles import run_tiled, starts
+from pipelines.images.tiles import grid, run_tiled
 
 
 def striped(width: int, height: int) -> Image.Image:
@@ -42,12 +42,13 @@ def test_sizes_snap_to_multiples_of_8_within_the_limits():
     assert multiple_of_8(20, 9000) == (64, 4096)
 
 
-def test_tile_starts_cover_the_side_with_full_tiles():
-    assert starts(100, 128, 16) == [0]
-    assert starts(300, 128, 32) == [0, 96, 172]
-    for size in (129, 300, 1000):
-        grid = starts(size, 128, 32)
-        assert grid[-1] + 128 == size and all(b - a <= 96 for a, b in zip(grid, grid[1:]))
+def test_the_fewest_even_tiles_cover_the_side_with_the_overlap():
+    assert grid(100, 128, 16) == ([0], 100)
+    assert grid(1024, 512, 32) == ([0, 330, 661], 363)  # three tiles of 363, not two of 512 and a third
+    for size in (129, 300, 1000, 4095, 2047, 777):
+        starts, length = grid(size, 128, 32)
+        assert length <= 128 and starts[0] == 0 and starts[-1] + length == size
+        assert all(a + length - b >= 32 for a, b in zip(starts, starts[1:]))  # neighbours share the overlap
 
 
 def test_one_tile_is_the_untiled_call_and_weights_add_up_to_one():
@@ -71,8 +72,8 @@ def test_a_network_with_context_differs_only_in_the_overlaps(overlap):
     # receptive radius 2: a tile's prediction is exact 2 pixels away from its cut edges, and the ramps
     # give the cut edge itself (where a tile lacks context) almost no weight
     assert float(diff.max()) < 0.15 * float(whole.abs().max()) and float(diff.mean()) < 0.01
-    starts_ = starts(48, 24, overlap)
+    starts, length = grid(48, 24, overlap)
     exact = torch.ones(48, dtype=torch.bool)
-    for before, a in zip(starts_, starts_[1:]):  # the band both tiles cover, and the context radius around it
-        exact[max(0, a - 2) : before + 24 + 2] = False
+    for before, a in zip(starts, starts[1:]):  # the band both tiles cover, and the context radius around it
+        exact[max(0, a - 2) : before + length + 2] = False
     assert torch.allclose(tiled[..., exact, :][..., :, exact], whole[..., exact, :][..., :, exact], atol=1e-6)

@@ -113,8 +113,8 @@ class UpscalerLibrary:
 
         with torch.inference_mode():
             out = run_tiled(pixels, one, descriptor.scale, self.tile, self.tile_overlap)
-        array = (out[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
-        return Image.fromarray(array, "RGB")
+            out = out[0].float().clamp_(0, 1).mul_(255.0).round_().to(torch.uint8)  # in place: the output is the big part
+        return Image.fromarray(out.permute(1, 2, 0).cpu().numpy(), "RGB")
 
     def upscale_latents(self, latents: torch.Tensor, width: int, height: int, name: str, factor: int = 8) -> torch.Tensor:
         """A latent mode: the latents resized to (height, width) / factor, as A1111's hires fix does."""
