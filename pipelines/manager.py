@@ -18,7 +18,7 @@ from pipelines.about import APP_NAME, __version__
 from pipelines.errors import EaselError, ImageSkipped, InvalidRequest
 from pipelines.generation.hires import plan_hires
 from pipelines.generation.image_input import InputModes, InputPlan, plan_input, prepare
-from pipelines.generation.passes import final_pass, hires_metadata, input_metadata
+from pipelines.generation.passes import final_pass, hires_metadata, input_metadata, upscale_params
 from pipelines.generation.refiner import RefinerStage, check_request, find_refiner, refiner_name
 from pipelines.generation.tasks import ImageContext, initial_latents, make_image, total_steps
 from pipelines.generation.upscale import UpscalerLibrary
@@ -327,32 +327,12 @@ class PipelineManager:
         started: float,
     ) -> GenerationResult:
         """Upscale (Fast 2x) and A1111's extras: the upscaled input is the result, no model is loaded."""
-        result = control.result
-        first = plans[0]
-        params = ImageParams(
-            prompt=first.prompt,
-            negative_prompt=first.negative_prompt,
-            steps=0,
-            sampler="",
-            scheduler="",
-            cfg_scale=0.0,
-            seed=first.seed,
-            width=plan.width,
-            height=plan.height,
-            model="",
-            model_hash="",
-            version=f"{APP_NAME} {__version__}",
-            **input_metadata(generation, plan),
-        )
-        path = None
-        if request.save_images:
-            path = self.store.save(image, params, request, request.output_format)
-            self.history.add(path, params, request, control.job_id, time.time())
-        item = ImageResult(path=path, params=params, infotext=infotext(params), image=image)
-        result.images.append(item)
+        params = upscale_params(generation, plan, plans[0].seed, plans[0].prompt, plans[0].negative_prompt)
+        item = self.keep(control, request, params, image)
+        control.result.images.append(item)
         control.emit(ImageReady(control.job_id, 0, item))
-        result.seconds = time.perf_counter() - started
-        return result
+        control.result.seconds = time.perf_counter() - started
+        return control.result
 
     def vae_for(self, request: GenerationRequest, model: LoadedModel, control: JobControl) -> LoadedVae | None:
         """The VAE override asked for (None: the checkpoint's own), loaded with the checkpoint's VAE config."""
@@ -412,6 +392,10 @@ class PipelineManager:
             version=f"{APP_NAME} {__version__}",
             **(extra or {}),  # refiner and VAE override: names, hashes, switch
         )
+        return self.keep(control, request, params, image)
+
+    def keep(self, control: JobControl, request: GenerationRequest, params: ImageParams, image: Any) -> ImageResult:
+        """The image saved with its metadata and indexed (when the request asks for it), as a result."""
         path = None
         if request.save_images:
             path = self.store.save(image, params, request, request.output_format)

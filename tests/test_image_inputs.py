@@ -100,3 +100,12 @@ def test_the_store_is_content_addressed_and_atomic(tmp_path):
     assert info.value.field == "input.image"
     with pytest.raises(InvalidRequest):
         store.path("../../etc/passwd")
+
+
+def test_stored_inputs_are_not_results(tmp_path):
+    from pipelines.outputs.store import iter_images
+
+    InputStore(tmp_path, LIMIT).put_image(Image.new("RGB", (8, 8)))
+    (tmp_path / "2026-01-01").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "2026-01-01" / "result.png")
+    assert [p.name for p in iter_images(tmp_path)] == ["result.png"]  # the gallery and the history rebuild skip inputs/

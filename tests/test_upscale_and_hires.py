@@ -153,3 +153,21 @@ def test_bad_input_settings_are_refused_naming_the_field(engine):
         with pytest.raises(InvalidRequest) as info:
             engine.queue.submit(GenerationRequest(**{**SIZE, "model": "tiny-sd15", "input": part}))
         assert info.value.field == field, part
+
+
+def test_large_images_are_encoded_and_decoded_in_tiles(engine):
+    """Above the threshold the VAE works in tiles for that job only (the tiny VAE's tile is 64 pixels)."""
+    stored = engine.inputs.put_image(picture(8, (128, 128)))
+    request = dict(model="tiny-sd15", seed=2, save_images=False, input=ImageInput(stored.sha256, mode="vary_subtle"))
+    whole = submit(engine, **request).result.images[0].image
+    engine.manager.vae_tile_pixels = 64 * 64
+    try:
+        tiled = submit(engine, **request).result.images[0].image
+    finally:
+        engine.manager.vae_tile_pixels = None
+    vae = next(m for m in engine.cache.loaded() if m.name == "tiny-sd15").pipe.vae
+    assert vae.use_tiling is False  # as it was, for the next job
+    assert tiled.size == whole.size == (128, 128)
+    diff = np.abs(np.asarray(tiled).astype(int) - np.asarray(whole).astype(int))
+    assert diff.max() > 0  # the tiles were used: their blended seams are not the whole-image result ...
+    assert diff.mean() < 20  # ... but the same picture

@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines.about import APP_NAME, __version__
 from pipelines.generation.hires import HiresPlan
 from pipelines.generation.image_input import InputPlan
 from pipelines.samplers import SamplerChoice
-from pipelines.types import GenerationRequest
+from pipelines.types import GenerationRequest, ImageParams
 
 
 @dataclass(frozen=True)
@@ -64,3 +65,22 @@ def hires_metadata(request: GenerationRequest, plan: HiresPlan | None) -> dict[s
         "hires_sampler": plan.choice.sampler if plan.sampler_given else None,
         "hires_scheduler": plan.choice.schedule if plan.sampler_given else None,
     }
+
+
+def upscale_params(request: GenerationRequest, plan: InputPlan, seed: int, prompt: str, negative: str) -> ImageParams:
+    """The record of an upscale without a diffusion pass: no model, no steps, the upscaler and factor."""
+    return ImageParams(
+        prompt=prompt,
+        negative_prompt=negative,
+        steps=0,
+        sampler="",
+        scheduler="",
+        cfg_scale=0.0,
+        seed=seed,
+        width=plan.width,
+        height=plan.height,
+        model="",
+        model_hash="",
+        version=f"{APP_NAME} {__version__}",
+        **input_metadata(request, plan),
+    )
