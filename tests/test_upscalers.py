@@ -15,7 +15,7 @@ from pipelines.loading.registry import ModelRegistry
 from pipelines.loading.upscalers import UpscalerLoader, load_upscaler
 from pipelines.types import ModelKind
 from tests.support.compare import assert_images_equal
-from tests.support.upscaler_files import write_compact, write_esrgan, write_realesrgan
+from tests.support.upscaler_files import write_compact, write_esrgan, write_realesrgan, write_swinir
 
 
 class Evil:
@@ -30,6 +30,7 @@ def models(tmp_path_factory):
     write_esrgan(root / "ESRGAN" / "2x-Tiny.pth", scale=2, seed=2)  # A1111's folders
     write_realesrgan(root / "RealESRGAN" / "RealESRGAN_x4plus.pth", seed=3)
     write_compact(root / "upscale_models" / "compact" / "realesr-general-x4v3.safetensors", seed=4)
+    write_swinir(root / "SwinIR" / "SwinIR-M_x2.pth", seed=6)
     with open(root / "upscale_models" / "evil.pth", "wb") as f:
         pickle.dump({"model.0.weight": Evil()}, f)
     return root
@@ -55,6 +56,7 @@ def test_the_registry_finds_upscalers_in_comfyui_and_a1111_folders(library):
         "2x-Tiny": "ESRGAN",
         "RealESRGAN_x4plus": "ESRGAN",
         "compact/realesr-general-x4v3": "RealESRGAN Compact",
+        "SwinIR-M_x2": "SwinIR",
     }
     skipped = {path.name: why for path, why in library.registry.skipped}
     assert "holds more than tensors" in skipped["evil.pth"]
@@ -66,6 +68,7 @@ def test_the_registry_finds_upscalers_in_comfyui_and_a1111_folders(library):
         "4x-Tiny",
         "compact/realesr-general-x4v3",
         "RealESRGAN_x4plus",
+        "SwinIR-M_x2",
     ]
     assert library.latent_names()[0] == "Latent" and "Latent (nearest-exact)" in library.latent_names()
 

@@ -9,6 +9,11 @@ reads them wrongly fails here as it would on a user's download.
   conv_body, conv_up1, conv_up2, conv_hr, conv_last}}`.
 - Real-ESRGAN Compact (realesr-general-x4v3.pth, SRVGGNetCompact): `{"params": {body.0 conv, body.1 PReLU,
   ..., body.<last> conv to 3*scale^2 channels}}`.
+- SwinIR (001_classicalSR_DF2K_s64w8_SwinIR-M_x2.pth): `{"params": {conv_first, patch_embed.norm,
+  layers.N.residual_group.blocks.M.{norm1, attn.qkv, attn.proj, attn.relative_position_bias_table,
+  attn.relative_position_index, attn_mask (shifted blocks), norm2, mlp.fc1, mlp.fc2}, layers.N.conv, norm,
+  conv_after_body, conv_before_upsample.0, upsample.0, conv_last}}`, the index and mask buffers computed by
+  the paper's formulas as the releases hold them.
 spandrel needs ESRGAN's growth channels at 32 (it does not read them from the file); the width (num_feat) and
 depth are small so the networks run in milliseconds.
 """
@@ -100,4 +105,64 @@ def write_compact(path: Path, scale: int = 4, seed: int = 0) -> Path:
         save_file(state, str(path))
     else:
         torch.save({"params": state}, path)
+    return path
+
+
+def _relative_position_index(window: int) -> torch.Tensor:
+    """The buffer Swin Transformer releases carry: for each pair of positions in a window, their offset's index."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    offsets = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return offsets[..., 0] * (2 * window - 1) + offsets[..., 1]
+
+
+def _shifted_window_mask(size: int, window: int) -> torch.Tensor:
+    """The attn_mask buffer of a shifted block (official SwinIR releases save it): -100 across shifted regions."""
+    shift = window // 2
+    regions = torch.zeros(size, size)
+    count = 0
+    for rows in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+        for cols in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+            regions[rows, cols] = count
+            count += 1
+    windows = regions.view(size // window, window, size // window, window).permute(0, 2, 1, 3).reshape(-1, window * window)
+    mask = windows[:, None, :] - windows[:, :, None]
+    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+def swinir_state(embed: int = 12, heads: int = 2, window: int = 4, depth: int = 2, size: int = 16, seed: int = 0) -> dict:
+    """Classical-SR SwinIR x2 (001_classicalSR_*_SwinIR-M_x2.pth): one residual Swin group, pixel-shuffle
+    upsampling with the release's fixed 64 features."""
+    gen = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    _conv(state, "conv_first", embed, 3, gen, std=0.3)
+    state["patch_embed.norm.weight"], state["patch_embed.norm.bias"] = torch.ones(embed), torch.zeros(embed)
+    for j in range(depth):
+        p = f"layers.0.residual_group.blocks.{j}."
+        for norm in ("norm1", "norm2"):
+            state[p + f"{norm}.weight"], state[p + f"{norm}.bias"] = torch.ones(embed), torch.zeros(embed)
+        state[p + "attn.relative_position_bias_table"] = torch.randn((2 * window - 1) ** 2, heads, generator=gen) * 0.02
+        state[p + "attn.relative_position_index"] = _relative_position_index(window)
+        for name, (out_ch, in_ch) in {
+            "attn.qkv": (3 * embed, embed),
+            "attn.proj": (embed, embed),
+            "mlp.fc1": (2 * embed, embed),
+            "mlp.fc2": (embed, 2 * embed),
+        }.items():
+            state[p + f"{name}.weight"] = torch.randn(out_ch, in_ch, generator=gen) * 0.1
+            state[p + f"{name}.bias"] = torch.zeros(out_ch)
+        if j % 2:
+            state[p + "attn_mask"] = _shifted_window_mask(size, window)
+    _conv(state, "layers.0.conv", embed, embed, gen)
+    state["norm.weight"], state["norm.bias"] = torch.ones(embed), torch.zeros(embed)
+    _conv(state, "conv_after_body", embed, embed, gen)
+    _conv(state, "conv_before_upsample.0", 64, embed, gen)
+    _conv(state, "upsample.0", 4 * 64, 64, gen)
+    _conv(state, "conv_last", 3, 64, gen, std=0.05, bias=0.0)
+    return state
+
+
+def write_swinir(path: Path, seed: int = 0) -> Path:
+    """`.pth` as the SwinIR releases: {"params": state}."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"params": swinir_state(seed=seed)}, path)
     return path
