@@ -58,6 +58,8 @@ def test_img2img_answers_in_a1111_shape(client, live):
     assert np.array_equal(np.asarray(decoded(again["images"][0])), np.asarray(decoded(data["images"][0])))
     kept = client.post(f"{PREFIX}/img2img", json={**body, "batch_size": 1, "include_init_images": True}).json()
     assert kept["parameters"]["init_images"] == [init]
+    two = client.post(f"{PREFIX}/img2img", json={**body, "batch_size": 1, "init_images": [init, init]}).json()
+    assert json.loads(two["info"])["ignored_fields"] == ["init_images"]  # the first image is used, and it says so
 
 
 def test_the_inpaint_fields_clients_send_are_accepted_and_a_mask_is_refused(client):

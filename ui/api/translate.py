@@ -87,7 +87,10 @@ def a1111_field(name: str | None) -> str:
 
 def ignored_fields(payload: ProcessingRequest) -> list[str]:
     """The A1111 features the payload turns on that Easel does not have."""
-    return [name for name, off in UNSUPPORTED_WHEN_NOT.items() if getattr(payload, name, off[0]) not in off]
+    names = [name for name, off in UNSUPPORTED_WHEN_NOT.items() if getattr(payload, name, off[0]) not in off]
+    if len(getattr(payload, "init_images", None) or ()) > 1:
+        names.append("init_images")  # one input image per job: the first is used
+    return names
 
 
 def override_setting(overrides: dict[str, Any], name: str, default: Any) -> Any:
