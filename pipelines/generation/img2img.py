@@ -18,6 +18,7 @@ Large images are encoded and decoded in tiles (diffusers' VAE tiling), above `TI
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,13 +41,10 @@ class _CpuNoise:
         return latents.to(dtype)
 
 
-_CLASSES: dict[type, type] = {}
-
-
+@functools.cache
 def _task_class(base: type) -> type:
-    if base not in _CLASSES:
-        _CLASSES[base] = type(f"Easel{base.__name__}", (_CpuNoise, base), {})
-    return _CLASSES[base]
+    """diffusers' task pipeline with the CPU-noise prepare_latents (one class per base, made once)."""
+    return type(f"Easel{base.__name__}", (_CpuNoise, base), {})
 
 
 def img2img_pipe(model: LoadedModel) -> Any:
