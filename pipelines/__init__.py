@@ -22,6 +22,8 @@ _SURFACE: dict[str, tuple[str, ...]] = {
         "Architecture",
         "GenerationRequest",
         "GenerationResult",
+        "HiresFix",
+        "ImageInput",
         "ImageParams",
         "JobInfo",
         "JobState",
@@ -56,6 +58,9 @@ _SURFACE: dict[str, tuple[str, ...]] = {
     "pipelines.loading.registry": ("ModelRegistry",),
     "pipelines.loading.vae": ("find_vae", "own_vae_name"),
     "pipelines.generation.refiner": ("REFINER_ARCHITECTURES", "check_pair"),
+    "pipelines.generation.image_input": ("InputModes",),
+    "pipelines.images.resize": ("ResizeMode",),
+    "pipelines.images.inputs": ("StoredInput",),
     "pipelines.outputs.metadata": (
         "EXTENSIONS",
         "ImageMetadata",

@@ -55,6 +55,11 @@ class AppConfig:
         1024.0, "Memory for LoRA files kept after use, in MiB, so switching back to one does not read it again."
     )
     max_queue: int = setting(100, "Most jobs waiting at once; more are refused with a clear message.")
+    max_input_megapixels: float = setting(
+        16.0,
+        "Largest input image accepted (Input Image, img2img, extras), in megapixels; larger ones are refused with a "
+        "message, before they are decoded.",
+    )
     host: str = setting("127.0.0.1", "Address to serve on (--listen sets 0.0.0.0).")
     port: int = setting(7865, "Port to serve on.")
     share: bool = setting(False, "Ask Gradio for a public share link.")

@@ -16,7 +16,13 @@ import torch
 
 from pipelines.about import APP_NAME, __version__
 from pipelines.errors import EaselError, ImageSkipped, InvalidRequest
+from pipelines.generation.hires import plan_hires
+from pipelines.generation.image_input import InputModes, InputPlan, plan_input, prepare
+from pipelines.generation.passes import final_pass, hires_metadata, input_metadata, upscale_params
 from pipelines.generation.refiner import RefinerStage, check_request, find_refiner, refiner_name
+from pipelines.generation.tasks import ImageContext, initial_latents, make_image, total_steps
+from pipelines.generation.upscale import UpscalerLibrary
+from pipelines.images.inputs import InputStore
 from pipelines.jobs.events import ImageReady, JobStatus
 from pipelines.jobs.previews import PreviewDecoders
 from pipelines.jobs.progress import StepCallback, StepTimer
@@ -24,7 +30,8 @@ from pipelines.jobs.queue import JobControl
 from pipelines.loading.cache import ModelCache
 from pipelines.loading.loader import LoadedModel, ModelLoader
 from pipelines.loading.registry import ModelRegistry
-from pipelines.loading.vae import LoadedVae, VaeLoader, find_vae, swapped_vae, vae_name
+from pipelines.loading.upscalers import UpscalerLoader
+from pipelines.loading.vae import LoadedVae, VaeLoader, find_vae, vae_name
 from pipelines.loras.patching import LoraActivation, LoraManager
 from pipelines.outputs.history import History
 from pipelines.outputs.metadata import infotext
@@ -33,7 +40,6 @@ from pipelines.performance import PerformanceTable
 from pipelines.prompts.conditioning import Conditioning, PromptEncoder
 from pipelines.prompts.embeddings import embedding_word
 from pipelines.prompts.plan import PromptPlanner, wildcard_seed
-from pipelines.prompts.switching import PromptSwitch, encode_schedule, tensor_inputs
 from pipelines.samplers import SamplerChoice, SamplerTable
 from pipelines.types import (
     Architecture,
@@ -48,6 +54,8 @@ from pipelines.types import (
 )
 from pipelines.validation import validate
 
+__all__ = ["ImagePlan", "PipelineManager", "initial_latents", "plan_seeds"]
+
 MAX_SEED = 2**32 - 1  # random seeds stay in A1111's range so other tools can reuse them
 
 
@@ -60,18 +68,6 @@ def plan_seeds(seed: int, count: int, behavior: SeedBehavior, rng: random.Random
     if behavior is SeedBehavior.FIXED:
         return [base] * count
     return [base + i for i in range(count)]
-
-
-def initial_latents(pipe: Any, generator: torch.Generator, width: int, height: int) -> torch.Tensor:
-    """Noise drawn on the CPU in fp32, so a seed gives the same picture on any device and precision.
-
-    The same generator then feeds the sampler's own noise (ancestral/SDE samplers), in the order plain
-    diffusers uses it, so results match a plain pipeline given `generator=Generator().manual_seed(seed)`.
-    """
-    channels = pipe.unet.config.in_channels
-    scale = pipe.vae_scale_factor
-    noise = torch.randn((1, channels, height // scale, width // scale), generator=generator, dtype=torch.float32)
-    return noise.to(pipe.device, pipe.unet.dtype)
 
 
 @dataclass
@@ -100,6 +96,8 @@ class PipelineManager:
         loras: LoraManager | None = None,
         performance: PerformanceTable | None = None,
         previews: PreviewDecoders | None = None,
+        inputs: InputStore | None = None,
+        upscalers: UpscalerLibrary | None = None,
     ):
         self.registry = registry
         self.loader = loader
@@ -114,6 +112,10 @@ class PipelineManager:
         self.loras = loras or LoraManager(registry, loader.hashes)
         self.performance = performance or PerformanceTable.load(registry, samplers)
         self.previews = previews or PreviewDecoders(registry.models_dir)
+        self.inputs = inputs or InputStore(store.output_dir, 16_000_000)
+        self.upscalers = upscalers or UpscalerLibrary(registry, UpscalerLoader(torch.device("cpu")))
+        self.input_modes = InputModes()
+        self.vae_tile_pixels: int | None = None  # None: img2img.TILED_VAE_PIXELS
         self._default_lock = threading.Lock()
         self._default_model = default_model
 
@@ -163,7 +165,19 @@ class PipelineManager:
             if why:
                 raise InvalidRequest(why, field="performance")
             request = request.replace(performance=mode.name)
+        if request.input is not None:
+            if request.hires is not None:
+                raise InvalidRequest("The hires fix is for text to image; a job with an input image has none.", field="hires")
+            self.input_plan(self.performance.settings(request))
+        if request.hires is not None:
+            plan_hires(self.performance.settings(request), self.upscalers, self.samplers)
         return request
+
+    def input_plan(self, request: GenerationRequest) -> InputPlan:
+        """The plan of a request's input image (it must be in the input store); InvalidRequest naming the field."""
+        assert request.input is not None
+        size = self.inputs.size(request.input.image)
+        return plan_input(request, size, self.input_modes, self.performance, self.upscalers)
 
     def architecture_of(self, request: GenerationRequest) -> Architecture:
         """The architecture of the model a request will use, as far as known before loading it."""
@@ -188,29 +202,64 @@ class PipelineManager:
         # 2. Seeds and prompts of every image: styles, <lora:…> tags into the LoRA list, wildcards by seed.
         generation, plans = self.plan_images(generation)
 
-        # 3. The models: the checkpoint from the cache, else from disk (or the hub); the refiner and VAE asked for.
+        # 3. An input image: its plan (mode, strength, size, steps) and the image made ready once for all images
+        #    (upscaled, resized or framed); a hires fix: its plan. An upscale without a diffusion pass needs no model.
+        input_plan, init = self.input_for(generation, control)
+        if input_plan is not None and not input_plan.diffusion:
+            return self.upscale_only(control, request, generation, plans, input_plan, init, started)
+        hires = plan_hires(generation, self.upscalers, self.samplers) if generation.hires else None
+        final = final_pass(generation, choice, input_plan, hires)
+
+        # 4. The models: the checkpoint from the cache, else from disk (or the hub); the refiner and VAE asked for.
         model = self.model_for(generation, control)
-        refiner = self.refiner_for(generation, model, choice, control)
+        refiner = self.refiner_for(final.request, model, final.choice, control, final.strength)
         vae = self.vae_for(generation, model, control)
 
-        # 4. The mode's acceleration LoRA for this architecture (downloaded on first use).
+        # 5. The mode's acceleration LoRA for this architecture (downloaded on first use).
         generation = self.performance.apply(generation, model.architecture, self._status(control))
 
-        # 5. LoRAs patched in for the whole job (restored exactly afterwards, also on cancel or error);
+        # 6. LoRAs patched in for the whole job (restored exactly afterwards, also on cancel or error);
         #    the images are made one by one, so each is shown and saved as soon as it is done.
         timer = StepTimer()
         preview = self.previews.for_model(model.architecture, model.pipe.device, model.pipe.unet.dtype)
         cache: dict[tuple[str, str], Conditioning] = {}
-        steps = refiner.total_steps if refiner else self.samplers.count_steps(model.scheduler_config, choice, generation.steps)
-        extra = {**(refiner.metadata() if refiner else {}), **(vae.metadata() if vae else {})}
+        steps = total_steps(model, generation, choice, self.samplers, refiner, input_plan, hires)
+        extra = {
+            **(refiner.metadata() if refiner else {}),
+            **(vae.metadata() if vae else {}),
+            **input_metadata(generation, input_plan),
+            **hires_metadata(generation, hires),
+        }
+        shown = generation.replace(width=input_plan.width, height=input_plan.height) if input_plan else generation
+        if input_plan is not None:
+            shown = shown.replace(steps=input_plan.steps)
         with self.loras.activate(model, generation.loras, generation.skip_invalid_loras) as active:
             for note in active.notes:
                 control.emit(JobStatus(control.job_id, note))
             for plan in plans:
                 callback = StepCallback(control, timer, plan.index, len(plans), steps, preview, self.preview_interval)
+                context = ImageContext(
+                    model,
+                    generation,
+                    choice,
+                    plan.seed,
+                    plan.prompt,
+                    plan.negative_prompt,
+                    callback,
+                    self.samplers,
+                    self.encoder,
+                    self.upscalers,
+                    cache,
+                    refiner,
+                    vae,
+                    input_plan,
+                    init,
+                    hires,
+                    **({"vae_tile_pixels": self.vae_tile_pixels} if self.vae_tile_pixels else {}),
+                )
                 try:
                     callback.start()
-                    image, embeddings = self.generate_one(model, generation, choice, plan, callback, cache, refiner, vae)
+                    image, embeddings = make_image(context)
                 except ImageSkipped:
                     result.skipped += 1
                     continue
@@ -218,7 +267,7 @@ class PipelineManager:
                     control,
                     model,
                     request,
-                    generation,
+                    shown,
                     choice,
                     plan,
                     image,
@@ -245,7 +294,7 @@ class PipelineManager:
         return status
 
     def refiner_for(
-        self, request: GenerationRequest, model: LoadedModel, choice: SamplerChoice, control: JobControl
+        self, request: GenerationRequest, model: LoadedModel, choice: SamplerChoice, control: JobControl, strength: float = 1.0
     ) -> RefinerStage | None:
         """The SDXL refiner asked for, loaded beside the base model (which the cache must not push out for it)."""
         name = refiner_name(request)
@@ -254,7 +303,36 @@ class PipelineManager:
         record = find_refiner(self.registry, name)
         status = self._status(control)
         loaded = self.cache.get(record, lambda: self.loader.load(record, status), keep=[model.record])
-        return RefinerStage.prepare(model, loaded, request, choice, self.samplers)
+        return RefinerStage.prepare(model, loaded, request, choice, self.samplers, strength)
+
+    def input_for(self, request: GenerationRequest, control: JobControl) -> tuple[InputPlan | None, Any]:
+        """The input image's plan and the image made ready for the pass (upscaled once for all images of the job)."""
+        if request.input is None:
+            return None, None
+        plan = self.input_plan(request)
+        image = self.inputs.get(request.input.image)
+        if plan.upscaler is not None:
+            control.emit(JobStatus(control.job_id, f"Upscaling with {plan.upscaler} to {plan.width}x{plan.height}"))
+        part = request.input
+        return plan, prepare(plan, image, self.upscalers, control.check, part.upscaler_2, part.upscaler_2_visibility)
+
+    def upscale_only(
+        self,
+        control: JobControl,
+        request: GenerationRequest,
+        generation: GenerationRequest,
+        plans: list[ImagePlan],
+        plan: InputPlan,
+        image: Any,
+        started: float,
+    ) -> GenerationResult:
+        """Upscale (Fast 2x) and A1111's extras: the upscaled input is the result, no model is loaded."""
+        params = upscale_params(generation, plan, plans[0].seed, plans[0].prompt, plans[0].negative_prompt)
+        item = self.keep(control, request, params, image)
+        control.result.images.append(item)
+        control.emit(ImageReady(control.job_id, 0, item))
+        control.result.seconds = time.perf_counter() - started
+        return control.result
 
     def vae_for(self, request: GenerationRequest, model: LoadedModel, control: JobControl) -> LoadedVae | None:
         """The VAE override asked for (None: the checkpoint's own), loaded with the checkpoint's VAE config."""
@@ -272,64 +350,6 @@ class PipelineManager:
             prompt, negative = self.prompts.for_image(prompts, wildcard_seed(seed, i, request.seed_behavior))
             plans.append(ImagePlan(i, seed, prompt, negative))
         return request, plans
-
-    def generate_one(
-        self,
-        model: LoadedModel,
-        request: GenerationRequest,
-        choice: SamplerChoice,
-        plan: ImagePlan,
-        callback: StepCallback,
-        cache: dict[tuple[str, str], Conditioning],
-        refiner: RefinerStage | None = None,
-        vae: LoadedVae | None = None,
-    ):
-        pipe = model.pipe
-        guidance = request.cfg_scale > 1.0
-        # A1111's prompt editing ([from:to:when], [a|b]) counts the steps the progress bar counts.
-        schedule = encode_schedule(
-            self.encoder,
-            model,
-            plan.prompt,
-            plan.negative_prompt,
-            steps=callback.total_steps,
-            clip_skip=request.clip_skip,
-            guidance=guidance,
-            cache=cache,
-        )
-        pipe.scheduler = self.samplers.make(model.scheduler_config, choice, seed=plan.seed)
-        generator = torch.Generator("cpu").manual_seed(plan.seed)
-        latents = initial_latents(pipe, generator, request.width, request.height)
-        # The VAE override is swapped in for this image only; the checkpoint's own comes back whatever happens.
-        with swapped_vae(vae, [pipe, refiner.pipe if refiner else None]), torch.inference_mode():
-            output = pipe(
-                **schedule.first.pipeline_kwargs(),
-                width=request.width,
-                height=request.height,
-                num_inference_steps=request.steps,
-                guidance_scale=request.cfg_scale,
-                generator=generator,
-                latents=latents,
-                callback_on_step_end=PromptSwitch(callback, schedule),
-                callback_on_step_end_tensor_inputs=tensor_inputs(schedule),
-                # with a refiner: stop at the switch and hand the latents over
-                **(refiner.base_kwargs() if refiner else {"output_type": "pil"}),
-            )
-            if refiner is not None:
-                image = refiner.refine(
-                    output.images,
-                    request,
-                    choice,
-                    self.samplers,
-                    plan.prompt,
-                    plan.negative_prompt,
-                    plan.seed,
-                    generator,
-                    callback,
-                    self.encoder,
-                )
-                return image, schedule.embeddings
-        return output.images[0], schedule.embeddings
 
     def embedding_refs(self, records: tuple[ModelRecord, ...]) -> tuple[UsedEmbedding, ...]:
         """Names and file hashes of the textual inversions used, for A1111's `TI hashes`."""
@@ -357,8 +377,8 @@ class PipelineManager:
             scheduler=choice.schedule,
             cfg_scale=generation.cfg_scale,
             seed=plan.seed,
-            width=request.width,
-            height=request.height,
+            width=generation.width,
+            height=generation.height,
             model=model.name,
             model_hash=model.short_hash,
             architecture=model.architecture.value,
@@ -372,6 +392,10 @@ class PipelineManager:
             version=f"{APP_NAME} {__version__}",
             **(extra or {}),  # refiner and VAE override: names, hashes, switch
         )
+        return self.keep(control, request, params, image)
+
+    def keep(self, control: JobControl, request: GenerationRequest, params: ImageParams, image: Any) -> ImageResult:
+        """The image saved with its metadata and indexed (when the request asks for it), as a result."""
         path = None
         if request.save_images:
             path = self.store.save(image, params, request, request.output_format)

@@ -56,6 +56,7 @@ class PerformanceMode:
     sampler: str | None = None
     scheduler: str | None = None
     loras: dict[Architecture, ModeLora] = field(default_factory=dict)
+    input_steps: int | None = None  # steps run by Vary/Upscale passes (Fooocus's steps_uov)
 
     @property
     def architectures(self) -> list[Architecture]:
@@ -249,12 +250,12 @@ def _explain(exc: Exception) -> str:
 def _mode(name: str, entry: dict[str, Any], samplers: SamplerTable | None) -> PerformanceMode:
     """One table entry, checked: a typo in the YAML fails at startup, not in a user's job."""
     where = f"performance.yaml: mode {name!r}"
-    known = {"description", "steps", "cfg_scale", "sampler", "scheduler", "lora"}
+    known = {"description", "steps", "cfg_scale", "sampler", "scheduler", "lora", "input_steps"}
     if set(entry) - known:
         raise ValueError(f"{where} has unknown fields {sorted(set(entry) - known)}")
-    for key in ("steps", "cfg_scale"):
+    for key in ("steps", "cfg_scale", "input_steps"):
         if key in entry:
-            low, high = LIMITS[key]
+            low, high = LIMITS["steps" if key == "input_steps" else key]
             if not low <= float(entry[key]) <= high:
                 raise ValueError(f"{where}: {key} {entry[key]} is outside {low:g}..{high:g}")
     if samplers is not None and (entry.get("sampler") or entry.get("scheduler")):
@@ -279,4 +280,5 @@ def _mode(name: str, entry: dict[str, Any], samplers: SamplerTable | None) -> Pe
         sampler=entry.get("sampler"),
         scheduler=entry.get("scheduler"),
         loras=loras,
+        input_steps=int(entry["input_steps"]) if "input_steps" in entry else None,
     )

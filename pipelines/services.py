@@ -14,12 +14,15 @@ import torch
 from pipelines import devices
 from pipelines.config import AppConfig
 from pipelines.devices import DevicePlan
+from pipelines.generation.upscale import UpscalerLibrary
+from pipelines.images.inputs import InputStore
 from pipelines.jobs.previews import PreviewDecoders
 from pipelines.jobs.queue import JobQueue
 from pipelines.loading.cache import ModelCache
 from pipelines.loading.hashing import HashCache
 from pipelines.loading.loader import ModelLoader
 from pipelines.loading.registry import ModelRegistry
+from pipelines.loading.upscalers import UpscalerLoader
 from pipelines.loras.patching import LoraManager
 from pipelines.manager import PipelineManager
 from pipelines.outputs.history import History
@@ -51,6 +54,8 @@ class Services:
     performance: PerformanceTable
     styles: StyleLibrary
     wildcards: Wildcards
+    inputs: InputStore  # input images, stored by content: the UI and the API put uploads here
+    upscalers: UpscalerLibrary
 
     def lora_info(self, name: str):
         """A LoRA's training metadata for the UI (trigger words, top tags, base model): a lora_info.LoraInfo."""
@@ -90,6 +95,8 @@ def build_services(cfg: AppConfig, start_worker: bool = True) -> Services:
     for problem in styles.problems:
         log.warning("styles: %s", problem)
     wildcards = Wildcards(cfg.wildcards_dir)
+    inputs = InputStore(cfg.output_dir, int(cfg.max_input_megapixels * 1_000_000))
+    upscalers = UpscalerLibrary(registry, UpscalerLoader(plan.device, plan.dtype))
     manager = PipelineManager(
         registry=registry,
         loader=ModelLoader(plan, cache_dir, hashes),
@@ -103,8 +110,12 @@ def build_services(cfg: AppConfig, start_worker: bool = True) -> Services:
         loras=loras,
         performance=performance,
         previews=PreviewDecoders(cfg.models_dir, cfg.previews),
+        inputs=inputs,
+        upscalers=upscalers,
     )
     queue = JobQueue(manager.run, max_queue=cfg.max_queue, prepare=manager.validate)
     if start_worker:
         queue.start()
-    return Services(cfg, plan, registry, cache, manager, queue, history, samplers, loras, performance, styles, wildcards)
+    return Services(
+        cfg, plan, registry, cache, manager, queue, history, samplers, loras, performance, styles, wildcards, inputs, upscalers
+    )

@@ -45,6 +45,7 @@ class ModelKind(str, enum.Enum):
     LORA = "lora"
     VAE = "vae"
     EMBEDDING = "embedding"
+    UPSCALER = "upscaler"  # an image upscaling network (ESRGAN, Real-ESRGAN, SwinIR, ...), loaded by spandrel
     UNKNOWN = "unknown"
 
 
@@ -67,6 +68,7 @@ class ModelRecord:
     size_bytes: int = 0
     config_dir: Path | None = None  # a diffusers config folder beside a single file (non-standard sizes)
     note: str = ""  # why a file is unusable, shown in the UI
+    family: str = ""  # an upscaler's network family as spandrel names it (ESRGAN, RealESRGAN Compact, SwinIR, ...)
 
     @property
     def usable(self) -> bool:
@@ -86,6 +88,48 @@ class SeedBehavior(str, enum.Enum):
     INCREMENT = "increment"  # seed + i, as A1111 does
     RANDOM = "random"  # a fresh random seed per image
     FIXED = "fixed"  # the same seed for every image (useful with wildcards)
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """The input-image part of a request: an image to start from and what to do with it.
+
+    The image is a reference, the sha256 of a file stored by `InputStore` (requests stay JSON). `mode` names a
+    row of tables/input_modes.yaml (Vary, Upscale, A1111's img2img); `denoise` and `scale` override the mode's.
+    Inpainting (part 2) adds its mask reference and mask settings here, and the same task modules use them.
+    """
+
+    image: str  # sha256 of the stored input image (output_dir/inputs/<sha256>.png)
+    mode: str = "img2img"
+    denoise: float | None = None  # None: the mode's (A1111's denoising_strength)
+    scale: float | None = None  # None: the mode's upscale factor
+    resize_mode: str = "just_resize"  # A1111's four modes (images/resize.py), for modes without a scale
+    upscaler: str | None = None  # None: the first upscaler model installed, else Lanczos
+    upscaler_2: str | None = None  # A1111 extras' second upscaler, blended in at upscaler_2_visibility
+    upscaler_2_visibility: float = 0.0
+    source: str | None = None  # the result it was made from (its file), for History's click-through
+
+    def replace(self, **changes: Any) -> ImageInput:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class HiresFix:
+    """A1111's hires fix: the image is made at the request's size, upscaled, and denoised again at the new size."""
+
+    scale: float = 2.0  # hr_scale, used when resize_x/resize_y are 0
+    resize_x: int = 0  # hr_resize_x/y: the target size (one of them 0: kept in proportion)
+    resize_y: int = 0
+    upscaler: str = "Latent"  # a latent mode, a built-in pixel upscaler or an upscaler model
+    steps: int = 0  # hr_second_pass_steps; 0: the first pass's steps
+    denoise: float = 0.7  # denoising_strength of the second pass
+    prompt: str = ""  # hr_prompt; "": the first pass's prompt
+    negative_prompt: str = ""
+    sampler: str = ""  # hr_sampler_name; "": the first pass's sampler and schedule
+    scheduler: str = ""
+
+    def replace(self, **changes: Any) -> HiresFix:
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -114,6 +158,8 @@ class GenerationRequest:
     output_format: str = "png"
     skip_invalid_loras: bool = False  # go on without a LoRA that cannot be applied instead of failing
     save_images: bool = True
+    input: ImageInput | None = None  # start from an image (Vary, Upscale, img2img); None: from noise
+    hires: HiresFix | None = None  # txt2img's hires fix; None: off
 
     def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
@@ -137,6 +183,10 @@ class GenerationRequest:
             kwargs["styles"] = tuple(kwargs["styles"] or ())
         if "seed_behavior" in kwargs:
             kwargs["seed_behavior"] = SeedBehavior(kwargs["seed_behavior"])
+        for name, part in (("input", ImageInput), ("hires", HiresFix)):
+            if isinstance(kwargs.get(name), dict):
+                known = {f.name for f in dataclasses.fields(part)}
+                kwargs[name] = part(**{k: v for k, v in kwargs[name].items() if k in known})
         return cls(**kwargs)
 
 
@@ -183,6 +233,20 @@ class ImageParams:
     version: str = ""
     refiner_hash: str | None = None  # the refiner checkpoint's short hash (A1111: `Refiner: name [hash]`)
     embeddings: tuple[UsedEmbedding, ...] = ()  # textual inversions the prompts named
+    denoising_strength: float | None = None  # img2img / Vary / Upscale / hires fix (A1111's `Denoising strength`)
+    input_image: str | None = None  # sha256 of the input image the job started from
+    input_source: str | None = None  # the result that input came from (a file in the outputs), when known
+    input_mode: str | None = None  # the input mode's label (Vary (Subtle), Upscale (2x), Image to image, ...)
+    hires_scale: float | None = None  # A1111's Hires upscale / Hires resize / Hires steps / Hires upscaler ...
+    hires_resize: str | None = None  # "WxH" when the hires target was given as a size
+    hires_steps: int | None = None
+    hires_upscaler: str | None = None
+    hires_prompt: str | None = None
+    hires_negative_prompt: str | None = None
+    hires_sampler: str | None = None
+    hires_scheduler: str | None = None
+    postprocess_scale: float | None = None  # the upscaler step of Upscale modes (A1111's extras labels)
+    postprocess_upscaler: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))

@@ -14,7 +14,7 @@ from ui.api import gradio_endpoint as gradio_api
 from ui.context import UIContext
 from ui.errors import readable_errors, user_message
 from ui.form.fields import request_from_form
-from ui.page import wiring
+from ui.page import send_to_input, wiring
 from ui.page.binding import Page
 from ui.page.streaming import follow, progress_html, queue_text
 from ui.tabs import advanced, generate, history, models, setting, styles
@@ -48,7 +48,13 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
                         history_tab = history.build(ctx)
         tabs = (main, setting_tab, styles_tab, models_tab, advanced_tab)
         fields: dict[str, Any] = {name: c for tab in tabs for name, c in tab.fields().items()}
-        shown: dict[str, Any] = {**fields, **setting_tab.shown(), **styles_tab.shown(), **models_tab.shown()}
+        shown: dict[str, Any] = {
+            **fields,
+            **setting_tab.shown(),
+            **styles_tab.shown(),
+            **models_tab.shown(),
+            **main.shown_widgets(),
+        }
         page = Page(ctx, fields, shown)
 
         # -- generate, stop, skip ---------------------------------------------------------------------
@@ -56,7 +62,8 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
         def on_generate(values: dict, request: gr.Request) -> Iterator[dict]:
             form = page.form_of(values)
             try:
-                req = request_from_form(form, ctx.tables)
+                image, source = input_picture(ctx, form, values[main.inputs.image], values[main.inputs.source])
+                req = request_from_form(form, ctx.tables, input_image=image, input_source=source)
                 jid = ctx.services.queue.submit(req, owner=getattr(request, "session_hash", None))
             except Exception as exc:  # noqa: BLE001 - shown in the page, never as a traceback
                 if not isinstance(exc, (EaselError, ValueError)):
@@ -74,6 +81,8 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
                 main.selected: None,
                 main.parameters: "",
                 main.restore: gr.update(interactive=False),
+                main.to_vary: gr.update(interactive=False),
+                main.to_upscale: gr.update(interactive=False),
             }
             view = None
             for view, changed in follow(ctx.services.queue, jid):
@@ -99,6 +108,8 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
             main.selected,
             main.parameters,
             main.restore,
+            main.to_vary,
+            main.to_upscale,
             main.job_id,
             setting_tab.seed,
         ]
@@ -107,7 +118,12 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
         # refused by Gradio when a list's choices changed a moment before. The engine's queue, not Gradio's,
         # makes the device exclusive (concurrency_limit=None).
         generation = main.generate.click(
-            on_generate, inputs=page.inputs, outputs=job_outputs, concurrency_limit=None, preprocess=False, **QUIET
+            on_generate,
+            inputs={*page.inputs, main.inputs.image, main.inputs.source},
+            outputs=job_outputs,
+            concurrency_limit=None,
+            preprocess=False,
+            **QUIET,
         )
         generation.then(lambda q, n: _history_page(ctx, q, n), [history_tab.search, history_tab.page], history_listing, **QUIET)
 
@@ -125,10 +141,19 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
         wiring.connect(
             demo, page, main, setting_tab, styles_tab, models_tab, advanced_tab, history_tab, extra_saves=[main.generate.click]
         )
+        send_to_input.connect(main, history_tab)
         history_tab_item.select(
             lambda q, n: _history_page(ctx, q, n), [history_tab.search, history_tab.page], history_listing, **QUIET
         )
     return demo
+
+
+def input_picture(ctx: UIContext, form: dict, image: Any, source: str | None) -> tuple[str | None, str | None]:
+    """The Input Image panel's picture stored in the engine's input store: (its sha256, the result it came from)."""
+    if not form.get("input_enabled") or not image:
+        return None, None
+    path = image.get("path") if isinstance(image, dict) else str(image)
+    return ctx.services.inputs.put_file(path, field="input_image").sha256, source
 
 
 @readable_errors

@@ -119,14 +119,17 @@ def _cutoff(scheduler: Any, fraction: float) -> int:
     return int(round(train - fraction * train))
 
 
-def split_steps(base_scheduler: Any, refiner_scheduler: Any, steps: int, switch: float) -> tuple[int, int]:
+def split_steps(base_scheduler: Any, refiner_scheduler: Any, steps: int, switch: float, strength: float = 1.0) -> tuple[int, int]:
     """How many denoising steps (step-callback calls) each stage makes, as diffusers 0.42 counts them.
 
-    The base keeps its timesteps at or above the cutoff; the refiner takes those below it (one more on a
-    second-order scheduler, so that it never starts between the two halves of a step).
+    The base keeps its timesteps at or above the cutoff (of the tail that `strength` leaves, when the base
+    starts from an image); the refiner takes those below it (one more on a second-order scheduler, so that
+    it never starts between the two halves of a step).
     """
     base_scheduler.set_timesteps(steps, device="cpu")
-    base_n = sum(1 for t in base_scheduler.timesteps if t >= _cutoff(base_scheduler, switch))
+    start = max(steps - min(int(steps * strength), steps), 0) if strength < 1.0 else 0
+    tail = base_scheduler.timesteps[start * base_scheduler.order :]
+    base_n = sum(1 for t in tail if t >= _cutoff(base_scheduler, switch))
     refiner_scheduler.set_timesteps(steps, device="cpu")
     refiner_n = int((refiner_scheduler.timesteps < _cutoff(refiner_scheduler, switch)).sum().item())
     if refiner_scheduler.order == 2 and refiner_n % 2 == 0:
@@ -134,7 +137,7 @@ def split_steps(base_scheduler: Any, refiner_scheduler: Any, steps: int, switch:
     return base_n, min(refiner_n, len(refiner_scheduler.timesteps))
 
 
-class _StageCallback:
+class StageCallback:
     """The job's step callback, seen from the refiner's loop: its step i is step offset+i of the image."""
 
     def __init__(self, callback: Any, offset: int):
@@ -171,14 +174,25 @@ class RefinerStage:
 
     @classmethod
     def prepare(
-        cls, base: LoadedModel, refiner: LoadedModel, request: GenerationRequest, choice: SamplerChoice, samplers: SamplerTable
+        cls,
+        base: LoadedModel,
+        refiner: LoadedModel,
+        request: GenerationRequest,
+        choice: SamplerChoice,
+        samplers: SamplerTable,
+        strength: float = 1.0,
     ) -> RefinerStage:
-        """Check the loaded pair (hub models are known only now) and count the steps of each stage."""
+        """Check the loaded pair (hub models are known only now) and count the steps of each stage of the final
+        pass: `request.steps` long, starting from an image at `strength` (1: from noise)."""
         check_base(base.name, base.architecture)
         check_pair(base.name, base.architecture, refiner.name, refiner.architecture)
         switch = float(request.refiner_switch)
         base_n, refiner_n = split_steps(
-            samplers.make(base.scheduler_config, choice), samplers.make(refiner.scheduler_config, choice), request.steps, switch
+            samplers.make(base.scheduler_config, choice),
+            samplers.make(refiner.scheduler_config, choice),
+            request.steps,
+            switch,
+            strength,
         )
         return cls(refiner, img2img_pipe(refiner), switch, base_n, refiner_n)
 
@@ -235,7 +249,7 @@ class RefinerStage:
             negative_aesthetic_score=NEGATIVE_AESTHETIC_SCORE,
             generator=generator,
             output_type="pil",
-            callback_on_step_end=PromptSwitch(_StageCallback(callback, offset), schedule, offset),
+            callback_on_step_end=PromptSwitch(StageCallback(callback, offset), schedule, offset),
             callback_on_step_end_tensor_inputs=tensor_inputs(schedule),
         )
         return output.images[0]

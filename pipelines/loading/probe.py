@@ -33,6 +33,7 @@ class ProbeResult:
     kind: ModelKind
     architecture: Architecture
     note: str = ""  # non-empty: the file cannot be used, and this says why
+    family: str = ""  # upscalers: the network family spandrel detected (ESRGAN, RealESRGAN Compact, SwinIR, ...)
 
 
 def read_safetensors_header(path: Path) -> dict[str, dict]:
@@ -61,11 +62,17 @@ def load_pickle_state_dict(path: Path) -> dict:
             f"(loading it could run code hidden inside). Convert it to .safetensors or get a .safetensors "
             f"version of the model. Detail: {str(exc).splitlines()[0][:200]}"
         ) from exc
-    while isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
-        data = data["state_dict"]
+    while isinstance(data, dict):  # wrappers: Lightning's {"state_dict": ...}, BasicSR's {"params_ema": ...}
+        inner = next((data[k] for k in _WRAPPERS if isinstance(data.get(k), dict)), None)
+        if inner is None:
+            break
+        data = inner
     if not isinstance(data, dict):
         raise UnsafeCheckpoint(f"{path.name} does not hold a dictionary of tensors.")
     return data
+
+
+_WRAPPERS = ("state_dict", "params_ema", "params")
 
 
 def _is_zip(path: Path) -> bool:
@@ -108,7 +115,30 @@ def probe_keys(shapes: Mapping[str, object]) -> ProbeResult:
         return ProbeResult(ModelKind.VAE, Architecture.UNKNOWN)
     if _looks_like_embedding(keys, shapes):
         return ProbeResult(ModelKind.EMBEDDING, _embedding_architecture(keys, shapes))
+    family = upscaler_family(keys)
+    if family:
+        return ProbeResult(ModelKind.UPSCALER, Architecture.UNKNOWN, family=family)
     return ProbeResult(ModelKind.UNKNOWN, Architecture.UNKNOWN, "no known model layout in this file")
+
+
+def upscaler_family(keys: Iterable[str]) -> str:
+    """The upscaler architecture spandrel recognises from these key names ("" for none).
+
+    spandrel's detection reads key names only, so the header is enough: nothing is loaded here. It is imported
+    only for files that are no checkpoint, LoRA, VAE or embedding.
+    """
+    try:
+        from spandrel import MAIN_REGISTRY
+    except Exception:  # noqa: BLE001 - a broken torchvision beside torch: upscalers are then not recognised
+        return ""
+    state = dict.fromkeys(keys)
+    for support in MAIN_REGISTRY.architectures("detection"):
+        try:
+            if support.detect(state):
+                return support.architecture.name
+        except Exception:  # noqa: BLE001,S112 - a detector that needs values: this file is not for it
+            continue
+    return ""
 
 
 def _probe_checkpoint(keys: list[str], shapes: Mapping[str, object]) -> ProbeResult:

@@ -25,6 +25,7 @@ FOLDERS: dict[ModelKind, tuple[str, ...]] = {
     ModelKind.LORA: ("loras", "Lora", "LyCORIS"),
     ModelKind.VAE: ("vae", "VAE"),
     ModelKind.EMBEDDING: ("embeddings",),
+    ModelKind.UPSCALER: ("upscale_models", "ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT"),
 }
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -130,6 +131,7 @@ class ModelRegistry:
             size_bytes=size,
             config_dir=sidecar if sidecar is not None and sidecar.exists() else None,
             note=probe.note,
+            family=probe.family,
         )
 
     def _probe_cached(self, path: Path) -> ProbeResult:
@@ -138,13 +140,14 @@ class ModelRegistry:
         stamp = [stat.st_size, stat.st_mtime_ns, PROBE_RULES]
         hit = self._probe_cache.get(key)
         if hit and hit.get("stamp") == stamp:
-            return ProbeResult(ModelKind(hit["kind"]), Architecture(hit["arch"]), hit.get("note", ""))
+            return ProbeResult(ModelKind(hit["kind"]), Architecture(hit["arch"]), hit.get("note", ""), hit.get("family", ""))
         result = probe_file(path)
         self._probe_cache[key] = {
             "stamp": stamp,
             "kind": result.kind.value,
             "arch": result.architecture.value,
             "note": result.note,
+            "family": result.family,
         }
         return result
 

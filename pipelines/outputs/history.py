@@ -238,6 +238,12 @@ class History:
         row = self._run(lambda conn: conn.execute(sql, (int(entry_id),)).fetchone())
         return self._entry(row) if row is not None else None
 
+    def find_path(self, path: Path | str) -> HistoryEntry | None:
+        """The newest entry of the image file at `path` (History's click-through to an input's source)."""
+        sql = f"SELECT {_COLUMNS} FROM entries WHERE path = ? ORDER BY id DESC LIMIT 1"
+        row = self._run(lambda conn: conn.execute(sql, (os.path.abspath(path),)).fetchone())
+        return self._entry(row) if row is not None else None
+
     def delete(self, entry_id: int) -> bool:
         """Forget an entry. The image file stays: deleting files is the caller's decision, not the index's."""
         return self._run(lambda conn: conn.execute("DELETE FROM entries WHERE id = ?", (int(entry_id),)).rowcount) > 0

@@ -47,7 +47,7 @@ _RE_FLOAT = re.compile(r"^[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?$")
 _MAX_PARAM_LINE = 65536  # a longer last line is treated as prompt text, never scanned for parameters
 # Values that look numeric but are names or hashes (a hash can be all digits, a model can be called "2024").
 _TEXT_KEY_WORDS = ("hash", "model", "vae", "version", "sampler", "schedule", "lora", "style", "user", "prompt",
-                   "upscaler", "name", "performance", "template")
+                   "upscaler", "name", "performance", "template", "resize")
 _PARAM_LINE_KEYS = ("Steps", "Sampler", "Seed", "CFG scale", "Size-1")
 _SCHEDULE_SUFFIXES = ("Karras", "Exponential", "SGM Uniform", "Polyexponential", "Uniform")
 _RE_HASHED_NAME = re.compile(r"^(.*\S)\s+\[([0-9A-Fa-f]{8,64})\]$")  # A1111's short_title: "name [hash]"
@@ -120,8 +120,11 @@ def infotext_fields(params: ImageParams) -> dict[str, str]:
     }
     if params.vae:
         fields.update({"VAE hash": (params.vae_hash or "")[:10], "VAE": params.vae})
+    if params.denoising_strength is not None:
+        fields["Denoising strength"] = _num(params.denoising_strength)
     if params.clip_skip > 1:
         fields["Clip skip"] = _num(params.clip_skip)
+    fields.update(_second_pass_fields(params))
     if params.refiner:  # A1111: the checkpoint's short_title, "name [sha256[:10]]"
         fields["Refiner"] = f"{params.refiner} [{params.refiner_hash[:10]}]" if params.refiner_hash else params.refiner
         fields["Refiner switch at"] = "" if params.refiner_switch is None else _num(params.refiner_switch)
@@ -140,6 +143,30 @@ def infotext_fields(params: ImageParams) -> dict[str, str]:
         fields["Negative Template"] = params.negative_template
     fields["Version"] = version
     return {k: v for k, v in fields.items() if v not in ("", None)}
+
+
+def _second_pass_fields(params: ImageParams) -> dict[str, str]:
+    """A1111's labels for the hires fix and for an upscaler run on the image (its extras tab's labels)."""
+    fields: dict[str, str] = {}
+    if params.hires_upscaler:
+        if params.hires_prompt:
+            fields["Hires prompt"] = params.hires_prompt
+        if params.hires_negative_prompt:
+            fields["Hires negative prompt"] = params.hires_negative_prompt
+        if params.hires_scale is not None:
+            fields["Hires upscale"] = _num(params.hires_scale)
+        if params.hires_resize:
+            fields["Hires resize"] = params.hires_resize
+        if params.hires_steps:
+            fields["Hires steps"] = _num(params.hires_steps)
+        fields["Hires upscaler"] = params.hires_upscaler
+        if params.hires_sampler:
+            fields["Hires sampler"] = params.hires_sampler
+            fields["Hires schedule type"] = params.hires_scheduler or ""
+    if params.postprocess_upscaler:
+        fields["Postprocess upscale by"] = "" if params.postprocess_scale is None else _num(params.postprocess_scale)
+        fields["Postprocess upscaler"] = params.postprocess_upscaler
+    return fields
 
 
 def infotext(params: ImageParams) -> str:
@@ -333,6 +360,29 @@ def request_fields_from_params(params: dict[str, Any]) -> dict[str, Any]:
     switch = _number(params.get("Refiner switch at"))
     if "refiner" in out and switch is not None and 0 < switch <= 1:
         out["refiner_switch"] = switch
+    hires = _hires_fields(params)
+    if hires:
+        out["hires"] = hires
+    return out
+
+
+def _hires_fields(params: dict[str, Any]) -> dict[str, Any]:
+    """HiresFix fields from A1111's Hires labels ({} when the image had no hires fix)."""
+    if not params.get("Hires upscaler") and _number(params.get("Hires upscale")) is None and "Hires resize-1" not in params:
+        return {}
+    out: dict[str, Any] = {"upscaler": str(params.get("Hires upscaler") or "Latent")}
+    scale, steps, denoise = _number(params.get("Hires upscale")), _number(params.get("Hires steps"), True), _number(
+        params.get("Denoising strength")
+    )
+    if "Hires resize-1" in params:  # "Hires resize: 1024x768", split as A1111 splits sizes
+        out["resize_x"], out["resize_y"] = _number(params["Hires resize-1"], True) or 0, _number(params.get("Hires resize-2"), True) or 0
+    for name, value in (("scale", scale), ("steps", steps), ("denoise", denoise)):
+        if value is not None:
+            out[name] = value
+    for key, name in (("Hires prompt", "prompt"), ("Hires negative prompt", "negative_prompt"), ("Hires sampler", "sampler"),
+                      ("Hires schedule type", "scheduler")):
+        if isinstance(params.get(key), str):
+            out[name] = params[key]
     return out
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from pipelines.images.inputs import INPUT_FOLDER
 from pipelines.outputs.metadata import EXTENSIONS, encode_image, normalize_format
 from pipelines.types import GenerationRequest, ImageParams
 
@@ -37,12 +38,13 @@ def is_image_file(path: Path) -> bool:
 
 
 def iter_images(output_dir: Path) -> Iterator[Path]:
-    """Every image under `output_dir`, oldest name first (our names sort by time)."""
+    """Every result under `output_dir` (not the stored input images), oldest name first (our names sort by time)."""
     root = Path(output_dir)
     if not root.is_dir():
         return
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        top = Path(folder) == root  # input images (outputs/inputs/) are not results
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (top and d == INPUT_FOLDER))
         for name in sorted(files):
             path = Path(folder) / name
             if is_image_file(path):

@@ -231,9 +231,9 @@ def test_idle_progress_interrupt_and_skip(client):
     assert client.post(f"{PREFIX}/skip").status_code == 200
 
 
-def test_img2img_answers_501_with_a_reason(client):
+def test_img2img_with_data_that_is_no_image_answers_422(client):
     answer = client.post(f"{PREFIX}/img2img", json={"init_images": ["x"], "prompt": "p"})
-    assert answer.status_code == 501 and "img2img" in answer.json()["detail"]
+    assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["body", "init_images"]
 
 
 @pytest.mark.parametrize(
@@ -321,6 +321,10 @@ def test_docs_and_openapi_describe_every_route(client):
     expected = {
         ("post", "txt2img"),
         ("post", "img2img"),
+        ("post", "extra-single-image"),
+        ("post", "extra-batch-images"),
+        ("get", "upscalers"),
+        ("get", "latent-upscale-modes"),
         ("get", "options"),
         ("post", "options"),
         ("get", "sd-models"),

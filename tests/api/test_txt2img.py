@@ -208,7 +208,6 @@ def test_styles_are_applied_and_unsupported_features_reported(client, live):
         steps=1,
         seed=2,
         styles=styles,
-        enable_hr=True,
         restore_faces=True,
         subseed_strength=0.3,
         **SMALL,
@@ -217,7 +216,7 @@ def test_styles_are_applied_and_unsupported_features_reported(client, live):
     assert expected.startswith("cinematic film still of film noir scene of st, ")  # the second wraps the first
     assert info["all_prompts"] == [expected] and info["all_negative_prompts"] == [negative]
     assert info["styles"] == styles and info["infotexts"][0].startswith(expected + "\nNegative prompt: " + negative)
-    assert info["ignored_fields"] == ["subseed_strength", "restore_faces", "enable_hr"]
+    assert info["ignored_fields"] == ["subseed_strength", "restore_faces"]  # the hires fix exists: tests/api/test_img2img.py
     assert len(data["images"]) == 1
 
 

@@ -44,9 +44,17 @@ from ui.api.catalog import (
     sd_vae_items,
     style_items,
 )
+from ui.api.extras import extras_request, finish, html_info, latent_mode_items, upscaler_items
 from ui.api.options import ApiOptions
 from ui.api.schemas import (
     EmbeddingsResponse,
+    ExtrasBatchImagesRequest,
+    ExtrasBatchImagesResponse,
+    ExtrasSingleImageRequest,
+    ExtrasSingleImageResponse,
+    ImageToImageResponse,
+    Img2ImgRequest,
+    LatentUpscalerModeItem,
     LoraItem,
     MemoryResponse,
     Options,
@@ -61,8 +69,18 @@ from ui.api.schemas import (
     SDVaeItem,
     TextToImageResponse,
     Txt2ImgRequest,
+    UpscalerItem,
 )
-from ui.api.translate import a1111_field, b64, image_files, info_json, progress_of, request_from_txt2img
+from ui.api.translate import (
+    a1111_field,
+    b64,
+    image_files,
+    info_json,
+    png_b64,
+    progress_of,
+    request_from_img2img,
+    request_from_txt2img,
+)
 
 PREFIX = "/sdapi/v1"
 _DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,", re.IGNORECASE)
@@ -149,14 +167,15 @@ async def wait_for_job(queue: JobQueue, job_id: str, request: GenerationRequest,
     return await future
 
 
-def decode_image(text: str) -> bytes:
-    text = _DATA_URL.sub("", text.strip())
+def decode_image(text: str, field: str = "image") -> bytes:
+    """A base64 image, with or without a data: URL prefix; InvalidRequest naming `field` otherwise."""
+    text = _DATA_URL.sub("", str(text or "").strip())
     if text.startswith(("http://", "https://")):
-        raise InvalidRequest("image must be base64 data; URLs are not fetched.", field="image")
+        raise InvalidRequest(f"{field} must be base64 data; URLs are not fetched.", field=field)
     try:
         return base64.b64decode(re.sub(r"\s+", "", text), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise InvalidRequest(f"image is not valid base64 ({exc}).", field="image") from exc
+        raise InvalidRequest(f"{field} is not valid base64 ({exc}).", field=field) from exc
 
 
 def build_api_router(services: Services, credentials: Credentials = ()) -> APIRouter:
@@ -184,10 +203,64 @@ def build_api_router(services: Services, credentials: Credentials = ()) -> APIRo
             info=info_json(payload, request, job),
         )
 
-    @router.post("/img2img", status_code=501, responses={501: {"description": "Not available yet"}})
-    async def img2img(payload: dict[str, Any] | None = Body(None)) -> None:
-        """Not available yet: Easel has no image input so far. Answers 501."""
-        raise HTTPException(501, detail="img2img is not available yet: Easel has no image input so far; use txt2img.")
+    @router.post("/img2img", response_model=ImageToImageResponse)
+    async def img2img(payload: Img2ImgRequest) -> ImageToImageResponse:
+        """Make images from an image (init_images, base64) and the prompt; denoising_strength says how much is
+        re-made. Same queue, progress, interrupt and skip as txt2img. A mask answers 422 (no inpainting yet)."""
+        try:
+            if not payload.init_images:
+                raise InvalidRequest("init_images: at least one image is needed.", field="init_images")
+            request = request_from_img2img(payload, services, options, decode_image(payload.init_images[0], "init_images"))
+            job_id = queue.submit(request, owner="api")
+        except EaselError as exc:
+            raise http_error(exc) from exc
+        job, files = await wait_for_job(queue, job_id, request, payload.send_images)
+        if job.state is JobState.FAILED:
+            raise failure(job)
+        parameters = payload.model_dump()
+        if not payload.include_init_images:
+            parameters.update(init_images=None, mask=None)
+        return ImageToImageResponse(
+            images=[b64(data) for data in files] if payload.send_images else [],
+            parameters=parameters,
+            info=info_json(payload, request, job),
+        )
+
+    async def upscale(payload: Any, data: str, field: str) -> tuple[str, str]:
+        try:
+            request, after = extras_request(services, payload, decode_image(data, field), field)
+            job_id = queue.submit(request, owner="api")
+        except EaselError as exc:
+            raise http_error(exc) from exc
+        job, _ = await wait_for_job(queue, job_id, request, False)
+        if job.state is not JobState.FINISHED or job.result is None or not job.result.images:
+            raise failure(job) if job.state is JobState.FAILED else HTTPException(500, detail="The upscale was interrupted.")
+        return png_b64(finish(job.result.images[0].image, after)), html_info(request)
+
+    @router.post("/extra-single-image", response_model=ExtrasSingleImageResponse)
+    async def extra_single_image(payload: ExtrasSingleImageRequest) -> ExtrasSingleImageResponse:
+        """Upscale one image with upscaler_1 (and upscaler_2 blended in), by upscaling_resize or to a size."""
+        image, info = await upscale(payload, payload.image, "image")
+        return ExtrasSingleImageResponse(image=image, html_info=info)
+
+    @router.post("/extra-batch-images", response_model=ExtrasBatchImagesResponse)
+    async def extra_batch_images(payload: ExtrasBatchImagesRequest) -> ExtrasBatchImagesResponse:
+        """Upscale each image of imageList, in order, as extra-single-image does."""
+        images, info = [], ""
+        for index, item in enumerate(payload.imageList):
+            image, info = await upscale(payload, item.data, f"imageList.{index}.data")
+            images.append(image)
+        return ExtrasBatchImagesResponse(images=images, html_info=info)
+
+    @router.get("/upscalers", response_model=list[UpscalerItem])
+    def upscalers() -> list[UpscalerItem]:
+        """Upscalers by the names hr_upscaler and upscaler_1/2 take: None, Lanczos, Nearest and the models found."""
+        return upscaler_items(services)
+
+    @router.get("/latent-upscale-modes", response_model=list[LatentUpscalerModeItem])
+    def latent_upscale_modes() -> list[LatentUpscalerModeItem]:
+        """The latent modes hr_upscaler also takes (hires fix only)."""
+        return latent_mode_items(services)
 
     @router.get("/progress", response_model=ProgressResponse)
     def progress(skip_current_image: bool = Query(False, description="Leave out the preview image.")) -> ProgressResponse:

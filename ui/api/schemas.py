@@ -35,10 +35,10 @@ class A1111Model(BaseModel):
     model_config = ConfigDict(extra="ignore", protected_namespaces=(), populate_by_name=True)
 
 
-class Txt2ImgRequest(A1111Model):
-    """A1111's StableDiffusionProcessingTxt2Img as its API takes it. Fields Easel does not implement
-    (hires fix, refiner, face restoration, scripts...) are accepted and, when set, listed in the answer's
-    `info` under `ignored_fields`."""
+class ProcessingRequest(A1111Model):
+    """What A1111's txt2img and img2img both take (StableDiffusionProcessing). Fields Easel does not implement
+    (refiner checkpoint, face restoration, variation seeds, scripts...) are accepted and, when set, listed in
+    the answer's `info` under `ignored_fields`."""
 
     prompt: str = Field("", description="The prompt.")
     negative_prompt: str = Field("", description="The negative prompt.")
@@ -63,7 +63,6 @@ class Txt2ImgRequest(A1111Model):
     do_not_save_samples: bool = False
     do_not_save_grid: bool = False
     eta: Float | None = None
-    denoising_strength: Float | None = None
     s_min_uncond: Float | None = None
     s_churn: Float | None = None
     s_tmax: Float | None = None
@@ -77,21 +76,7 @@ class Txt2ImgRequest(A1111Model):
     refiner_checkpoint: str | None = None
     refiner_switch_at: Float | None = None
     disable_extra_networks: bool = False
-    firstpass_image: str | None = None
     comments: dict[str, Any] | None = None
-    enable_hr: bool = False
-    firstphase_width: Int = 0
-    firstphase_height: Int = 0
-    hr_scale: Float = 2.0
-    hr_upscaler: str | None = None
-    hr_second_pass_steps: Int = 0
-    hr_resize_x: Int = 0
-    hr_resize_y: Int = 0
-    hr_checkpoint_name: str | None = None
-    hr_sampler_name: str | None = None
-    hr_scheduler: str | None = None
-    hr_prompt: str = ""
-    hr_negative_prompt: str = ""
     force_task_id: str | None = None
     sampler_index: str = Field("Euler", description="Old name of sampler_name, used when sampler_name is not given.")
     script_name: str | None = None
@@ -102,10 +87,115 @@ class Txt2ImgRequest(A1111Model):
     infotext: str | None = None
 
 
+class Txt2ImgRequest(ProcessingRequest):
+    """A1111's StableDiffusionProcessingTxt2Img, with its hires fix (enable_hr and the hr_* fields)."""
+
+    denoising_strength: Float | None = Field(
+        0.75, ge=0, le=1, allow_inf_nan=False, description="Hires fix: strength of the second pass."
+    )
+    firstpass_image: str | None = None
+    enable_hr: bool = Field(False, description="Hires fix: make the image at width x height, upscale it, denoise it again.")
+    firstphase_width: Int = 0
+    firstphase_height: Int = 0
+    hr_scale: Float = Field(2.0, allow_inf_nan=False, description="Hires fix: upscale factor (when hr_resize_x/y are 0).")
+    hr_upscaler: str | None = Field(
+        None, description="Hires fix: a latent mode (latent-upscale-modes) or an upscaler (upscalers); default Latent."
+    )
+    hr_second_pass_steps: Int = Field(0, description="Hires fix: steps of the second pass; 0 = steps.")
+    hr_resize_x: Int = Field(0, description="Hires fix: target width (0 with hr_resize_y set: in proportion).")
+    hr_resize_y: Int = Field(0, description="Hires fix: target height.")
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = Field(None, description="Hires fix: the second pass's sampler; none = the same.")
+    hr_scheduler: str | None = None
+    hr_prompt: str = Field("", description="Hires fix: the second pass's prompt; '' = the same.")
+    hr_negative_prompt: str = ""
+
+
+class Img2ImgRequest(ProcessingRequest):
+    """A1111's StableDiffusionProcessingImg2Img. A mask (inpainting) is refused until inpainting exists; the inpaint
+    fields clients send with their defaults (mask_blur, inpainting_fill, ...) are accepted and mean nothing without one."""
+
+    init_images: list[str] | None = Field(None, description="The image to start from, base64 (a data: URL prefix is fine).")
+    resize_mode: Int = Field(0, ge=0, le=3, description="0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale.")
+    denoising_strength: Float | None = Field(
+        0.75, ge=0, le=1, allow_inf_nan=False, description="How much of the image is re-made, 0 to 1."
+    )
+    image_cfg_scale: Float | None = None
+    mask: str | None = Field(None, description="Inpainting mask: not available yet (422).")
+    mask_blur_x: Int = 4
+    mask_blur_y: Int = 4
+    mask_blur: Int | None = None
+    mask_round: bool = True
+    inpainting_fill: Int = 0
+    inpaint_full_res: bool | int = True
+    inpaint_full_res_padding: Int = 0
+    inpainting_mask_invert: Int = 0
+    initial_noise_multiplier: Float | None = None
+    latent_mask: str | None = None
+    include_init_images: bool = Field(False, description="Send init_images back in `parameters`.")
+
+
 class TextToImageResponse(BaseModel):
     images: list[str] | None = Field(None, description="The images, base64-encoded files with their metadata.")
     parameters: dict[str, Any] = Field(description="The request as understood, defaults filled in.")
     info: str = Field(description="A JSON string: seeds, prompts, infotexts, sampler, model... as A1111 writes it.")
+
+
+class ImageToImageResponse(TextToImageResponse):
+    pass
+
+
+class ExtrasBaseRequest(A1111Model):
+    """A1111's extras (postprocessing) settings; Easel has no face restoration, so gfpgan/codeformer are ignored."""
+
+    resize_mode: Int = Field(0, ge=0, le=1, description="0: upscale by upscaling_resize; 1: to upscaling_resize_w x _h.")
+    show_extras_results: bool = True
+    gfpgan_visibility: Float = Field(0, ge=0, le=1)
+    codeformer_visibility: Float = Field(0, ge=0, le=1)
+    codeformer_weight: Float = Field(0, ge=0, le=1)
+    upscaling_resize: Float = Field(2, gt=0, allow_inf_nan=False, description="Upscale factor (resize_mode 0).")
+    upscaling_resize_w: Int = Field(512, ge=1)
+    upscaling_resize_h: Int = Field(512, ge=1)
+    upscaling_crop: bool = Field(True, description="resize_mode 1: crop to the target's proportions rather than stretch.")
+    upscaler_1: str = Field("None", description="An upscaler from /upscalers.")
+    upscaler_2: str = Field("None", description="A second upscaler, blended in at extras_upscaler_2_visibility.")
+    extras_upscaler_2_visibility: Float = Field(0, ge=0, le=1)
+    upscale_first: bool = False
+
+
+class ExtrasSingleImageRequest(ExtrasBaseRequest):
+    image: str = Field("", description="The image, base64.")
+
+
+class ExtrasSingleImageResponse(BaseModel):
+    html_info: str
+    image: str | None = None
+
+
+class FileData(BaseModel):
+    data: str = Field(description="The image, base64.")
+    name: str
+
+
+class ExtrasBatchImagesRequest(ExtrasBaseRequest):
+    imageList: list[FileData]  # noqa: N815 - A1111's name
+
+
+class ExtrasBatchImagesResponse(BaseModel):
+    html_info: str
+    images: list[str]
+
+
+class UpscalerItem(A1111Model):
+    name: str
+    model_name: str | None = None
+    model_path: str | None = None
+    model_url: str | None = None
+    scale: float | None = None
+
+
+class LatentUpscalerModeItem(A1111Model):
+    name: str
 
 
 class ProgressState(BaseModel):

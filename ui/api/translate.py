@@ -20,6 +20,8 @@ from pipelines import (
     LIMITS,
     GenerationRequest,
     GenerationResult,
+    HiresFix,
+    ImageInput,
     InvalidRequest,
     JobInfo,
     JobQueue,
@@ -31,7 +33,7 @@ from pipelines import (
 )
 from ui.api.catalog import find_checkpoint
 from ui.api.options import ApiOptions
-from ui.api.schemas import ProgressResponse, ProgressState, Txt2ImgRequest
+from ui.api.schemas import Img2ImgRequest, ProcessingRequest, ProgressResponse, ProgressState, Txt2ImgRequest
 
 # GenerationRequest field -> the A1111 field a client sent it as (used to name the field in a 422).
 A1111_FIELD = {
@@ -42,7 +44,24 @@ A1111_FIELD = {
     "model": "override_settings.sd_model_checkpoint",
     "vae": "override_settings.sd_vae",
     "loras": "prompt",  # A1111 clients name LoRAs with <lora:name:weight> tags in the prompt
+    "input.image": "init_images",
+    "input.denoise": "denoising_strength",
+    "input.resize_mode": "resize_mode",
+    "input.scale": "upscaling_resize",
+    "input.upscaler": "upscaler_1",
+    "input.upscaler_2": "upscaler_2",
+    "input.upscaler_2_visibility": "extras_upscaler_2_visibility",
+    "hires.scale": "hr_scale",
+    "hires.resize_x": "hr_resize_x",
+    "hires.resize_y": "hr_resize_y",
+    "hires.upscaler": "hr_upscaler",
+    "hires.steps": "hr_second_pass_steps",
+    "hires.denoise": "denoising_strength",
+    "hires.sampler": "hr_sampler_name",
+    "hires": "enable_hr",
 }
+RESIZE_MODES = ("just_resize", "crop_and_resize", "resize_and_fill", "latent_upscale")  # A1111's resize_mode 0-3
+_SAME = ("", "use same sampler", "use same scheduler", "none")  # A1111's words for "as the first pass"
 
 # A1111 features Easel does not implement: field -> the values that mean "off". A request that turns one
 # on still runs (as A1111 runs with an unknown extension's args), and the answer's info lists the field.
@@ -52,7 +71,6 @@ UNSUPPORTED_WHEN_NOT: dict[str, tuple[Any, ...]] = {
     "seed_resize_from_w": (-1, 0),
     "restore_faces": (None, False),
     "tiling": (None, False),
-    "enable_hr": (False,),
     "refiner_checkpoint": (None, "", "None"),
     "script_name": (None, ""),
     "script_args": ([],),
@@ -68,9 +86,12 @@ def a1111_field(name: str | None) -> str:
     return A1111_FIELD.get(name or "", name or "body")
 
 
-def ignored_fields(payload: Txt2ImgRequest) -> list[str]:
+def ignored_fields(payload: ProcessingRequest) -> list[str]:
     """The A1111 features the payload turns on that Easel does not have."""
-    return [name for name, off in UNSUPPORTED_WHEN_NOT.items() if getattr(payload, name) not in off]
+    names = [name for name, off in UNSUPPORTED_WHEN_NOT.items() if getattr(payload, name, off[0]) not in off]
+    if len(getattr(payload, "init_images", None) or ()) > 1:
+        names.append("init_images")  # one input image per job: the first is used
+    return names
 
 
 def override_setting(overrides: dict[str, Any], name: str, default: Any) -> Any:
@@ -91,6 +112,36 @@ def whole_number(value: Any) -> int | None:
 
 
 def request_from_txt2img(payload: Txt2ImgRequest, services: Services, options: ApiOptions) -> GenerationRequest:
+    """The request a txt2img payload means, its hires fix included."""
+    request = base_request(payload, services, options)
+    if not payload.enable_hr:
+        return request
+    hires = HiresFix(
+        scale=payload.hr_scale,
+        resize_x=payload.hr_resize_x,
+        resize_y=payload.hr_resize_y,
+        upscaler=payload.hr_upscaler or "Latent",
+        steps=payload.hr_second_pass_steps,
+        denoise=0.75 if payload.denoising_strength is None else payload.denoising_strength,
+        prompt=payload.hr_prompt,
+        negative_prompt=payload.hr_negative_prompt,
+        sampler="" if str(payload.hr_sampler_name or "").lower() in _SAME else str(payload.hr_sampler_name),
+        scheduler="" if str(payload.hr_scheduler or "").lower() in _SAME else str(payload.hr_scheduler),
+    )
+    return request.replace(hires=hires)
+
+
+def request_from_img2img(payload: Img2ImgRequest, services: Services, options: ApiOptions, image: bytes) -> GenerationRequest:
+    """The request an img2img payload means, its first init image stored in the input store (checked there)."""
+    if payload.mask:
+        raise InvalidRequest("mask: inpainting is not available yet; send img2img without a mask.", field="mask")
+    denoise = 0.75 if payload.denoising_strength is None else payload.denoising_strength
+    stored = services.inputs.put(image, field="init_images")
+    part = ImageInput(stored.sha256, mode="img2img", denoise=denoise, resize_mode=RESIZE_MODES[payload.resize_mode])
+    return base_request(payload, services, options).replace(input=part)
+
+
+def base_request(payload: ProcessingRequest, services: Services, options: ApiOptions) -> GenerationRequest:
     """The GenerationRequest a payload means (the queue checks it at submit); InvalidRequest / ModelNotFound
     name the field at fault for what only the API knows: the checkpoint option, CLIP skip, format, batch."""
     overrides = payload.override_settings or {}
@@ -163,7 +214,7 @@ def timestamp(seconds: float | None) -> str:
     return time.strftime("%Y%m%d%H%M%S", time.localtime(seconds)) if seconds else "0"
 
 
-def info_json(payload: Txt2ImgRequest, request: GenerationRequest, job: JobInfo) -> str:
+def info_json(payload: ProcessingRequest, request: GenerationRequest, job: JobInfo) -> str:
     """A1111's `info`: Processed.js() keys, from the images made (or the request when none was)."""
     result = job.result or GenerationResult(job.job_id)
     params = [item.params for item in result.images]
@@ -194,7 +245,7 @@ def info_json(payload: Txt2ImgRequest, request: GenerationRequest, job: JobInfo)
         "sd_vae_hash": None,
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
-        "denoising_strength": payload.denoising_strength,
+        "denoising_strength": getattr(payload, "denoising_strength", None),
         "extra_generation_params": {"Schedule type": first.scheduler if first else request.scheduler},
         "index_of_first_image": 0,  # no grid image is prepended
         "infotexts": [item.infotext for item in result.images],

@@ -38,6 +38,7 @@ from pipelines import (
     parse_name_list,
 )
 from ui.form import modes
+from ui.form.image_parts import PART_DEFAULTS, form_from_parts, parts_from_form
 from ui.form.modes import CUSTOM
 from ui.form.sizes import AspectRatios, Size
 
@@ -70,6 +71,8 @@ _SPECIAL = {
     "loras",
     "refiner",
     "vae",
+    "input",
+    "hires",
     *SLOT_FIELDS,
 }
 # (name, kind) -> (name as installed, architecture), or None when this install has no such model.
@@ -161,9 +164,16 @@ def slots_from_loras(loras: Any) -> dict[str, Any]:
 
 
 def request_from_form(
-    values: Mapping[str, Any], tables: FormTables, defaults: GenerationRequest = REQUEST_DEFAULTS
+    values: Mapping[str, Any],
+    tables: FormTables,
+    defaults: GenerationRequest = REQUEST_DEFAULTS,
+    input_image: str | None = None,
+    input_source: str | None = None,
 ) -> GenerationRequest:
-    """Build the request the form describes. Range checks are the engine's (manager.validate)."""
+    """Build the request the form describes. Range checks are the engine's (manager.validate).
+
+    `input_image` is the sha256 of the Input Image panel's picture in the engine's input store (the page stores
+    it), `input_source` the result it was sent from."""
     data = defaults.to_dict()
     for name, value in values.items():
         if name in REQUEST_FIELDS and name not in _SPECIAL:
@@ -198,6 +208,7 @@ def request_from_form(
         data["seed"] = -1
     else:
         data["seed"] = _coerce("seed", values.get("seed"), defaults.seed)
+    data.update(parts_from_form(values, input_image, input_source))
     return GenerationRequest.from_dict(data)
 
 
@@ -215,6 +226,7 @@ def form_from_fields(fields: Mapping[str, Any], tables: FormTables, architecture
         out["refiner"] = fields["refiner"] or NO_REFINER
     if "vae" in fields:
         out["vae"] = fields["vae"] or AUTOMATIC_VAE
+    out.update(form_from_parts(fields))
     if "seed" in fields:
         seed = int(fields["seed"])
         out["random_seed"] = seed == -1
@@ -259,6 +271,7 @@ def default_form(tables: FormTables, architecture: Architecture | str | None) ->
         vae=AUTOMATIC_VAE,
     )
     values.update(slots_from_loras(()))
+    values.update(PART_DEFAULTS)
     return values
 
 

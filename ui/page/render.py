@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from ui.context import UIContext, describe_record
 from ui.form import modes
 from ui.form.fields import AUTOMATIC_VAE, LORA_SLOTS, NO_LORA, NO_REFINER, slot_names
+from ui.tabs import image_settings
 from ui.tabs import models as models_view
 from ui.tabs import styles as styles_view
 
@@ -51,6 +52,8 @@ def render_form(values: Mapping[str, Any], ctx: UIContext) -> dict[str, dict[str
     styles = styles_view.known(ctx, values.get("styles") or [])
     out["styles"] = {"choices": styles_view.choices(ctx, styles), "value": styles}
     out.update(styles_view.summary(ctx, str(values.get("prompt", "")), str(values.get("negative_prompt", "")), styles))
+    out.update(image_settings.widgets(ctx, values))
+    out["input_panel"] = {"visible": bool(values.get("input_enabled"))}
     return out
 
 

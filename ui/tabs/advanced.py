@@ -11,6 +11,8 @@ import gradio as gr
 from pipelines import SeedBehavior
 from ui.context import UIContext
 from ui.page.render import schedule_choices
+from ui.tabs import image_settings
+from ui.tabs.image_settings import ImageSettings
 
 SEED_BEHAVIOURS = [
     ("Increment: image i gets seed + i", SeedBehavior.INCREMENT.value),
@@ -31,9 +33,10 @@ class AdvancedTab:
     custom_size: gr.Checkbox
     width: gr.Number
     height: gr.Number
+    images: ImageSettings
 
     def fields(self) -> dict[str, Any]:
-        return {
+        return self.images.fields() | {
             name: getattr(self, name)
             for name in (
                 "cfg_scale",
@@ -116,6 +119,7 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
             visible=initial["custom_size"],
         )
 
+    images = image_settings.build(ctx, initial)
     sampler.input(
         lambda name, current: gr.update(**schedule_choices(ctx, name, current)),
         [sampler, scheduler],
@@ -124,4 +128,4 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
         api_visibility="private",
         preprocess=False,
     )  # see gradio_app
-    return AdvancedTab(cfg_scale, sampler, scheduler, steps, clip_skip, vae, seed_behavior, custom_size, width, height)
+    return AdvancedTab(cfg_scale, sampler, scheduler, steps, clip_skip, vae, seed_behavior, custom_size, width, height, images)

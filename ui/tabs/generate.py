@@ -9,6 +9,7 @@ import gradio as gr
 
 from ui.context import UIContext
 from ui.page.streaming import idle_html
+from ui.tabs.input_image import InputPanel, build_panel, build_toggle
 
 
 @dataclass
@@ -26,9 +27,15 @@ class GenerateColumn:
     job_id: gr.State  # this tab's running job
     shown: gr.State  # the gallery's images as dicts (path, seed, infotext)
     selected: gr.State  # index of the image whose parameters are shown
+    inputs: InputPanel
+    to_vary: gr.Button  # send the selected result to Input Image
+    to_upscale: gr.Button
 
     def fields(self) -> dict[str, Any]:
-        return {"prompt": self.prompt}
+        return {"prompt": self.prompt, **self.inputs.fields()}
+
+    def shown_widgets(self) -> dict[str, Any]:
+        return self.inputs.shown()
 
 
 def build(ctx: UIContext, initial: dict[str, Any]) -> GenerateColumn:
@@ -47,6 +54,8 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> GenerateColumn:
         generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=3, min_width=110)
         stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1, min_width=64)
         skip = gr.Button("Skip", elem_id="skip", scale=1, min_width=64)
+    toggle = build_toggle(initial)
+    inputs = build_panel(toggle, initial)
     status = gr.HTML(idle_html(), elem_id="status")
     with gr.Row(elem_id="results"):
         preview = gr.HTML("", elem_id="preview", min_height=0)
@@ -71,7 +80,10 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> GenerateColumn:
             buttons=["copy"],
             placeholder="Click an image in the gallery to see how it was made.",
         )
-        restore = gr.Button("Use these settings", elem_id="restore-selected", size="sm", interactive=False)
+        with gr.Row():
+            restore = gr.Button("Use these settings", elem_id="restore-selected", size="sm", interactive=False)
+            to_vary = gr.Button("Vary", elem_id="to-vary", size="sm", interactive=False)
+            to_upscale = gr.Button("Upscale", elem_id="to-upscale", size="sm", interactive=False)
     shown = gr.State([])
     selected = gr.State(None)
     job_id = gr.State(None)
@@ -79,10 +91,33 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> GenerateColumn:
     def on_select(images: list[dict], evt: gr.SelectData):
         index = evt.index if isinstance(evt.index, int) else None
         if index is None or not 0 <= index < len(images):
-            return gr.skip(), None, gr.update(interactive=False), gr.skip()
-        return images[index]["infotext"], index, gr.update(interactive=True), gr.update(open=True)
+            off = gr.update(interactive=False)
+            return gr.skip(), None, off, gr.skip(), off, off
+        on = gr.update(interactive=True)
+        return images[index]["infotext"], index, on, gr.update(open=True), on, on
 
-    gallery.select(on_select, shown, [parameters, selected, restore, box], show_progress="hidden", api_visibility="private")
+    gallery.select(
+        on_select,
+        shown,
+        [parameters, selected, restore, box, to_vary, to_upscale],
+        show_progress="hidden",
+        api_visibility="private",
+    )
     return GenerateColumn(
-        notice, prompt, generate, stop, skip, status, preview, gallery, parameters, restore, job_id, shown, selected
+        notice,
+        prompt,
+        generate,
+        stop,
+        skip,
+        status,
+        preview,
+        gallery,
+        parameters,
+        restore,
+        job_id,
+        shown,
+        selected,
+        inputs,
+        to_vary,
+        to_upscale,
     )

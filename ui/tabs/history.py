@@ -39,9 +39,12 @@ class HistoryTab:
     next: gr.Button
     details: gr.Textbox
     restore: gr.Button
+    to_vary: gr.Button  # send the selected image to Input Image
+    to_upscale: gr.Button
+    to_source: gr.Button  # show the image the selected one was made from
     page: gr.State  # 0-based page number
     entry_ids: gr.State  # history entry id of each gallery item
-    pending: gr.State  # {"fields": ..., "source": ...}: what Restore puts into the form
+    pending: gr.State  # {"fields": ..., "source": ..., "path": ..., "input_source": ...}: what Restore and Vary use
 
 
 @dataclass
@@ -94,7 +97,19 @@ def entry_details(ctx: UIContext, entry_id: int) -> tuple[str, dict | None]:
         return "This entry is no longer in the history.", None
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created_at))
     text = f"{infotext(entry.params)}\n\nSaved {when}: {entry.path}"
-    return text, {"fields": fields_from_record(entry.params, entry.request), "source": "history"}
+    origin = entry.params.input_source
+    if entry.params.input_mode:
+        text += f"\n{entry.params.input_mode} of {origin or 'an uploaded image'} (input {entry.params.input_image or ''})"
+    found = {"fields": fields_from_record(entry.params, entry.request), "source": "history", "path": str(entry.path)}
+    return text, {**found, "input_source": origin}
+
+
+def source_details(ctx: UIContext, path: str) -> tuple[str, dict | None]:
+    """The History entry of the image another one was made from (by its file), for the click-through."""
+    entry = ctx.services.history.find_path(path)
+    if entry is None:
+        return f"{path} is not in the history (moved or deleted?).", None
+    return entry_details(ctx, entry.id)
 
 
 def dropped_details(path: str | Path) -> tuple[str, dict | None]:
@@ -144,7 +159,11 @@ def build(ctx: UIContext) -> HistoryTab:
         buttons=["copy"],
         placeholder="Pick an image above, or drop one on the page.",
     )
-    restore = gr.Button("Restore these settings", variant="primary", elem_id="history-restore", interactive=False)
+    with gr.Row():
+        restore = gr.Button("Restore these settings", variant="primary", elem_id="history-restore", interactive=False)
+        to_vary = gr.Button("Vary", elem_id="history-to-vary", interactive=False)
+        to_upscale = gr.Button("Upscale", elem_id="history-to-upscale", interactive=False)
+        to_source = gr.Button("Made from…", elem_id="history-source", visible=False)
     page, entry_ids, pending = gr.State(0), gr.State([]), gr.State(None)
 
     @readable_errors
@@ -160,23 +179,53 @@ def build(ctx: UIContext) -> HistoryTab:
     previous.click(lambda q, n: show(q, n - 1), [search, page], listing, show_progress="hidden", api_visibility="private")
     next_.click(lambda q, n: show(q, n + 1), [search, page], listing, show_progress="hidden", api_visibility="private")
 
+    def shown_entry(text: str, found: dict | None) -> tuple:
+        usable = gr.update(interactive=found is not None)
+        has_image = gr.update(interactive=bool(found and found.get("path")))
+        origin = gr.update(visible=bool(found and found.get("input_source")))
+        return text, found, usable, has_image, has_image, origin
+
+    entry_outputs = [details, pending, restore, to_vary, to_upscale, to_source]
+
     @readable_errors
     def on_select(ids: list[int], evt: gr.SelectData):
         index = evt.index if isinstance(evt.index, int) else -1
         if not 0 <= index < len(ids):
-            return gr.skip(), None, gr.update(interactive=False)
-        text, found = entry_details(ctx, ids[index])
-        return text, found, gr.update(interactive=found is not None)
+            return shown_entry(gr.skip(), None)
+        return shown_entry(*entry_details(ctx, ids[index]))
 
-    gallery.select(on_select, entry_ids, [details, pending, restore], show_progress="hidden", api_visibility="private")
+    gallery.select(on_select, entry_ids, entry_outputs, show_progress="hidden", api_visibility="private")
+
+    @readable_errors
+    def on_source(found: dict | None):
+        if not found or not found.get("input_source"):
+            return shown_entry("This image was not made from another one.", None)
+        return shown_entry(*source_details(ctx, found["input_source"]))
+
+    to_source.click(on_source, pending, entry_outputs, show_progress="hidden", api_visibility="private")
 
     @readable_errors
     def on_drop(path: str | None):
         """Read the dropped file, then empty the drop zone so the next image can be dropped at once."""
         if not path:
-            return gr.skip(), None, gr.update(interactive=False), None
+            return *shown_entry(gr.skip(), None), None
         text, found = dropped_details(path)
-        return text, found, gr.update(interactive=found is not None), None
+        return *shown_entry(text, found), None
 
-    drop.upload(on_drop, drop, [details, pending, restore, drop], show_progress="hidden", api_visibility="private")
-    return HistoryTab(drop, search, gallery, page_info, previous, next_, details, restore, page, entry_ids, pending)
+    drop.upload(on_drop, drop, [*entry_outputs, drop], show_progress="hidden", api_visibility="private")
+    return HistoryTab(
+        drop,
+        search,
+        gallery,
+        page_info,
+        previous,
+        next_,
+        details,
+        restore,
+        to_vary,
+        to_upscale,
+        to_source,
+        page,
+        entry_ids,
+        pending,
+    )
