@@ -56,6 +56,9 @@ _SURFACE: dict[str, tuple[str, ...]] = {
     "pipelines.loading.registry": ("ModelRegistry",),
     "pipelines.loading.vae": ("find_vae", "own_vae_name"),
     "pipelines.generation.refiner": ("REFINER_ARCHITECTURES", "check_pair"),
+    "pipelines.generation.quality": ("CONTROL_FIELDS", "page_defaults", "swap_methods"),
+    "pipelines.prompts.expansion": ("where_to_get_one",),
+    "pipelines.outputs.fooocus_controls": ("FOOOCUS_V2", "control_request_fields", "record_request_fields"),
     "pipelines.outputs.metadata": (
         "EXTENSIONS",
         "ImageMetadata",

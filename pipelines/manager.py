@@ -16,6 +16,8 @@ import torch
 
 from pipelines.about import APP_NAME, __version__
 from pipelines.errors import EaselError, ImageSkipped, InvalidRequest
+from pipelines.generation.guidance import applied as sampling_controls
+from pipelines.generation.quality import QualityControls
 from pipelines.generation.refiner import RefinerStage, check_request, find_refiner, refiner_name
 from pipelines.jobs.events import ImageReady, JobStatus
 from pipelines.jobs.previews import PreviewDecoders
@@ -32,6 +34,7 @@ from pipelines.outputs.store import ImageStore
 from pipelines.performance import PerformanceTable
 from pipelines.prompts.conditioning import Conditioning, PromptEncoder
 from pipelines.prompts.embeddings import embedding_word
+from pipelines.prompts.expansion import PromptExpander, joined, tidy
 from pipelines.prompts.plan import PromptPlanner, wildcard_seed
 from pipelines.prompts.switching import PromptSwitch, encode_schedule, tensor_inputs
 from pipelines.samplers import SamplerChoice, SamplerTable
@@ -82,6 +85,10 @@ class ImagePlan:
     seed: int
     prompt: str
     negative_prompt: str
+    expansion: str = ""  # with prompt expansion: the expanded prompt, as Fooocus records it
+
+    def metadata(self) -> dict[str, Any]:
+        return {"prompt_expansion": self.expansion} if self.expansion else {}
 
 
 class PipelineManager:
@@ -100,6 +107,7 @@ class PipelineManager:
         loras: LoraManager | None = None,
         performance: PerformanceTable | None = None,
         previews: PreviewDecoders | None = None,
+        expander: PromptExpander | None = None,
     ):
         self.registry = registry
         self.loader = loader
@@ -114,6 +122,7 @@ class PipelineManager:
         self.loras = loras or LoraManager(registry, loader.hashes)
         self.performance = performance or PerformanceTable.load(registry, samplers)
         self.previews = previews or PreviewDecoders(registry.models_dir)
+        self.expander = expander or PromptExpander(registry)
         self._default_lock = threading.Lock()
         self._default_model = default_model
 
@@ -154,6 +163,8 @@ class PipelineManager:
         downloadable). All of it at submit time, so a bad request never waits in the queue."""
         request = validate(request, self.samplers)
         self.prompts.plan(request)
+        if request.prompt_expansion:
+            request = request.replace(prompt_expansion=self.expander.find(request.prompt_expansion).name)
         check_request(request, self.registry, self.default_model)
         if vae_name(request) is not None:
             find_vae(self.registry, vae_name(request))
@@ -185,8 +196,9 @@ class PipelineManager:
         if choice.note:
             control.emit(JobStatus(control.job_id, choice.note))
 
-        # 2. Seeds and prompts of every image: styles, <lora:…> tags into the LoRA list, wildcards by seed.
-        generation, plans = self.plan_images(generation)
+        # 2. Seeds and prompts of every image: styles, <lora:…> tags into the LoRA list, wildcards by seed,
+        #    the prompt expansion's words by seed.
+        generation, plans = self.plan_images(generation, self._status(control))
 
         # 3. The models: the checkpoint from the cache, else from disk (or the hub); the refiner and VAE asked for.
         model = self.model_for(generation, control)
@@ -202,7 +214,10 @@ class PipelineManager:
         preview = self.previews.for_model(model.architecture, model.pipe.device, model.pipe.unet.dtype)
         cache: dict[tuple[str, str], Conditioning] = {}
         steps = refiner.total_steps if refiner else self.samplers.count_steps(model.scheduler_config, choice, generation.steps)
-        extra = {**(refiner.metadata() if refiner else {}), **(vae.metadata() if vae else {})}
+        controls = QualityControls.for_image(generation, model.architecture)  # Fooocus's sampling controls
+        extra = {**(refiner.metadata() if refiner else {}), **(vae.metadata() if vae else {}), **controls.metadata()}
+        if generation.prompt_expansion:
+            extra["expansion_model"] = generation.prompt_expansion
         with self.loras.activate(model, generation.loras, generation.skip_invalid_loras) as active:
             for note in active.notes:
                 control.emit(JobStatus(control.job_id, note))
@@ -210,7 +225,9 @@ class PipelineManager:
                 callback = StepCallback(control, timer, plan.index, len(plans), steps, preview, self.preview_interval)
                 try:
                     callback.start()
-                    image, embeddings = self.generate_one(model, generation, choice, plan, callback, cache, refiner, vae)
+                    image, embeddings = self.generate_one(
+                        model, generation, choice, plan, callback, cache, refiner, vae, controls
+                    )
                 except ImageSkipped:
                     result.skipped += 1
                     continue
@@ -223,7 +240,7 @@ class PipelineManager:
                     plan,
                     image,
                     active,
-                    {**extra, "embeddings": self.embedding_refs(embeddings)},
+                    {**extra, "embeddings": self.embedding_refs(embeddings), **plan.metadata()},
                 )
                 result.images.append(item)
                 control.emit(ImageReady(control.job_id, plan.index, item))
@@ -263,14 +280,26 @@ class PipelineManager:
         control.emit(JobStatus(control.job_id, f"Loading VAE {vae_name(request)}"))
         return self.vaes.for_request(request, self.registry, model)
 
-    def plan_images(self, request: GenerationRequest) -> tuple[GenerationRequest, list[ImagePlan]]:
-        """The request with the prompt's <lora:…> tags in its LoRA list, and each image's seed and final prompts."""
+    def plan_images(self, request: GenerationRequest, status: Any = None) -> tuple[GenerationRequest, list[ImagePlan]]:
+        """The request with the prompt's <lora:…> tags in its LoRA list, and each image's seed and final prompts.
+
+        Prompt expansion continues what the user typed (its wildcards chosen by the image's seed, no styles)
+        with words drawn by the image's seed, and the words go after the styled prompt, as Fooocus does."""
         prompts = self.prompts.plan(request)
         request = request.replace(loras=prompts.loras)
         plans = []
         for i, seed in enumerate(plan_seeds(request.seed, request.image_count, request.seed_behavior)):
-            prompt, negative = self.prompts.for_image(prompts, wildcard_seed(seed, i, request.seed_behavior))
-            plans.append(ImagePlan(i, seed, prompt, negative))
+            choices = wildcard_seed(seed, i, request.seed_behavior)
+            prompt, negative = self.prompts.for_image(prompts, choices)
+            plan = ImagePlan(i, seed, prompt, negative)
+            if request.prompt_expansion:
+                if status is not None:
+                    status(f"Prompt expansion ({request.prompt_expansion}), image {i + 1}")
+                typed = tidy(self.prompts.wildcards.expand(request.prompt, choices, "prompt"))
+                words = self.expander.expand(request.prompt_expansion, typed, seed)
+                if words:
+                    plan = ImagePlan(i, seed, joined(prompt, words), negative, joined(typed, words))
+            plans.append(plan)
         return request, plans
 
     def generate_one(
@@ -283,6 +312,7 @@ class PipelineManager:
         cache: dict[tuple[str, str], Conditioning],
         refiner: RefinerStage | None = None,
         vae: LoadedVae | None = None,
+        controls: QualityControls | None = None,
     ):
         pipe = model.pipe
         guidance = request.cfg_scale > 1.0
@@ -300,24 +330,28 @@ class PipelineManager:
         pipe.scheduler = self.samplers.make(model.scheduler_config, choice, seed=plan.seed)
         generator = torch.Generator("cpu").manual_seed(plan.seed)
         latents = initial_latents(pipe, generator, request.width, request.height)
-        # The VAE override is swapped in for this image only; the checkpoint's own comes back whatever happens.
-        with swapped_vae(vae, [pipe, refiner.pipe if refiner else None]), torch.inference_mode():
-            output = pipe(
-                **schedule.first.pipeline_kwargs(),
-                width=request.width,
-                height=request.height,
-                num_inference_steps=request.steps,
-                guidance_scale=request.cfg_scale,
-                generator=generator,
-                latents=latents,
-                callback_on_step_end=PromptSwitch(callback, schedule),
-                callback_on_step_end_tensor_inputs=tensor_inputs(schedule),
-                # with a refiner: stop at the switch and hand the latents over
-                **(refiner.base_kwargs() if refiner else {"output_type": "pil"}),
-            )
-            if refiner is not None:
-                image = refiner.refine(
-                    output.images,
+        kwargs = dict(
+            **schedule.first.pipeline_kwargs(),
+            width=request.width,
+            height=request.height,
+            num_inference_steps=request.steps,
+            guidance_scale=request.cfg_scale,
+            generator=generator,
+            latents=latents,
+        )
+        # The VAE override is swapped in for this image only, and Fooocus's sampling controls hook into the UNets
+        # for it (nothing is installed when they are off); the checkpoint's own state comes back whatever happens.
+        bindings = [(pipe, pipe.unet), *(refiner.bindings(pipe) if refiner else [])]
+        with (
+            swapped_vae(vae, [pipe, refiner.pipe if refiner else None]),
+            sampling_controls(controls or QualityControls(), bindings, pipe.unet),
+            torch.inference_mode(),
+        ):
+            if refiner is not None:  # the base, then the refiner by the request's swap method
+                image = refiner.generate(
+                    pipe,
+                    kwargs,
+                    schedule,
                     request,
                     choice,
                     self.samplers,
@@ -329,6 +363,12 @@ class PipelineManager:
                     self.encoder,
                 )
                 return image, schedule.embeddings
+            output = pipe(
+                **kwargs,
+                callback_on_step_end=PromptSwitch(callback, schedule),
+                callback_on_step_end_tensor_inputs=tensor_inputs(schedule),
+                output_type="pil",
+            )
         return output.images[0], schedule.embeddings
 
     def embedding_refs(self, records: tuple[ModelRecord, ...]) -> tuple[UsedEmbedding, ...]:

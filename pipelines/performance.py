@@ -56,6 +56,7 @@ class PerformanceMode:
     sampler: str | None = None
     scheduler: str | None = None
     loras: dict[Architecture, ModeLora] = field(default_factory=dict)
+    controls: dict[str, float] = field(default_factory=dict)  # Fooocus's sampling controls the mode sets (off)
 
     @property
     def architectures(self) -> list[Architecture]:
@@ -102,7 +103,7 @@ class PerformanceTable:
         for name in ("steps", "cfg_scale", "sampler", "scheduler"):
             if getattr(mode, name) is not None:
                 changes[name] = getattr(mode, name)
-        return request.replace(**changes)
+        return request.replace(**changes, **mode.controls)
 
     # -- the acceleration LoRA ------------------------------------------------------------------------
 
@@ -249,7 +250,7 @@ def _explain(exc: Exception) -> str:
 def _mode(name: str, entry: dict[str, Any], samplers: SamplerTable | None) -> PerformanceMode:
     """One table entry, checked: a typo in the YAML fails at startup, not in a user's job."""
     where = f"performance.yaml: mode {name!r}"
-    known = {"description", "steps", "cfg_scale", "sampler", "scheduler", "lora"}
+    known = {"description", "steps", "cfg_scale", "sampler", "scheduler", "lora", "controls"}
     if set(entry) - known:
         raise ValueError(f"{where} has unknown fields {sorted(set(entry) - known)}")
     for key in ("steps", "cfg_scale"):
@@ -261,6 +262,12 @@ def _mode(name: str, entry: dict[str, Any], samplers: SamplerTable | None) -> Pe
         choice = samplers.resolve(entry.get("sampler") or "Euler", entry.get("scheduler"))
         if choice.note:
             raise ValueError(f"{where}: {choice.note}")
+    controls = entry.get("controls") or {}
+    for key, value in controls.items():
+        if key not in LIMITS or key in ("steps", "cfg_scale"):
+            raise ValueError(f"{where}: controls: unknown field {key!r}")
+        if not LIMITS[key][0] <= float(value) <= LIMITS[key][1]:
+            raise ValueError(f"{where}: controls: {key} {value} is outside {LIMITS[key][0]:g}..{LIMITS[key][1]:g}")
     loras: dict[Architecture, ModeLora] = {}
     for arch_name, lora in (entry.get("lora") or {}).items():
         arch = Architecture(arch_name)
@@ -279,4 +286,5 @@ def _mode(name: str, entry: dict[str, Any], samplers: SamplerTable | None) -> Pe
         sampler=entry.get("sampler"),
         scheduler=entry.get("scheduler"),
         loras=loras,
+        controls={key: float(value) for key, value in controls.items()},
     )
