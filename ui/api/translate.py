@@ -17,13 +17,16 @@ from PIL import Image
 
 from pipelines import (
     APP_NAME,
+    FOOOCUS_V2,
     LIMITS,
+    EaselError,
     GenerationRequest,
     GenerationResult,
     InvalidRequest,
     JobInfo,
     JobQueue,
     JobState,
+    ModelKind,
     Services,
     __version__,
     encode_image,
@@ -41,6 +44,13 @@ A1111_FIELD = {
     "output_format": "override_settings.samples_format",
     "model": "override_settings.sd_model_checkpoint",
     "vae": "override_settings.sd_vae",
+    "refiner": "refiner_checkpoint",
+    "refiner_switch": "refiner_switch_at",
+    "refiner_swap": "refiner_swap_method",
+    "adm_positive": "adm_scaler_positive",
+    "adm_negative": "adm_scaler_negative",
+    "adm_end": "adm_scaler_end",
+    "freeu": "freeu_enabled",
 }
 
 # A1111 features Easel does not implement: field -> the values that mean "off". A request that turns one
@@ -52,7 +62,6 @@ UNSUPPORTED_WHEN_NOT: dict[str, tuple[Any, ...]] = {
     "restore_faces": (None, False),
     "tiling": (None, False),
     "enable_hr": (False,),
-    "refiner_checkpoint": (None, "", "None"),
     "script_name": (None, ""),
     "script_args": ([],),
     "alwayson_scripts": ({},),
@@ -116,10 +125,11 @@ def request_from_txt2img(payload: Txt2ImgRequest, services: Services, options: A
         raise InvalidRequest(
             f"batch_size × n_iter must be at most {LIMITS['image_count'][1]:g} images, got {count}.", field="image_count"
         )
+    styles = tuple(payload.styles or ())
     request = GenerationRequest(
         prompt=payload.prompt,
         negative_prompt=payload.negative_prompt,
-        styles=tuple(payload.styles or ()),
+        styles=tuple(s for s in styles if s != FOOOCUS_V2),
         model=record.name,  # pinned now: a later options change does not move a job already queued
         width=payload.width,
         height=payload.height,
@@ -133,8 +143,48 @@ def request_from_txt2img(payload: Txt2ImgRequest, services: Services, options: A
         output_format=fmt,
         vae=str(override_setting(overrides, "sd_vae", options.vae)),
         save_images=payload.save_images and not payload.do_not_save_samples,
+        **refiner_fields(payload, services),
+        sharpness=payload.sharpness,
+        adaptive_cfg=payload.adaptive_cfg,
+        adm_positive=payload.adm_scaler_positive,
+        adm_negative=payload.adm_scaler_negative,
+        adm_end=payload.adm_scaler_end,
+        freeu=payload.freeu_enabled,
+        freeu_b1=payload.freeu_b1,
+        freeu_b2=payload.freeu_b2,
+        freeu_s1=payload.freeu_s1,
+        freeu_s2=payload.freeu_s2,
+        refiner_swap=payload.refiner_swap_method,
+        prompt_expansion=expansion_model(payload.prompt_expansion, FOOOCUS_V2 in styles, services),
     )
     return request
+
+
+def refiner_fields(payload: Txt2ImgRequest, services: Services) -> dict[str, Any]:
+    """A1111's refiner_checkpoint (a title, file or model name) and refiner_switch_at, as the engine's fields."""
+    name = (payload.refiner_checkpoint or "").strip()
+    if name.lower() in ("", "none"):
+        return {}
+    try:
+        record = find_checkpoint(services.registry, name)
+    except EaselError as exc:
+        raise InvalidRequest(f"Refiner: {exc}", field="refiner") from exc
+    switch = 0.8 if payload.refiner_switch_at is None else payload.refiner_switch_at
+    return {"refiner": record.name, "refiner_switch": switch}
+
+
+def expansion_model(name: str | None, fooocus_v2: bool, services: Services) -> str:
+    """The prompt-expansion model asked for: by name, or the first one installed for "Fooocus V2" in styles."""
+    if name and name != FOOOCUS_V2:
+        return name
+    if not (name or fooocus_v2):
+        return ""
+    usable = [r for r in services.registry.list(ModelKind.PROMPT_EXPANSION) if r.usable]
+    if not usable:
+        raise InvalidRequest(
+            f"{FOOOCUS_V2} asks for prompt expansion, and no prompt-expansion model is installed.", field="prompt_expansion"
+        )
+    return usable[0].name
 
 
 # -- the answer

@@ -1,5 +1,6 @@
 """The Advanced tab: guidance, sampler and the schedules it supports, steps, CLIP skip, VAE override, batch seeds,
-size. Steps, guidance, sampler and schedule are set by the performance mode; editing one switches to Custom."""
+size, and Fooocus's sampling controls (tabs/quality.py). Steps, guidance, sampler and schedule are set by the
+performance mode; editing one switches to Custom."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import gradio as gr
 from pipelines import SeedBehavior
 from ui.context import UIContext
 from ui.page.render import schedule_choices
+from ui.tabs import quality
 
 SEED_BEHAVIOURS = [
     ("Increment: image i gets seed + i", SeedBehavior.INCREMENT.value),
@@ -31,9 +33,10 @@ class AdvancedTab:
     custom_size: gr.Checkbox
     width: gr.Number
     height: gr.Number
+    controls: quality.ControlsPanel  # Fooocus's sampling controls
 
     def fields(self) -> dict[str, Any]:
-        return {
+        own = {
             name: getattr(self, name)
             for name in (
                 "cfg_scale",
@@ -48,6 +51,7 @@ class AdvancedTab:
                 "height",
             )
         }
+        return {**own, **self.controls.fields()}
 
 
 def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
@@ -124,4 +128,5 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
         api_visibility="private",
         preprocess=False,
     )  # see gradio_app
-    return AdvancedTab(cfg_scale, sampler, scheduler, steps, clip_skip, vae, seed_behavior, custom_size, width, height)
+    controls = quality.build(ctx, initial)
+    return AdvancedTab(cfg_scale, sampler, scheduler, steps, clip_skip, vae, seed_behavior, custom_size, width, height, controls)

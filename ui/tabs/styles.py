@@ -24,6 +24,7 @@ import gradio as gr
 from pipelines import PLACEHOLDER, InvalidRequest, Style
 from ui.context import UIContext
 from ui.page.thumbnails import thumbnail
+from ui.tabs import quality
 
 ALL = "All categories"
 PREVIEW_SIDE = 192
@@ -40,9 +41,10 @@ class StylesTab:
     final_prompt: gr.Textbox
     final_negative: gr.Textbox
     data: gr.HTML  # every style's preview, for the hover card
+    expansion: gr.Radio  # Fooocus V2: a prompt-expansion model, or off
 
     def fields(self) -> dict[str, Any]:
-        return {"styles": self.styles}
+        return {"styles": self.styles, "prompt_expansion": self.expansion}
 
     def shown(self) -> dict[str, Any]:
         """Widgets the whole-form render also sets (render.py names them so)."""
@@ -158,6 +160,7 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> StylesTab:
         label="Styles (picked ones first, in the order they apply)",
         info="Each style wraps the result of the one before; click again to remove.",
     )
+    expansion = quality.build_expansion(ctx, initial)
     clear = gr.Button("Clear styles", size="sm", elem_id="styles-clear")
     selected = gr.HTML(selected_html(ctx, picked), elem_id="styles-selected")
     shown = summary(ctx, initial.get("prompt", ""), initial.get("negative_prompt", ""), picked)
@@ -180,4 +183,4 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> StylesTab:
     data = gr.HTML(data_html(ctx), elem_id="style-data", padding=False)
 
     clear.click(lambda: gr.update(choices=choices(ctx, []), value=[]), None, styles, **QUIET)
-    return StylesTab(search, category, styles, clear, selected, final_prompt, final_negative, data)
+    return StylesTab(search, category, styles, clear, selected, final_prompt, final_negative, data, expansion)
