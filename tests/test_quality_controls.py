@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.types import JobState
+from pipelines.outputs.metadata import read_metadata
+from pipelines.types import ImageParams, JobState
 from tests.support.compare import assert_images_equal
 from tests.support.engine import SIZE, run
 
@@ -225,6 +226,12 @@ def test_controls_change_the_image_and_reproduce_it(engine):
     a, b, c = (np.asarray(i.result.images[0].image) for i in (first, again, off))
     assert_images_equal(a, b)
     assert not np.array_equal(a, c)
+    # the saved file: the exact record, and Fooocus's keys in the infotext
+    item = first.result.images[0]
+    meta = read_metadata(item.path)
+    assert ImageParams.from_dict(meta.image_params) == item.params
+    assert (meta.params["Sharpness"], meta.params["ADM Guidance"], meta.params["Adaptive CFG"]) == (2, "(1.5, 0.8, 0.3)", 7)
+    assert meta.request["sharpness"] == 2 and meta.request["adm_end"] == 0.3
 
 
 # -- FreeU ---------------------------------------------------------------------------------------------------
