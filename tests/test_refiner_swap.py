@@ -213,3 +213,14 @@ def test_unknown_swap_method_is_refused(engine):
     with pytest.raises(InvalidRequest) as caught:
         engine.queue.submit(GenerationRequest(prompt="p", refiner_swap="sideways", **SIZE))
     assert caught.value.field == "refiner_swap" and "joint, separate, vae" in str(caught.value)
+
+
+def test_the_base_as_its_own_joint_refiner_is_the_base_alone(engine):
+    """Same UNet, same conditioning: joint changes nothing, and the controls' hooks act once, not twice."""
+    controls = dict(sharpness=10, adaptive_cfg=3.0, adm_positive=1.5, adm_negative=0.8, adm_end=0.3)
+    common = dict(prompt=PROMPT, negative_prompt=NEGATIVE, seed=SEED, steps=STEPS, cfg_scale=CFG, sampler="Euler")
+    alone = run(engine, model="tiny-sdxl", scheduler="Automatic", **common, **controls)
+    itself = run(engine, model="tiny-sdxl", refiner="tiny-sdxl", refiner_switch=SWITCH, refiner_swap="joint",
+                 scheduler="Automatic", **common, **controls)  # fmt: skip
+    assert itself.state is JobState.FINISHED, itself.error
+    assert_images_equal(np.asarray(itself.result.images[0].image), np.asarray(alone.result.images[0].image))

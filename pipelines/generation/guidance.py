@@ -204,9 +204,12 @@ class SizeConditioning(_Hook):
 @contextmanager
 def applied(controls: QualityControls, bindings: Sequence[tuple[Any, Any]], freeu_unet: Any = None) -> Iterator[None]:
     """Hooks on each (pipeline, UNet) pair for the duration of a call, and FreeU on `freeu_unet`; all undone
-    on exit. The pipeline of a pair is the one whose loop calls that UNet (its scheduler and guidance scale)."""
+    on exit. The pipeline of a pair is the one whose loop calls that UNet (its scheduler and guidance scale).
+    A UNet is hooked once: a refiner that is the base checkpoint itself shares the base's UNet, and both its
+    pipelines have the same training schedule and guidance scale."""
+    hooked = {id(unet): (pipe, unet) for pipe, unet in reversed(bindings)}  # the first pair of each UNet wins
     with ExitStack() as stack:
-        for pipe, unet in bindings:
+        for pipe, unet in hooked.values():
             if controls.adm:
                 handle = unet.register_forward_pre_hook(SizeConditioning(pipe, controls), with_kwargs=True)
                 stack.callback(handle.remove)
