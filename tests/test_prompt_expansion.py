@@ -173,3 +173,16 @@ def test_a_fooocus_layout_with_pytorch_model_bin_loads(tmp_path):
     expander = PromptExpander(registry)
     assert expander.find("fooocus_expansion").usable
     assert expander.expand("fooocus_expansion", PROMPT, 3) == expander.expand("fooocus_expansion", PROMPT, 3) != ""
+
+
+def test_fooocus_v2_as_a_model_name_means_the_first_one_installed(engine, tmp_path):
+    checked = engine.manager.validate(_request(prompt="p", prompt_expansion="Fooocus V2"))
+    assert checked.prompt_expansion == FREE_EXPANSION  # models are listed by name
+    from pipelines.loading.registry import ModelRegistry
+    from pipelines.prompts.expansion import PromptExpander
+
+    empty = ModelRegistry(tmp_path, tmp_path / "cache")
+    empty.refresh()
+    with pytest.raises(InvalidRequest) as caught:
+        PromptExpander(empty).find("Fooocus V2")
+    assert caught.value.field == "prompt_expansion" and "no model is installed" in str(caught.value)

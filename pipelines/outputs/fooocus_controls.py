@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelines.prompts.expansion import FOOOCUS_V2
 from pipelines.types import ImageParams
-
-FOOOCUS_V2 = "Fooocus V2"  # Fooocus's name for its prompt expansion; in a restore: any installed expansion model
 EXPANSION_KEY = "Fooocus V2 Expansion"
 FOOOCUS_ADAPTIVE_CFG = 7.0  # what Fooocus leaves out of its metadata
 _PARAM_LINE_KEYS = ("Steps", "Sampler", "Seed", "CFG scale", "Size-1")

@@ -30,6 +30,7 @@ from pipelines.loading.probe import ProbeResult
 from pipelines.types import Architecture, ModelKind, ModelRecord
 
 CHUNK = 75  # CLIP tokens per chunk of a long prompt
+FOOOCUS_V2 = "Fooocus V2"  # Fooocus's name for its expansion; as a model name: the first one installed
 TOP_K = 100
 WORD_LISTS = ("positive.txt", "words.txt")
 _CAUSAL_LM = ("ForCausalLM", "LMHeadModel")
@@ -91,7 +92,15 @@ class PromptExpander:
         self._lock = threading.Lock()
 
     def find(self, name: str) -> ModelRecord:
-        """The model called `name`, usable; InvalidRequest naming the field otherwise."""
+        """The model called `name`, usable ("Fooocus V2": the first one installed); InvalidRequest otherwise."""
+        if name == FOOOCUS_V2:
+            usable = [r for r in self.registry.list(ModelKind.PROMPT_EXPANSION) if r.usable]
+            if not usable:
+                raise InvalidRequest(
+                    f"{FOOOCUS_V2} asks for prompt expansion, and no model is installed. {where_to_get_one(self.registry)}",
+                    field="prompt_expansion",
+                )
+            return usable[0]
         try:
             record = self.registry.find(ModelKind.PROMPT_EXPANSION, name)
         except ModelNotFound as exc:

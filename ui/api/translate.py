@@ -26,7 +26,6 @@ from pipelines import (
     JobInfo,
     JobQueue,
     JobState,
-    ModelKind,
     Services,
     __version__,
     encode_image,
@@ -155,7 +154,7 @@ def request_from_txt2img(payload: Txt2ImgRequest, services: Services, options: A
         freeu_s1=payload.freeu_s1,
         freeu_s2=payload.freeu_s2,
         refiner_swap=payload.refiner_swap_method,
-        prompt_expansion=expansion_model(payload.prompt_expansion, FOOOCUS_V2 in styles, services),
+        prompt_expansion=expansion_model(payload.prompt_expansion, FOOOCUS_V2 in styles),
     )
     return request
 
@@ -173,18 +172,10 @@ def refiner_fields(payload: Txt2ImgRequest, services: Services) -> dict[str, Any
     return {"refiner": record.name, "refiner_switch": switch}
 
 
-def expansion_model(name: str | None, fooocus_v2: bool, services: Services) -> str:
-    """The prompt-expansion model asked for: by name, or the first one installed for "Fooocus V2" in styles."""
-    if name and name != FOOOCUS_V2:
-        return name
-    if not (name or fooocus_v2):
-        return ""
-    usable = [r for r in services.registry.list(ModelKind.PROMPT_EXPANSION) if r.usable]
-    if not usable:
-        raise InvalidRequest(
-            f"{FOOOCUS_V2} asks for prompt expansion, and no prompt-expansion model is installed.", field="prompt_expansion"
-        )
-    return usable[0].name
+def expansion_model(name: str | None, fooocus_v2: bool) -> str:
+    """The prompt-expansion model asked for: by name, or "Fooocus V2" (the first one installed, the engine
+    resolves it) when `styles` holds that name, as Fooocus's own style list does."""
+    return name or (FOOOCUS_V2 if fooocus_v2 else "")
 
 
 # -- the answer
