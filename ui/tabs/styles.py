@@ -1,7 +1,8 @@
 """The Styles tab: every style of the library (styles/), searchable by name and category, picked in order.
 
-The picked styles are listed first, in the order they apply (the order they were clicked: each wraps
-the result of the previous one); a list under it shows each picked style's preview (its thumbnail, else
+"Fooocus V2" above the list turns prompt expansion on (ui/tabs/quality.py). The picked styles are listed
+first, in the order they apply (the order they were clicked: each wraps the result of the previous one);
+a list under it shows each picked style's preview (its thumbnail, else
 its template), and two read-only boxes show the prompt and negative prompt the engine will be sent
 (`services.styles.apply`; wildcards and <lora:…> tags stay as typed, they are resolved per image).
 
@@ -152,6 +153,7 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> StylesTab:
             lines=1,
         )
         category = gr.HTML(category_html(ctx), elem_id="style-category", padding=False)
+    expansion = quality.build_expansion(ctx, initial)  # Fooocus V2, first as in Fooocus's style list
     styles = gr.CheckboxGroup(
         choices(ctx, picked),
         value=picked,
@@ -160,7 +162,6 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> StylesTab:
         label="Styles (picked ones first, in the order they apply)",
         info="Each style wraps the result of the one before; click again to remove.",
     )
-    expansion = quality.build_expansion(ctx, initial)
     clear = gr.Button("Clear styles", size="sm", elem_id="styles-clear")
     selected = gr.HTML(selected_html(ctx, picked), elem_id="styles-selected")
     shown = summary(ctx, initial.get("prompt", ""), initial.get("negative_prompt", ""), picked)
