@@ -19,6 +19,7 @@ from typing import Any, Callable
 import yaml
 
 from pipelines.errors import HubDownloadError, InvalidRequest, ModelNotFound
+from pipelines.generation.quality import FLOAT_FIELDS
 from pipelines.loading import hub
 from pipelines.loading.registry import FOLDERS, ModelRegistry
 from pipelines.samplers import SamplerTable
@@ -264,8 +265,8 @@ def _mode(name: str, entry: dict[str, Any], samplers: SamplerTable | None) -> Pe
             raise ValueError(f"{where}: {choice.note}")
     controls = entry.get("controls") or {}
     for key, value in controls.items():
-        if key not in LIMITS or key in ("steps", "cfg_scale"):
-            raise ValueError(f"{where}: controls: unknown field {key!r}")
+        if key not in FLOAT_FIELDS:
+            raise ValueError(f"{where}: controls: {key!r} is not one of {', '.join(FLOAT_FIELDS)}")
         if not LIMITS[key][0] <= float(value) <= LIMITS[key][1]:
             raise ValueError(f"{where}: controls: {key} {value} is outside {LIMITS[key][0]:g}..{LIMITS[key][1]:g}")
     loras: dict[Architecture, ModeLora] = {}

@@ -272,3 +272,12 @@ def test_fast_modes_switch_the_controls_off(engine):
         assert got.freeu  # Fooocus leaves FreeU as chosen
     for mode in ("Quality", "Speed"):
         assert table.settings(on.replace(performance=mode)).sharpness == 2
+
+
+def test_a_modes_controls_are_checked_when_the_table_loads():
+    from pipelines.performance import _mode
+
+    with pytest.raises(ValueError, match="'width' is not one of sharpness"):
+        _mode("Odd", {"controls": {"width": 3}}, None)
+    with pytest.raises(ValueError, match="sharpness 40.0 is outside 0..30"):
+        _mode("Odd", {"controls": {"sharpness": 40.0}}, None)
