@@ -61,6 +61,7 @@ PAGE_DEFAULTS = {
     "seed": 1,
     "image_count": 1,
     "output_format": "png",
+    "prompt_expansion": "",  # the launch preset asks for Fooocus V2, and a model is installed here
 }
 
 

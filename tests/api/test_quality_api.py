@@ -67,3 +67,11 @@ def test_docs_list_the_extra_fields(client):
                  "freeu_enabled", "refiner_swap_method", "prompt_expansion", "refiner_checkpoint"):  # fmt: skip
         assert name in schema and schema[name].get("description"), name
     assert schema["sharpness"]["default"] == 0 and schema["sharpness"]["maximum"] == 30
+
+
+def test_the_page_endpoint_takes_the_controls_and_the_expansion(page):
+    answer, [file] = page.generate(prompt="a red fox", prompt_expansion="Fooocus V2", sharpness=4.0, seed=3)
+    assert answer["status"] == "finished", answer["error"]
+    meta = read_metadata(file)
+    assert meta.request["prompt_expansion"] == "free-expansion" and meta.request["sharpness"] == 4.0
+    assert meta.params["Fooocus V2 Expansion"].startswith("a red fox, ") and meta.params["Sharpness"] == 4
