@@ -61,6 +61,9 @@ _SURFACE: dict[str, tuple[str, ...]] = {
     "pipelines.generation.image_input": ("InputModes",),
     "pipelines.images.resize": ("ResizeMode",),
     "pipelines.images.inputs": ("StoredInput",),
+    "pipelines.generation.quality": ("CONTROL_FIELDS", "page_defaults", "swap_methods"),
+    "pipelines.prompts.expansion": ("where_to_get_one",),
+    "pipelines.outputs.fooocus_controls": ("FOOOCUS_V2", "control_request_fields", "record_request_fields"),
     "pipelines.outputs.metadata": (
         "EXTENSIONS",
         "ImageMetadata",

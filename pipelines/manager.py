@@ -19,6 +19,7 @@ from pipelines.errors import EaselError, ImageSkipped, InvalidRequest
 from pipelines.generation.hires import plan_hires
 from pipelines.generation.image_input import InputModes, InputPlan, plan_input, prepare
 from pipelines.generation.passes import final_pass, hires_metadata, input_metadata, upscale_params
+from pipelines.generation.quality import QualityControls
 from pipelines.generation.refiner import RefinerStage, check_request, find_refiner, refiner_name
 from pipelines.generation.tasks import ImageContext, initial_latents, make_image, total_steps
 from pipelines.generation.upscale import UpscalerLibrary
@@ -39,6 +40,7 @@ from pipelines.outputs.store import ImageStore
 from pipelines.performance import PerformanceTable
 from pipelines.prompts.conditioning import Conditioning, PromptEncoder
 from pipelines.prompts.embeddings import embedding_word
+from pipelines.prompts.expansion import PromptExpander, joined, tidy
 from pipelines.prompts.plan import PromptPlanner, wildcard_seed
 from pipelines.samplers import SamplerChoice, SamplerTable
 from pipelines.types import (
@@ -78,6 +80,10 @@ class ImagePlan:
     seed: int
     prompt: str
     negative_prompt: str
+    expansion: str = ""  # with prompt expansion: the expanded prompt, as Fooocus records it
+
+    def metadata(self) -> dict[str, Any]:
+        return {"prompt_expansion": self.expansion} if self.expansion else {}
 
 
 class PipelineManager:
@@ -98,6 +104,7 @@ class PipelineManager:
         previews: PreviewDecoders | None = None,
         inputs: InputStore | None = None,
         upscalers: UpscalerLibrary | None = None,
+        expander: PromptExpander | None = None,
     ):
         self.registry = registry
         self.loader = loader
@@ -116,6 +123,7 @@ class PipelineManager:
         self.upscalers = upscalers or UpscalerLibrary(registry, UpscalerLoader(torch.device("cpu")))
         self.input_modes = InputModes()
         self.vae_tile_pixels: int | None = None  # None: img2img.TILED_VAE_PIXELS
+        self.expander = expander or PromptExpander(registry)
         self._default_lock = threading.Lock()
         self._default_model = default_model
 
@@ -156,6 +164,8 @@ class PipelineManager:
         downloadable). All of it at submit time, so a bad request never waits in the queue."""
         request = validate(request, self.samplers)
         self.prompts.plan(request)
+        if request.prompt_expansion:
+            request = request.replace(prompt_expansion=self.expander.find(request.prompt_expansion).name)
         check_request(request, self.registry, self.default_model)
         if vae_name(request) is not None:
             find_vae(self.registry, vae_name(request))
@@ -199,8 +209,9 @@ class PipelineManager:
         if choice.note:
             control.emit(JobStatus(control.job_id, choice.note))
 
-        # 2. Seeds and prompts of every image: styles, <lora:…> tags into the LoRA list, wildcards by seed.
-        generation, plans = self.plan_images(generation)
+        # 2. Seeds and prompts of every image: styles, <lora:…> tags into the LoRA list, wildcards by seed,
+        #    the prompt expansion's words by seed.
+        generation, plans = self.plan_images(generation, self._status(control))
 
         # 3. An input image: its plan (mode, strength, size, steps) and the image made ready once for all images
         #    (upscaled, resized or framed); a hires fix: its plan. An upscale without a diffusion pass needs no model.
@@ -212,7 +223,10 @@ class PipelineManager:
 
         # 4. The models: the checkpoint from the cache, else from disk (or the hub); the refiner and VAE asked for.
         model = self.model_for(generation, control)
-        refiner = self.refiner_for(final.request, model, final.choice, control, final.strength)
+        # From an image (Vary, Upscale, img2img, the hires fix's second pass) the refiner takes over `separate`ly:
+        # Fooocus's joint and vae swaps are defined for a pass from noise.
+        swap = final.request if input_plan is None and hires is None else final.request.replace(refiner_swap="separate")
+        refiner = self.refiner_for(swap, model, final.choice, control, final.strength)
         vae = self.vae_for(generation, model, control)
 
         # 5. The mode's acceleration LoRA for this architecture (downloaded on first use).
@@ -224,12 +238,16 @@ class PipelineManager:
         preview = self.previews.for_model(model.architecture, model.pipe.device, model.pipe.unet.dtype)
         cache: dict[tuple[str, str], Conditioning] = {}
         steps = total_steps(model, generation, choice, self.samplers, refiner, input_plan, hires)
+        controls = QualityControls.for_image(generation, model.architecture)  # Fooocus's sampling controls
         extra = {
             **(refiner.metadata() if refiner else {}),
             **(vae.metadata() if vae else {}),
             **input_metadata(generation, input_plan),
             **hires_metadata(generation, hires),
+            **controls.metadata(),
         }
+        if generation.prompt_expansion:
+            extra["expansion_model"] = generation.prompt_expansion
         shown = generation.replace(width=input_plan.width, height=input_plan.height) if input_plan else generation
         if input_plan is not None:
             shown = shown.replace(steps=input_plan.steps)
@@ -255,6 +273,7 @@ class PipelineManager:
                     input_plan,
                     init,
                     hires,
+                    controls=controls,
                     **({"vae_tile_pixels": self.vae_tile_pixels} if self.vae_tile_pixels else {}),
                 )
                 try:
@@ -272,7 +291,7 @@ class PipelineManager:
                     plan,
                     image,
                     active,
-                    {**extra, "embeddings": self.embedding_refs(embeddings)},
+                    {**extra, "embeddings": self.embedding_refs(embeddings), **plan.metadata()},
                 )
                 result.images.append(item)
                 control.emit(ImageReady(control.job_id, plan.index, item))
@@ -341,14 +360,26 @@ class PipelineManager:
         control.emit(JobStatus(control.job_id, f"Loading VAE {vae_name(request)}"))
         return self.vaes.for_request(request, self.registry, model)
 
-    def plan_images(self, request: GenerationRequest) -> tuple[GenerationRequest, list[ImagePlan]]:
-        """The request with the prompt's <lora:…> tags in its LoRA list, and each image's seed and final prompts."""
+    def plan_images(self, request: GenerationRequest, status: Any = None) -> tuple[GenerationRequest, list[ImagePlan]]:
+        """The request with the prompt's <lora:…> tags in its LoRA list, and each image's seed and final prompts.
+
+        Prompt expansion continues what the user typed (its wildcards chosen by the image's seed, no styles)
+        with words drawn by the image's seed, and the words go after the styled prompt, as Fooocus does."""
         prompts = self.prompts.plan(request)
         request = request.replace(loras=prompts.loras)
         plans = []
         for i, seed in enumerate(plan_seeds(request.seed, request.image_count, request.seed_behavior)):
-            prompt, negative = self.prompts.for_image(prompts, wildcard_seed(seed, i, request.seed_behavior))
-            plans.append(ImagePlan(i, seed, prompt, negative))
+            choices = wildcard_seed(seed, i, request.seed_behavior)
+            prompt, negative = self.prompts.for_image(prompts, choices)
+            plan = ImagePlan(i, seed, prompt, negative)
+            if request.prompt_expansion:
+                if status is not None:
+                    status(f"Prompt expansion ({request.prompt_expansion}), image {i + 1}")
+                typed = tidy(self.prompts.wildcards.expand(request.prompt, choices, "prompt"))
+                words = self.expander.expand(request.prompt_expansion, typed, seed)
+                if words:
+                    plan = ImagePlan(i, seed, joined(prompt, words), negative, joined(typed, words))
+            plans.append(plan)
         return request, plans
 
     def embedding_refs(self, records: tuple[ModelRecord, ...]) -> tuple[UsedEmbedding, ...]:

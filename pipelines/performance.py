@@ -19,6 +19,7 @@ from typing import Any, Callable
 import yaml
 
 from pipelines.errors import HubDownloadError, InvalidRequest, ModelNotFound
+from pipelines.generation.quality import FLOAT_FIELDS
 from pipelines.loading import hub
 from pipelines.loading.registry import FOLDERS, ModelRegistry
 from pipelines.samplers import SamplerTable
@@ -57,6 +58,7 @@ class PerformanceMode:
     scheduler: str | None = None
     loras: dict[Architecture, ModeLora] = field(default_factory=dict)
     input_steps: int | None = None  # steps run by Vary/Upscale passes (Fooocus's steps_uov)
+    controls: dict[str, float] = field(default_factory=dict)  # Fooocus's sampling controls the mode sets (off)
 
     @property
     def architectures(self) -> list[Architecture]:
@@ -103,7 +105,7 @@ class PerformanceTable:
         for name in ("steps", "cfg_scale", "sampler", "scheduler"):
             if getattr(mode, name) is not None:
                 changes[name] = getattr(mode, name)
-        return request.replace(**changes)
+        return request.replace(**changes, **mode.controls)
 
     # -- the acceleration LoRA ------------------------------------------------------------------------
 
@@ -250,7 +252,7 @@ def _explain(exc: Exception) -> str:
 def _mode(name: str, entry: dict[str, Any], samplers: SamplerTable | None) -> PerformanceMode:
     """One table entry, checked: a typo in the YAML fails at startup, not in a user's job."""
     where = f"performance.yaml: mode {name!r}"
-    known = {"description", "steps", "cfg_scale", "sampler", "scheduler", "lora", "input_steps"}
+    known = {"description", "steps", "cfg_scale", "sampler", "scheduler", "lora", "input_steps", "controls"}
     if set(entry) - known:
         raise ValueError(f"{where} has unknown fields {sorted(set(entry) - known)}")
     for key in ("steps", "cfg_scale", "input_steps"):
@@ -262,6 +264,12 @@ def _mode(name: str, entry: dict[str, Any], samplers: SamplerTable | None) -> Pe
         choice = samplers.resolve(entry.get("sampler") or "Euler", entry.get("scheduler"))
         if choice.note:
             raise ValueError(f"{where}: {choice.note}")
+    controls = entry.get("controls") or {}
+    for key, value in controls.items():
+        if key not in FLOAT_FIELDS:
+            raise ValueError(f"{where}: controls: {key!r} is not one of {', '.join(FLOAT_FIELDS)}")
+        if not LIMITS[key][0] <= float(value) <= LIMITS[key][1]:
+            raise ValueError(f"{where}: controls: {key} {value} is outside {LIMITS[key][0]:g}..{LIMITS[key][1]:g}")
     loras: dict[Architecture, ModeLora] = {}
     for arch_name, lora in (entry.get("lora") or {}).items():
         arch = Architecture(arch_name)
@@ -281,4 +289,5 @@ def _mode(name: str, entry: dict[str, Any], samplers: SamplerTable | None) -> Pe
         scheduler=entry.get("scheduler"),
         loras=loras,
         input_steps=int(entry["input_steps"]) if "input_steps" in entry else None,
+        controls={key: float(value) for key, value in controls.items()},
     )

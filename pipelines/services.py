@@ -30,6 +30,7 @@ from pipelines.outputs.store import ImageStore
 from pipelines.performance import PerformanceTable
 from pipelines.prompts.compel_encoder import CompelEncoder
 from pipelines.prompts.embeddings import TextualInversions
+from pipelines.prompts.expansion import PromptExpander
 from pipelines.prompts.plan import PromptPlanner
 from pipelines.prompts.styles import StyleLibrary
 from pipelines.prompts.wildcards import Wildcards
@@ -112,6 +113,7 @@ def build_services(cfg: AppConfig, start_worker: bool = True) -> Services:
         previews=PreviewDecoders(cfg.models_dir, cfg.previews),
         inputs=inputs,
         upscalers=upscalers,
+        expander=PromptExpander(registry),
     )
     queue = JobQueue(manager.run, max_queue=cfg.max_queue, prepare=manager.validate)
     if start_worker:

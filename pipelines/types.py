@@ -46,6 +46,7 @@ class ModelKind(str, enum.Enum):
     VAE = "vae"
     EMBEDDING = "embedding"
     UPSCALER = "upscaler"  # an image upscaling network (ESRGAN, Real-ESRGAN, SwinIR, ...), loaded by spandrel
+    PROMPT_EXPANSION = "prompt_expansion"  # a Hugging Face causal-LM folder that continues prompts
     UNKNOWN = "unknown"
 
 
@@ -155,6 +156,21 @@ class GenerationRequest:
     seed_behavior: SeedBehavior = SeedBehavior.INCREMENT
     image_count: int = 1
     clip_skip: int = 1
+    # Fooocus's sampling controls (pipelines/generation/quality.py). These defaults are neutral, so a request
+    # without them (an A1111 API call, an older image's record) makes the plain diffusers image; the page and
+    # the presets start from Fooocus's values (tables/quality.yaml).
+    sharpness: float = 0.0  # 0-30: edge-preserving filter on the positive prediction
+    adaptive_cfg: float = 0.0  # CFG mimicking from TSNR: the scale mimicked early on; 0 = off
+    adm_positive: float = 1.0  # SDXL size conditioning scale of the positive prompt ...
+    adm_negative: float = 1.0  # ... and of the negative one ...
+    adm_end: float = 0.0  # ... until this fraction of the denoising
+    freeu: bool = False
+    freeu_b1: float = 1.01
+    freeu_b2: float = 1.02
+    freeu_s1: float = 0.99
+    freeu_s2: float = 0.95
+    refiner_swap: str = "separate"  # joint, separate or vae (Fooocus's refiner swap methods)
+    prompt_expansion: str = ""  # a models/prompt_expansion model continuing the prompt ("Fooocus V2"); "" = off
     output_format: str = "png"
     skip_invalid_loras: bool = False  # go on without a LoRA that cannot be applied instead of failing
     save_images: bool = True
@@ -247,6 +263,20 @@ class ImageParams:
     hires_scheduler: str | None = None
     postprocess_scale: float | None = None  # the upscaler step of Upscale modes (A1111's extras labels)
     postprocess_upscaler: str | None = None
+    # Fooocus's sampling controls as applied (neutral where they did nothing: ADM on SD 1.x, sharpness without CFG)
+    sharpness: float = 0.0
+    adaptive_cfg: float = 0.0
+    adm_positive: float = 1.0
+    adm_negative: float = 1.0
+    adm_end: float = 0.0
+    freeu: bool = False
+    freeu_b1: float = 1.01
+    freeu_b2: float = 1.02
+    freeu_s1: float = 0.99
+    freeu_s2: float = 0.95
+    refiner_swap: str | None = None  # with a refiner: how it took over
+    prompt_expansion: str = ""  # the expanded prompt, as Fooocus records it ("Fooocus V2 Expansion")
+    expansion_model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from pipelines.errors import InvalidRequest
+from pipelines.generation.quality import check_controls, control_limits
 from pipelines.samplers import SamplerTable
 from pipelines.types import GenerationRequest
 
@@ -22,6 +23,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "clip_skip": (1, 12),
     "seed": (-1, 2**63 - 1),
     "refiner_switch": (0.0, 1.0),
+    **control_limits(),  # Fooocus's sampling controls (tables/quality.yaml)
 }
 OUTPUT_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
 MAX_LORAS = 5
@@ -59,6 +61,7 @@ def validate(request: GenerationRequest, samplers: SamplerTable) -> GenerationRe
         if not LORA_WEIGHT[0] <= float(lora.weight) <= LORA_WEIGHT[1]:
             raise InvalidRequest(f"LoRA {lora.name!r}: weight must be between -2 and 2, got {lora.weight}.", field="loras")
     choice = samplers.resolve(request.sampler, request.scheduler)  # raises for unknown names
+    request = check_controls(request)  # Fooocus's sampling controls: floats, a known refiner swap method
     return request.replace(
         output_format=fmt,
         sampler=choice.sampler,

@@ -607,3 +607,24 @@ def test_a_new_page_follows_the_engines_default_model_and_refresh_finds_new_file
     finally:
         added.unlink()
         services.registry.refresh()
+
+
+def test_fooocus_controls_in_advanced_reach_the_engine_and_the_expansion_entry_says_where_to_get_a_model(app, open_page):
+    services, _url = app
+    page = open_page()
+    open_tab(page, "Styles")
+    entry = page.locator("#prompt-expansion")
+    expect(entry).to_contain_text("Fooocus V2 (prompt expansion)")
+    expect(entry).to_contain_text("No prompt-expansion model installed")
+    expect(page.locator("#prompt-expansion input")).to_be_disabled()  # only "Off", greyed
+    open_tab(page, "Advanced")
+    page.locator("#quality-controls").get_by_text("Sampling controls (Fooocus)").click()
+    expect(page.locator("#sharpness input[type=number]")).to_have_value("2")
+    expect(page.locator("#adaptive-cfg input[type=number]")).to_have_value("7")
+    set_number(page, "#sharpness", 6)
+    shot(page, "17-advanced-fooocus-controls")
+    textbox(page, "prompt").fill("a sharpened fox")
+    page.click("#generate")
+    assert wait_state(page, "done", "failed").startswith("Done")
+    [entry] = services.history.list("sharpened fox")
+    assert entry.params.sharpness == 6 and entry.params.adaptive_cfg == 0  # the tiny preset's CFG 5 is below 7

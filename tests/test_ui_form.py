@@ -258,10 +258,15 @@ def test_fooocus_png_restores_mode_styles_and_sampler(tables, png):
     assert (v["performance"], v["steps"], v["cfg_scale"], v["seed"]) == ("Speed", 30, 4.0, 1234567890)
     assert v["aspect_ratio"] == "1152x896" and v["styles"] == []  # Fooocus's own styles are not in our library
     assert v["prompt"].startswith("a cat") and "cinematic" not in v["prompt"]  # the raw prompt
-    assert result.notes[0].startswith("Styles not in the style library, left out: Fooocus V2, Fooocus Enhance")
+    # "Fooocus V2" is the prompt expansion, not a style: it asks for an expansion model, none is installed here
+    assert "not in the style library, left out: Fooocus Enhance" in result.notes[0]
     # its LoRA slot: read, and explained since the file is not installed
     assert result.notes[1] == "LoRA 'sd_xl_offset_example-lora_1.0' is not installed; its slot is left empty."
-    assert v["lora_1_name"] == "None" and len(result.notes) == 2
+    assert result.notes[2].startswith("Prompt expansion (Fooocus V2) is not installed here")
+    assert v["lora_1_name"] == "None" and len(result.notes) == 3 and v["prompt_expansion"] == ""
+    # Fooocus's sampling controls: as written, and Fooocus's meaning of what it leaves out (adaptive CFG 7, joint)
+    assert (v["sharpness"], v["adm_positive"], v["adm_negative"], v["adm_end"]) == (2, 1.5, 0.8, 0.3)
+    assert (v["adaptive_cfg"], v["refiner_swap"], v["freeu"]) == (7.0, "joint", False)
 
 
 def test_unknown_sampler_and_mode_are_explained_not_restored(tables):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines import (
+    FOOOCUS_V2,
     REFINER_ARCHITECTURES,
     Architecture,
     EaselError,
@@ -103,7 +104,11 @@ class UIContext:
     def lookup(self, name: str, kind: ModelKind = ModelKind.CHECKPOINT) -> tuple[str, Architecture] | None:
         """(name as listed, architecture) for a model named by a preset or an image; None if not offered.
 
-        Checkpoints are looked up among the base models, or among the refiner candidates when the name is one."""
+        Checkpoints are looked up among the base models, or among the refiner candidates when the name is one;
+        "Fooocus V2" as a prompt-expansion model means the first one installed."""
+        if kind is ModelKind.PROMPT_EXPANSION and name == FOOOCUS_V2:
+            records = self.expansion_records()
+            return (records[0].name, records[0].architecture) if records else None
         try:
             record = self.services.registry.find(kind, name)
         except EaselError:
@@ -124,7 +129,7 @@ class UIContext:
         """(file, reason) for every model file that cannot be used, as the registry explains it."""
         rows = [
             (r.name, r.note)
-            for kind in (ModelKind.CHECKPOINT, ModelKind.LORA, ModelKind.VAE)
+            for kind in (ModelKind.CHECKPOINT, ModelKind.LORA, ModelKind.VAE, ModelKind.PROMPT_EXPANSION)
             for r in self.services.registry.list(kind)
             if not r.usable
         ]
@@ -176,6 +181,9 @@ class UIContext:
             return self.services.registry.find(ModelKind.LORA, name)
         except EaselError:
             return None
+
+    def expansion_records(self) -> list[ModelRecord]:
+        return [r for r in self.services.registry.list(ModelKind.PROMPT_EXPANSION) if r.usable]
 
     def vae_choices(self) -> list[tuple[str, str]]:
         records = [r for r in self.services.registry.list(ModelKind.VAE) if r.usable]

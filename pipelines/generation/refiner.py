@@ -8,6 +8,9 @@ generator. A seed therefore gives exactly what plain diffusers gives for the sam
 
 The refiner may be an SDXL refiner checkpoint (OpenCLIP only, aesthetic-score conditioning) or any SDXL
 checkpoint, whose pipeline is reused through `from_pipe` (no weights are copied).
+
+That recipe is Fooocus's `separate` refiner swap method; `joint` and `vae` are in refiner_swap.py, and
+`generate` runs a base + refiner image by the request's method.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from typing import Any
 import torch
 
 from pipelines.errors import InvalidRequest, ModelNotFound
+from pipelines.generation import refiner_swap
+from pipelines.generation.quality import SWAP_SEPARATE
 from pipelines.loading.loader import LoadedModel
 from pipelines.loading.registry import ModelRegistry
 from pipelines.prompts.conditioning import Conditioning, PromptEncoder
-from pipelines.prompts.switching import PromptSwitch, encode_schedule, tensor_inputs
+from pipelines.prompts.switching import ConditioningSchedule, PromptSwitch, encode_schedule, tensor_inputs
 from pipelines.samplers import SamplerChoice, SamplerTable
 from pipelines.types import Architecture, GenerationRequest, ModelFormat, ModelKind, ModelRecord
 
@@ -170,6 +175,8 @@ class RefinerStage:
     switch: float  # fraction of the steps made by the base model
     base_steps: int
     refiner_steps: int
+    swap: str = SWAP_SEPARATE  # Fooocus's refiner swap method: joint, separate or vae
+    joint_steps: int = 0  # joint: the steps of the one sampling run
     _conditioning: dict[tuple[str, str], Conditioning] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -194,11 +201,16 @@ class RefinerStage:
             switch,
             strength,
         )
-        return cls(refiner, img2img_pipe(refiner), switch, base_n, refiner_n)
+        joint = samplers.count_steps(base.scheduler_config, choice, request.steps)
+        return cls(refiner, img2img_pipe(refiner), switch, base_n, refiner_n, request.refiner_swap, joint)
 
     @property
     def total_steps(self) -> int:
-        return self.base_steps + self.refiner_steps
+        return self.joint_steps if self.swap == "joint" else self.base_steps + self.refiner_steps
+
+    def bindings(self, base_pipe: Any) -> list[tuple[Any, Any]]:
+        """(pipeline, UNet) pairs the refiner's steps run as, for the sampling controls' hooks."""
+        return [(base_pipe if self.swap == "joint" else self.pipe, self.pipe.unet)]
 
     def base_kwargs(self) -> dict[str, Any]:
         """What the base pipeline call gets instead of output_type="pil": stop at the switch, hand latents over."""
@@ -206,7 +218,75 @@ class RefinerStage:
 
     def metadata(self) -> dict[str, Any]:
         """ImageParams fields: A1111 writes `Refiner: name [hash], Refiner switch at: 0.8`."""
-        return {"refiner": self.model.name, "refiner_hash": self.model.short_hash, "refiner_switch": self.switch}
+        return {
+            "refiner": self.model.name,
+            "refiner_hash": self.model.short_hash,
+            "refiner_switch": self.switch,
+            "refiner_swap": self.swap,
+        }
+
+    def generate(
+        self,
+        pipe: Any,
+        kwargs: dict[str, Any],
+        schedule: ConditioningSchedule,
+        request: GenerationRequest,
+        choice: SamplerChoice,
+        samplers: SamplerTable,
+        prompt: str,
+        negative: str,
+        seed: int,
+        generator: torch.Generator,
+        callback: Any,
+        encoder: PromptEncoder,
+    ) -> Any:
+        """One image: the base pipeline called with `kwargs` (prompt tensors, size, steps, noise), then the
+        refiner by the swap method; returns the PIL image."""
+        if self.swap == "joint":
+            refined = self.schedule(request, prompt, negative, callback, encoder)
+            ids = refiner_swap.refiner_time_ids(
+                self.pipe, request.width, request.height, request.cfg_scale > 1.0, (AESTHETIC_SCORE, NEGATIVE_AESTHETIC_SCORE)
+            )
+            switch = refiner_swap.JointSwitch(callback, schedule, refined, self.pipe.unet, ids, self.base_steps)
+            with refiner_swap.swapped_unet(pipe):
+                output = pipe(
+                    **kwargs,
+                    callback_on_step_end=switch,
+                    callback_on_step_end_tensor_inputs=refiner_swap.JOINT_TENSORS,
+                    output_type="pil",
+                )
+            return output.images[0]
+        base = dict(
+            **kwargs,
+            callback_on_step_end=PromptSwitch(callback, schedule),
+            callback_on_step_end_tensor_inputs=tensor_inputs(schedule),
+            **self.base_kwargs(),
+        )
+        if self.swap != "vae":
+            latents = pipe(**base).images
+            return self.refine(latents, request, choice, samplers, prompt, negative, seed, generator, callback, encoder)
+        with refiner_swap.recording(pipe) as record:
+            pipe(**base)
+        scheduler = samplers.make(self.model.scheduler_config, choice, seed=seed + 1)
+        start = refiner_swap.first_refiner_timestep(scheduler, request.steps, self.switch)
+        fresh = torch.Generator("cpu").manual_seed(seed + 1)
+        latents = refiner_swap.renoised(record, scheduler, start, fresh).to(pipe.unet.dtype)
+        return self.refine(latents, request, choice, samplers, prompt, negative, seed + 1, fresh, callback, encoder)
+
+    def schedule(
+        self, request: GenerationRequest, prompt: str, negative: str, callback: Any, encoder: PromptEncoder
+    ) -> ConditioningSchedule:
+        """The prompts encoded by the refiner's own text encoders (weights, long prompts, embeddings, editing)."""
+        return encode_schedule(
+            encoder,
+            self.model,
+            prompt,
+            negative,
+            steps=callback.total_steps,
+            clip_skip=request.clip_skip,
+            guidance=request.cfg_scale > 1.0,
+            cache=self._conditioning,
+        )
 
     def refine(
         self,
@@ -226,17 +306,7 @@ class RefinerStage:
         The prompt goes through the job's encoder (weights, long prompts, embeddings), on the refiner's
         own text encoders.
         """
-        guidance = request.cfg_scale > 1.0
-        schedule = encode_schedule(
-            encoder,
-            self.model,
-            prompt,
-            negative,
-            steps=callback.total_steps,
-            clip_skip=request.clip_skip,
-            guidance=guidance,
-            cache=self._conditioning,
-        )
+        schedule = self.schedule(request, prompt, negative, callback, encoder)
         offset = callback.steps_done  # the refiner's step i is step offset + i of the image: the schedule goes on
         self.pipe.scheduler = samplers.make(self.model.scheduler_config, choice, seed=seed)
         output = self.pipe(

@@ -12,9 +12,11 @@ from typing import Any
 import torch
 from PIL import Image
 
+from pipelines.generation.guidance import applied as sampling_controls
 from pipelines.generation.hires import HiresPlan
 from pipelines.generation.image_input import InputPlan
 from pipelines.generation.img2img import TILED_VAE_PIXELS, encode, img2img_pipe, pixels, run_steps, tiled_vae
+from pipelines.generation.quality import QualityControls
 from pipelines.generation.refiner import RefinerStage, StageCallback
 from pipelines.generation.upscale import UpscalerLibrary
 from pipelines.images.resize import ResizeMode
@@ -86,7 +88,14 @@ class ImageContext:
     input_plan: InputPlan | None = None
     init: Image.Image | None = None  # the input image prepared by image_input.prepare
     hires: HiresPlan | None = None
+    controls: QualityControls = field(default_factory=QualityControls)  # Fooocus's sampling controls (off: none)
     vae_tile_pixels: int = TILED_VAE_PIXELS
+
+    def controlled(self, pipe: Any):
+        """Fooocus's sampling controls hooked into the UNets that `pipe`'s loop (and the refiner after it) call,
+        for one pass; nothing is installed when they are off, and everything is undone on exit."""
+        bindings = [(pipe, pipe.unet), *(self.refiner.bindings(pipe) if self.refiner else [])]
+        return sampling_controls(self.controls, bindings, self.model.pipe.unet)
 
     def schedule(self, prompt: str, negative: str) -> ConditioningSchedule:
         return encode_schedule(
@@ -122,7 +131,7 @@ def text_to_image(
     """The pass from noise: a PIL image (or the first pass's latents/image for the hires fix)."""
     pipe, request, refiner = ctx.model.pipe, ctx.request, ctx.refiner if final else None
     pipe.scheduler = ctx.samplers.make(ctx.model.scheduler_config, ctx.choice, seed=ctx.seed)
-    out = pipe(
+    kwargs = dict(
         **schedule.first.pipeline_kwargs(),
         width=request.width,
         height=request.height,
@@ -130,13 +139,19 @@ def text_to_image(
         guidance_scale=request.cfg_scale,
         generator=generator,
         latents=initial_latents(pipe, generator, request.width, request.height),
-        callback_on_step_end=PromptSwitch(ctx.callback, schedule),
-        callback_on_step_end_tensor_inputs=tensor_inputs(schedule),
-        # with a refiner: stop at the switch and hand the latents over
-        **(refiner.base_kwargs() if refiner else {"output_type": output}),
     )
-    if refiner is not None:
-        return _refine(ctx, out.images, request.steps, ctx.choice, generator)
+    with ctx.controlled(pipe):
+        if refiner is not None:  # the base, then the refiner by the request's swap method (joint, separate, vae)
+            return refiner.generate(
+                pipe, kwargs, schedule, request, ctx.choice, ctx.samplers, ctx.prompt, ctx.negative, ctx.seed,
+                generator, ctx.callback, ctx.encoder,
+            )  # fmt: skip
+        out = pipe(
+            **kwargs,
+            callback_on_step_end=PromptSwitch(ctx.callback, schedule),
+            callback_on_step_end_tensor_inputs=tensor_inputs(schedule),
+            output_type=output,
+        )
     return out.images[0] if output == "pil" else out.images
 
 
@@ -153,20 +168,21 @@ def image_to_image(
     """The final pass from an image's latents: `strength` of a `steps`-long schedule, then the refiner if any."""
     offset = ctx.callback.steps_done  # this pass's step i is step offset + i of the image
     task.scheduler = ctx.samplers.make(ctx.model.scheduler_config, choice, seed=ctx.seed)
-    refiner = ctx.refiner
-    out = task(
-        **schedule.at(offset).pipeline_kwargs(),
-        image=latents,
-        strength=strength,
-        num_inference_steps=steps,
-        guidance_scale=ctx.request.cfg_scale,
-        generator=generator,
-        callback_on_step_end=PromptSwitch(StageCallback(ctx.callback, offset), schedule, offset),
-        callback_on_step_end_tensor_inputs=tensor_inputs(schedule),
-        **(refiner.base_kwargs() if refiner else {"output_type": "pil"}),
-    )
-    if refiner is not None:
-        return _refine(ctx, out.images, steps, choice, generator)
+    refiner = ctx.refiner  # from an image, the refiner takes over `separate`ly (the manager asks for that)
+    with ctx.controlled(task):
+        out = task(
+            **schedule.at(offset).pipeline_kwargs(),
+            image=latents,
+            strength=strength,
+            num_inference_steps=steps,
+            guidance_scale=ctx.request.cfg_scale,
+            generator=generator,
+            callback_on_step_end=PromptSwitch(StageCallback(ctx.callback, offset), schedule, offset),
+            callback_on_step_end_tensor_inputs=tensor_inputs(schedule),
+            **(refiner.base_kwargs() if refiner else {"output_type": "pil"}),
+        )
+        if refiner is not None:
+            return _refine(ctx, out.images, steps, choice, generator)
     return out.images[0]
 
 

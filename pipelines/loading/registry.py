@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pipelines.errors import ModelNotFound
 from pipelines.loading.probe import MODEL_SUFFIXES, PROBE_RULES, ProbeResult, probe_diffusers_folder, probe_file, probe_vae_folder
+from pipelines.prompts.expansion import probe_expansion_folder
 from pipelines.types import Architecture, ModelFormat, ModelKind, ModelRecord
 
 # Sub-folder names per kind: ours, A1111's and ComfyUI's. The first one is created when missing.
@@ -26,6 +27,7 @@ FOLDERS: dict[ModelKind, tuple[str, ...]] = {
     ModelKind.VAE: ("vae", "VAE"),
     ModelKind.EMBEDDING: ("embeddings",),
     ModelKind.UPSCALER: ("upscale_models", "ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT"),
+    ModelKind.PROMPT_EXPANSION: ("prompt_expansion",),  # Fooocus's folder name
 }
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -87,6 +89,12 @@ class ModelRegistry:
     def _scan(self, root: Path, folder_kind: ModelKind, out: list, skipped: list, seen: set) -> None:
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
             here = Path(dirpath)
+            if folder_kind is ModelKind.PROMPT_EXPANSION:  # each model is a folder; loose files are not models
+                expansion = probe_expansion_folder(here, filenames) if here != root else None
+                if expansion is not None:
+                    dirnames.clear()
+                    out.append(self._record(root, here, expansion, ModelFormat.DIFFUSERS))
+                continue
             if "model_index.json" in filenames:
                 dirnames.clear()  # a diffusers folder is one model, not a tree to walk
                 if here != root and here.resolve() not in seen:

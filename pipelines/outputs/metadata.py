@@ -26,6 +26,7 @@ from pipelines.about import APP_NAME
 
 from pipelines.about import __version__
 from pipelines.errors import InvalidRequest
+from pipelines.outputs.fooocus_controls import control_fields
 from pipelines.types import GenerationRequest, ImageParams
 
 EASEL_KEY = "easel"  # PNG text chunk holding our JSON
@@ -47,7 +48,7 @@ _RE_FLOAT = re.compile(r"^[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?$")
 _MAX_PARAM_LINE = 65536  # a longer last line is treated as prompt text, never scanned for parameters
 # Values that look numeric but are names or hashes (a hash can be all digits, a model can be called "2024").
 _TEXT_KEY_WORDS = ("hash", "model", "vae", "version", "sampler", "schedule", "lora", "style", "user", "prompt",
-                   "upscaler", "name", "performance", "template", "resize")
+                   "upscaler", "name", "performance", "template", "resize", "expansion")
 _PARAM_LINE_KEYS = ("Steps", "Sampler", "Seed", "CFG scale", "Size-1")
 _SCHEDULE_SUFFIXES = ("Karras", "Exponential", "SGM Uniform", "Polyexponential", "Uniform")
 _RE_HASHED_NAME = re.compile(r"^(.*\S)\s+\[([0-9A-Fa-f]{8,64})\]$")  # A1111's short_title: "name [hash]"
@@ -137,6 +138,7 @@ def infotext_fields(params: ImageParams) -> dict[str, str]:
         fields["Styles"] = repr(list(params.styles))  # Fooocus's form, which Fooocus reads back
     if params.performance:
         fields["Performance"] = params.performance
+    fields.update(control_fields(params))  # Fooocus's sampling controls, in Fooocus's words
     if params.prompt_template:  # what the user typed, before styles and wildcards (sd-dynamic-prompts' labels)
         fields["Template"] = params.prompt_template
     if params.negative_template:
@@ -400,6 +402,9 @@ _FOOOCUS_KEYS = {
     "refiner_model_hash": "Refiner hash", "refiner_switch": "Refiner switch at", "sampler": "Sampler",
     "scheduler": "Schedule type", "seed": "Seed", "vae": "VAE", "clip_skip": "Clip skip", "version": "Version",
     "created_by": "User", "lora_hashes": "Lora hashes", "lora_weights": "Lora weights",
+    "adaptive_cfg": "Adaptive CFG", "cfg_mimicking_from_tsnr": "Adaptive CFG", "freeu": "FreeU",
+    "refiner_swap_method": "Refiner Swap Method", "prompt_expansion": "Fooocus V2 Expansion",
+    "fooocus_v2_expansion": "Fooocus V2 Expansion",
 }
 _RE_PAIR = re.compile(r"(\d+)\s*[,x×*]\s*(\d+)")
 
@@ -439,7 +444,8 @@ def normalize_fooocus(data: dict[str, Any]) -> dict[str, Any]:
         elif key in ("base_model", "refiner_model", "vae"):
             if value not in (None, "", "None", "Default (model)"):
                 out[_FOOOCUS_KEYS[key]] = _model_stem(value)
-        elif key in ("steps", "seed", "clip_skip", "guidance_scale", "sharpness", "refiner_switch"):
+        elif key in ("steps", "seed", "clip_skip", "guidance_scale", "sharpness", "refiner_switch", "adaptive_cfg",
+                     "cfg_mimicking_from_tsnr"):
             number = _number(value, integer=key in ("steps", "seed", "clip_skip"))
             out[_FOOOCUS_KEYS[key]] = value if number is None else number
         else:

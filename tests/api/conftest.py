@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from tests.support.ckpt_export import save_vae_file
+from tests.support.expansion_model import add_expansion_models
 from tests.support.live_app import LiveApp, link_checkpoints, start_live_app, write_kohya_lora
 from tests.support.tiny_models import tiny_vae
 from tests.support.upscaler_files import write_esrgan
@@ -32,6 +33,7 @@ def api_models_dir(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFacto
     save_file({"emb_params": torch.randn(2, 32)}, str(root / "embeddings" / "tiemb.safetensors"))  # fits the tiny SD1.5
     save_file({"clip_l": torch.randn(3, 32), "clip_g": torch.randn(3, 64)}, str(root / "embeddings" / "xlemb.safetensors"))
     write_esrgan(root / "ESRGAN" / "4x-Tiny.pth", scale=4, seed=21)  # A1111's upscaler folder
+    add_expansion_models(root)  # prompt_expansion/free-expansion and tiny-expansion
     return root
 
 
@@ -61,6 +63,7 @@ PAGE_DEFAULTS = {
     "seed": 1,
     "image_count": 1,
     "output_format": "png",
+    "prompt_expansion": "",  # the launch preset asks for Fooocus V2, and a model is installed here
 }
 
 

@@ -15,6 +15,14 @@ from pipelines.outputs.metadata import read_metadata
 from ui.api import PREFIX
 
 SMALL = {"width": 64, "height": 64}
+# The page starts from Fooocus's sampling controls; an A1111 request has them off unless it names them.
+PAGE_CONTROLS = {
+    "sharpness": 2.0,
+    "adaptive_cfg": 7.0,
+    "adm_scaler_positive": 1.5,
+    "adm_scaler_negative": 0.8,
+    "adm_scaler_end": 0.3,
+}
 
 
 def decode(b64: str) -> Image.Image:
@@ -56,6 +64,7 @@ def test_same_settings_and_seed_give_the_page_s_image_and_infotext(client, page)
         sampler_name="Euler a",
         seed=1234,
         override_settings={"sd_model_checkpoint": "tiny-sd15"},
+        **PAGE_CONTROLS,
         **SMALL,
     )
     [image_b64] = data["images"]
@@ -102,6 +111,7 @@ def test_page_endpoint_takes_styles_a_mode_and_loras(client, page, live):
         sampler_name="Euler",
         seed=9,
         override_settings={"sd_model_checkpoint": "tiny-sd15"},
+        **PAGE_CONTROLS,
         **SMALL,
     )
     assert np.array_equal(pixels(decode(data["images"][0])), pixels(file))

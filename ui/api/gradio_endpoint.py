@@ -74,12 +74,25 @@ def register(ctx: UIContext) -> None:
         seed: int | None = None,
         image_count: int | None = None,
         output_format: str | None = None,
+        sharpness: float | None = None,
+        adaptive_cfg: float | None = None,
+        adm_positive: float | None = None,
+        adm_negative: float | None = None,
+        adm_end: float | None = None,
+        freeu: bool | None = None,
+        freeu_b1: float | None = None,
+        freeu_b2: float | None = None,
+        freeu_s1: float | None = None,
+        freeu_s2: float | None = None,
+        refiner_swap: str | None = None,
+        prompt_expansion: str | None = None,
     ) -> tuple[str, list[FileData]]:
         """Make images as the page's Generate button does; unset values come from the launch preset.
 
         styles: style names, applied in order; performance: one of the engine's modes (or "Custom");
         loras: [{"name": file name, "weight": -2..2}], at most five; refiner: an SDXL checkpoint or "None";
-        vae: a VAE file or "Automatic". Returns a JSON text ({"status", "job_id", "seeds", "infotexts",
+        vae: a VAE file or "Automatic"; sharpness … refiner_swap: Fooocus's sampling controls (the launch
+        preset's, Fooocus's values, when not given); prompt_expansion: a prompt-expansion model or "" (off). Returns a JSON text ({"status", "job_id", "seeds", "infotexts",
         "error"}) and the image files.
         """
         given = {k: v for k, v in locals().items() if k != "ctx"}

@@ -73,14 +73,46 @@ class ProcessingRequest(A1111Model):
         description="Options for this request only: sd_model_checkpoint, sd_vae, CLIP_stop_at_last_layers, samples_format.",
     )
     override_settings_restore_afterwards: bool = True
-    refiner_checkpoint: str | None = None
-    refiner_switch_at: Float | None = None
+    refiner_checkpoint: str | None = Field(None, description="An SDXL refiner (or SDXL model) to finish the image.")
+    refiner_switch_at: Float | None = Field(
+        None,
+        description="Fraction of the steps the base model makes before the refiner (default 0.8).",
+        **_range("refiner_switch"),
+    )
     disable_extra_networks: bool = False
     comments: dict[str, Any] | None = None
     force_task_id: str | None = None
     sampler_index: str = Field("Euler", description="Old name of sampler_name, used when sampler_name is not given.")
     script_name: str | None = None
     script_args: list[Any] = Field(default_factory=list)
+    # Fooocus's sampling controls (A1111 has none of them; named as the Fooocus API names them). Off by default,
+    # so an A1111 client gets A1111's image; Easel's page starts from Fooocus's values.
+    sharpness: Float = Field(0.0, description="Fooocus's sharpness, 0-30 (Fooocus uses 2); 0 = off.", **_range("sharpness"))
+    adaptive_cfg: Float = Field(
+        0.0,
+        description="Fooocus's CFG mimicking from TSNR: above this guidance, early steps guide as at it (Fooocus: 7); 0 = off.",
+        **_range("adaptive_cfg"),
+    )
+    adm_scaler_positive: Float = Field(
+        1.0, description="SDXL ADM guidance: size-conditioning scale of the prompt (Fooocus: 1.5).", **_range("adm_positive")
+    )
+    adm_scaler_negative: Float = Field(1.0, description="… of the negative prompt (Fooocus: 0.8).", **_range("adm_negative"))
+    adm_scaler_end: Float = Field(
+        0.0, description="… until this fraction of the steps (Fooocus: 0.3); 0 = off.", **_range("adm_end")
+    )
+    freeu_enabled: bool = Field(False, description="FreeU (diffusers' implementation) with the four factors below.")
+    freeu_b1: Float = Field(1.01, description="FreeU: backbone scale of the first up-block.", **_range("freeu_b1"))
+    freeu_b2: Float = Field(1.02, description="FreeU: backbone scale of the second up-block.", **_range("freeu_b2"))
+    freeu_s1: Float = Field(0.99, description="FreeU: skip scale of the first up-block.", **_range("freeu_s1"))
+    freeu_s2: Float = Field(0.95, description="FreeU: skip scale of the second up-block.", **_range("freeu_s2"))
+    refiner_swap_method: str = Field(
+        "joint", description="How the refiner takes over: joint (one sampling run, as A1111 does), separate, or vae."
+    )
+    prompt_expansion: str | None = Field(
+        None,
+        description="A prompt-expansion model (models/prompt_expansion) adding words to the prompt; "
+        '"Fooocus V2" among `styles` picks the first one installed.',
+    )
     send_images: bool = Field(True, description="Return the images as base64 in `images`.")
     save_images: bool = Field(False, description="Also write the images to the output folder and the history.")
     alwayson_scripts: dict[str, Any] = Field(default_factory=dict)

@@ -17,7 +17,9 @@ from PIL import Image
 
 from pipelines import (
     APP_NAME,
+    FOOOCUS_V2,
     LIMITS,
+    EaselError,
     GenerationRequest,
     GenerationResult,
     HiresFix,
@@ -59,6 +61,13 @@ A1111_FIELD = {
     "hires.denoise": "denoising_strength",
     "hires.sampler": "hr_sampler_name",
     "hires": "enable_hr",
+    "refiner": "refiner_checkpoint",
+    "refiner_switch": "refiner_switch_at",
+    "refiner_swap": "refiner_swap_method",
+    "adm_positive": "adm_scaler_positive",
+    "adm_negative": "adm_scaler_negative",
+    "adm_end": "adm_scaler_end",
+    "freeu": "freeu_enabled",
 }
 RESIZE_MODES = ("just_resize", "crop_and_resize", "resize_and_fill", "latent_upscale")  # A1111's resize_mode 0-3
 _SAME = ("", "use same sampler", "use same scheduler", "none")  # A1111's words for "as the first pass"
@@ -71,7 +80,6 @@ UNSUPPORTED_WHEN_NOT: dict[str, tuple[Any, ...]] = {
     "seed_resize_from_w": (-1, 0),
     "restore_faces": (None, False),
     "tiling": (None, False),
-    "refiner_checkpoint": (None, "", "None"),
     "script_name": (None, ""),
     "script_args": ([],),
     "alwayson_scripts": ({},),
@@ -168,10 +176,11 @@ def base_request(payload: ProcessingRequest, services: Services, options: ApiOpt
         raise InvalidRequest(
             f"batch_size × n_iter must be at most {LIMITS['image_count'][1]:g} images, got {count}.", field="image_count"
         )
+    styles = tuple(payload.styles or ())
     request = GenerationRequest(
         prompt=payload.prompt,
         negative_prompt=payload.negative_prompt,
-        styles=tuple(payload.styles or ()),
+        styles=tuple(s for s in styles if s != FOOOCUS_V2),
         model=record.name,  # pinned now: a later options change does not move a job already queued
         width=payload.width,
         height=payload.height,
@@ -185,8 +194,40 @@ def base_request(payload: ProcessingRequest, services: Services, options: ApiOpt
         output_format=fmt,
         vae=str(override_setting(overrides, "sd_vae", options.vae)),
         save_images=payload.save_images and not payload.do_not_save_samples,
+        **refiner_fields(payload, services),
+        sharpness=payload.sharpness,
+        adaptive_cfg=payload.adaptive_cfg,
+        adm_positive=payload.adm_scaler_positive,
+        adm_negative=payload.adm_scaler_negative,
+        adm_end=payload.adm_scaler_end,
+        freeu=payload.freeu_enabled,
+        freeu_b1=payload.freeu_b1,
+        freeu_b2=payload.freeu_b2,
+        freeu_s1=payload.freeu_s1,
+        freeu_s2=payload.freeu_s2,
+        refiner_swap=payload.refiner_swap_method,
+        prompt_expansion=expansion_model(payload.prompt_expansion, FOOOCUS_V2 in styles),
     )
     return request
+
+
+def refiner_fields(payload: Txt2ImgRequest, services: Services) -> dict[str, Any]:
+    """A1111's refiner_checkpoint (a title, file or model name) and refiner_switch_at, as the engine's fields."""
+    name = (payload.refiner_checkpoint or "").strip()
+    if name.lower() in ("", "none"):
+        return {}
+    try:
+        record = find_checkpoint(services.registry, name)
+    except EaselError as exc:
+        raise InvalidRequest(f"Refiner: {exc}", field="refiner") from exc
+    switch = 0.8 if payload.refiner_switch_at is None else payload.refiner_switch_at
+    return {"refiner": record.name, "refiner_switch": switch}
+
+
+def expansion_model(name: str | None, fooocus_v2: bool) -> str:
+    """The prompt-expansion model asked for: by name, or "Fooocus V2" (the first one installed, the engine
+    resolves it) when `styles` holds that name, as Fooocus's own style list does."""
+    return name or (FOOOCUS_V2 if fooocus_v2 else "")
 
 
 # -- the answer

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from pipelines import (
+    FOOOCUS_V2,
     MAX_LORAS,
     REFINER_ARCHITECTURES,
     Architecture,
@@ -35,7 +36,10 @@ from pipelines import (
     SamplerTable,
     SeedBehavior,
     StyleLibrary,
+    control_request_fields,
+    page_defaults,
     parse_name_list,
+    record_request_fields,
 )
 from ui.form import modes
 from ui.form.image_parts import PART_DEFAULTS, form_from_parts, parts_from_form
@@ -269,7 +273,9 @@ def default_form(tables: FormTables, architecture: Architecture | str | None) ->
         model=None,
         refiner=NO_REFINER,
         vae=AUTOMATIC_VAE,
+        prompt_expansion="",
     )
+    values.update(page_defaults())  # Fooocus's sampling controls on, as in Fooocus (requests default to off)
     values.update(slots_from_loras(()))
     values.update(PART_DEFAULTS)
     return values
@@ -295,6 +301,7 @@ def fields_from_record(params: ImageParams, request: GenerationRequest | None) -
             "height": params.height,
             "clip_skip": params.clip_skip,
             "performance": params.performance,
+            **record_request_fields(params),
         }
     fields["seed"] = params.seed  # image i of a batch: its own seed, so a re-run starts with it
     fields["model"] = params.model or fields.get("model")
@@ -311,13 +318,14 @@ def fields_from_metadata(meta: ImageMetadata) -> dict[str, Any]:
         except (TypeError, ValueError, KeyError):
             pass  # a damaged record: fall back to the infotext
     fields = meta.request_fields()
+    fields.update(control_request_fields(meta.params, meta.source_app))  # Fooocus's controls, in its words
     performance = meta.params.get("Performance")
     if isinstance(performance, str) and performance:
         fields["performance"] = performance
     styles = meta.params.get("Styles")
     if meta.source_app == "fooocus":
-        if isinstance(styles, list):
-            fields["styles"] = [str(s) for s in styles]  # Fooocus records the raw prompt beside its styles
+        if isinstance(styles, list):  # Fooocus records the raw prompt beside its styles; "Fooocus V2" is expansion
+            fields["styles"] = [str(s) for s in styles if str(s) != FOOOCUS_V2]
         loras = []  # Fooocus applies LoRAs from its slots, not from tags in the prompt
         for name, weight in parse_name_list(meta.params.get("Lora weights")):
             try:
@@ -384,6 +392,11 @@ def restore(
         if found is None:
             notes.append(f"VAE {fields['vae']!r} is not installed; the model's own VAE is used.")
         fields["vae"] = found[0] if found else None
+    if fields.get("prompt_expansion"):
+        found = lookup(str(fields["prompt_expansion"]), ModelKind.PROMPT_EXPANSION)
+        if found is None:
+            notes.append(f"Prompt expansion ({fields['prompt_expansion']}) is not installed here; the prompt is used as typed.")
+        fields["prompt_expansion"] = found[0] if found else ""
     return Restored(form_from_fields(fields, tables, architecture), notes, source)
 
 

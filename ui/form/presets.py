@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from pipelines import Architecture, InvalidRequest, ModelKind, validate
+from pipelines import CONTROL_FIELDS, Architecture, InvalidRequest, ModelKind, validate
 from ui.form import modes
 from ui.form.fields import FormTables, ModelLookup, Restored, default_form, request_from_form
 from ui.form.sizes import Size
@@ -40,8 +40,20 @@ PRESET_FIELDS = (
     "clip_skip",
     "seed_behavior",
     "output_format",
+    *CONTROL_FIELDS,  # Fooocus's sampling controls (the page starts from Fooocus's values without them)
+    "prompt_expansion",  # an expansion model's name, or "Fooocus V2" for the first one installed
 )
-_TEXT_FIELDS = ("performance", "prompt", "negative_prompt", "sampler", "scheduler", "seed_behavior", "output_format")
+_TEXT_FIELDS = (
+    "performance",
+    "prompt",
+    "negative_prompt",
+    "sampler",
+    "scheduler",
+    "seed_behavior",
+    "output_format",
+    "refiner_swap",
+    "prompt_expansion",
+)
 
 
 @dataclass(frozen=True)
@@ -177,4 +189,7 @@ def apply_preset(
         values.update(modes.mode_fields(tables.performance, values["performance"]))
     if "styles" in values:
         values["styles"] = list(values["styles"])
+    if values.get("prompt_expansion"):  # used when installed; without one the prompt goes as typed
+        found = lookup(str(values["prompt_expansion"]), ModelKind.PROMPT_EXPANSION)
+        values["prompt_expansion"] = found[0] if found else ""
     return Restored(values, notes, f"preset {preset.name}")

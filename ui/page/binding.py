@@ -16,6 +16,7 @@ import gradio as gr
 from ui.context import UIContext
 from ui.form.fields import LORA_SLOTS, slot_names
 from ui.page.render import render_form
+from ui.tabs.quality import ADM_FIELDS
 
 TEXT_FIELDS = ("prompt", "negative_prompt")  # never re-set while the user may be typing (model change, refresh)
 # What depends on the model: re-rendered when another model is picked.
@@ -34,9 +35,13 @@ MODEL_DEPENDENT = frozenset(
         "refiner_info",
         "lora_notes",
         *(slot_names(n)[1] for n in range(1, LORA_SLOTS + 1)),
+        *ADM_FIELDS,  # SDXL only
     }
 )
-MODE_DEPENDENT = frozenset({"performance", "performance_notes", "steps", "cfg_scale", "sampler", "scheduler"})
+# What depends on the mode; the fast modes switch Fooocus's sharpness, adaptive CFG and ADM off.
+MODE_DEPENDENT = frozenset(
+    {"performance", "performance_notes", "steps", "cfg_scale", "sampler", "scheduler", "sharpness", "adaptive_cfg", *ADM_FIELDS}
+)
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The Advanced tab: guidance, sampler and the schedules it supports, steps, CLIP skip, VAE override, batch seeds,
-size. Steps, guidance, sampler and schedule are set by the performance mode; editing one switches to Custom."""
+size, and Fooocus's sampling controls (tabs/quality.py). Steps, guidance, sampler and schedule are set by the
+performance mode; editing one switches to Custom."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import gradio as gr
 from pipelines import SeedBehavior
 from ui.context import UIContext
 from ui.page.render import schedule_choices
-from ui.tabs import image_settings
+from ui.tabs import image_settings, quality
 from ui.tabs.image_settings import ImageSettings
 
 SEED_BEHAVIOURS = [
@@ -34,9 +35,10 @@ class AdvancedTab:
     width: gr.Number
     height: gr.Number
     images: ImageSettings
+    controls: quality.ControlsPanel  # Fooocus's sampling controls
 
     def fields(self) -> dict[str, Any]:
-        return self.images.fields() | {
+        own = {
             name: getattr(self, name)
             for name in (
                 "cfg_scale",
@@ -51,6 +53,7 @@ class AdvancedTab:
                 "height",
             )
         }
+        return {**own, **self.images.fields(), **self.controls.fields()}
 
 
 def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
@@ -128,4 +131,7 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
         api_visibility="private",
         preprocess=False,
     )  # see gradio_app
-    return AdvancedTab(cfg_scale, sampler, scheduler, steps, clip_skip, vae, seed_behavior, custom_size, width, height, images)
+    controls = quality.build(ctx, initial)
+    return AdvancedTab(
+        cfg_scale, sampler, scheduler, steps, clip_skip, vae, seed_behavior, custom_size, width, height, images, controls
+    )

@@ -1,7 +1,8 @@
 """The Styles tab: every style of the library (styles/), searchable by name and category, picked in order.
 
-The picked styles are listed first, in the order they apply (the order they were clicked: each wraps
-the result of the previous one); a list under it shows each picked style's preview (its thumbnail, else
+"Fooocus V2" above the list turns prompt expansion on (ui/tabs/quality.py). The picked styles are listed
+first, in the order they apply (the order they were clicked: each wraps the result of the previous one);
+a list under it shows each picked style's preview (its thumbnail, else
 its template), and two read-only boxes show the prompt and negative prompt the engine will be sent
 (`services.styles.apply`; wildcards and <lora:…> tags stay as typed, they are resolved per image).
 
@@ -24,6 +25,7 @@ import gradio as gr
 from pipelines import PLACEHOLDER, InvalidRequest, Style
 from ui.context import UIContext
 from ui.page.thumbnails import thumbnail
+from ui.tabs import quality
 
 ALL = "All categories"
 PREVIEW_SIDE = 192
@@ -40,9 +42,10 @@ class StylesTab:
     final_prompt: gr.Textbox
     final_negative: gr.Textbox
     data: gr.HTML  # every style's preview, for the hover card
+    expansion: gr.Radio  # Fooocus V2: a prompt-expansion model, or off
 
     def fields(self) -> dict[str, Any]:
-        return {"styles": self.styles}
+        return {"styles": self.styles, "prompt_expansion": self.expansion}
 
     def shown(self) -> dict[str, Any]:
         """Widgets the whole-form render also sets (render.py names them so)."""
@@ -150,6 +153,7 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> StylesTab:
             lines=1,
         )
         category = gr.HTML(category_html(ctx), elem_id="style-category", padding=False)
+    expansion = quality.build_expansion(ctx, initial)  # Fooocus V2, first as in Fooocus's style list
     styles = gr.CheckboxGroup(
         choices(ctx, picked),
         value=picked,
@@ -180,4 +184,4 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> StylesTab:
     data = gr.HTML(data_html(ctx), elem_id="style-data", padding=False)
 
     clear.click(lambda: gr.update(choices=choices(ctx, []), value=[]), None, styles, **QUIET)
-    return StylesTab(search, category, styles, clear, selected, final_prompt, final_negative, data)
+    return StylesTab(search, category, styles, clear, selected, final_prompt, final_negative, data, expansion)
