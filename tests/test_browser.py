@@ -28,6 +28,7 @@ from pipelines.performance import TABLE_PATH, PerformanceTable
 from pipelines.services import build_services
 from pipelines.types import Architecture, JobState, ModelKind
 from tests.support.ckpt_export import save_vae_file
+from tests.support.gates import StepGate, wait_until
 from tests.support.live_app import free_port, link_checkpoints
 from tests.support.lora_files import kohya_lora
 from tests.support.page_helpers import (
@@ -251,15 +252,24 @@ def test_stop_during_a_long_job_keeps_the_page_usable(app, open_page):
     textbox(page, "prompt").fill("a very long job")
     pick_radio(page, "performance", "Long")
     set_number(page, "#image-count", 3)
-    page.click("#generate")
-    page.wait_for_selector("#preview img.easel-preview")
-    page.wait_for_function("document.querySelector('#status').innerText.includes('Step ')")
-    text = status(page)[1]
-    assert re.match(r"Step \d+/150 · image 1/3( · ETA \d+:\d\d)?$", text), text
-    shot(page, "06-running-with-preview")
-    page.click("#skip")  # drop image 1, go on with image 2
-    page.wait_for_function("document.querySelector('#status').innerText.includes('image 2/3')")
-    page.click("#stop")
+    long_job = lambda request: request.prompt == "a very long job"  # noqa: E731
+    # the job waits at step 3 of image 1, then of image 2, until the page has pressed Skip, then Stop: on a busy
+    # machine the page can lag the worker by a whole image, and a Skip meant for image 1 would hit image 2
+    with StepGate(services.queue, long_job, step=3, image=1) as second, StepGate(services.queue, long_job, step=3) as first:
+        page.click("#generate")
+        first.wait()
+        page.wait_for_selector("#preview img.easel-preview")
+        page.wait_for_function("document.querySelector('#status').innerText.includes('Step 3/150')")
+        text = status(page)[1]
+        assert re.match(r"Step 3/150 · image 1/3( · ETA \d+:\d\d)?$", text), text
+        shot(page, "06-running-with-preview")
+        page.click("#skip")  # drop image 1, go on with image 2
+        wait_until(lambda: services.queue.running().skip_requested)
+        first.release()
+        second.wait()
+        page.wait_for_function("document.querySelector('#status').innerText.includes('image 2/3')")
+        page.click("#stop")
+        wait_until(lambda: services.queue.running().cancel_requested)
     assert wait_state(page, "stopped", "failed") == "Stopped (0 images kept)"
     shot(page, "07-stopped")
     expect(page.locator("#preview img")).to_have_count(0)
@@ -267,17 +277,21 @@ def test_stop_during_a_long_job_keeps_the_page_usable(app, open_page):
 
 
 def test_two_pages_see_their_own_results_and_queue_position(app, open_page):
+    services, _url = app
     first, second = open_page(), open_page()
     textbox(first, "prompt").fill("page one, long")
     pick_radio(first, "performance", "Long")
-    first.click("#generate")
-    first.wait_for_function("document.querySelector('#status').innerText.includes('Step ')")
-    textbox(second, "prompt").fill("page two, quick")
-    second.click("#generate")
-    assert wait_state(second, "queued") == "Waiting in the queue: position 1 (1 job ahead)"
-    shot(second, "08-second-page-queued")
-    assert status(first)[0] == "running"  # the first page keeps showing its own job
-    first.click("#stop")
+    with StepGate(services.queue, lambda request: request.prompt == "page one, long", step=2) as gate:
+        first.click("#generate")
+        gate.wait()  # the first page's job holds the worker until it is stopped
+        first.wait_for_function("document.querySelector('#status').innerText.includes('Step ')")
+        textbox(second, "prompt").fill("page two, quick")
+        second.click("#generate")
+        assert wait_state(second, "queued") == "Waiting in the queue: position 1 (1 job ahead)"
+        shot(second, "08-second-page-queued")
+        assert status(first)[0] == "running"  # the first page keeps showing its own job
+        first.click("#stop")
+        wait_until(lambda: services.queue.running().cancel_requested)
     wait_state(first, "stopped")
     wait_state(second, "done")
     second.wait_for_function("document.querySelectorAll('#gallery img').length === 1")

@@ -8,6 +8,7 @@ right after reporting the chosen step and waits there until the test releases it
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable
 
 from pipelines.jobs.events import JobProgress
@@ -53,3 +54,11 @@ class StepGate:
     def __exit__(self, *exc) -> None:
         self.release()
         self.queue._runner = self._inner
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 60) -> None:
+    """Poll `condition` until it holds (a click's effect reaching the engine), failing after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.02)
