@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 KEEP_FINISHED = 200  # finished jobs remembered for status() and late followers
 KEEP_IMAGES = 20  # of those, how many keep their images in memory
+IDLE_POLL = 2.0  # seconds between looks for idle work (a compile finishing in the background)
 
 
 class QueueFull(EaselError):
@@ -103,9 +104,11 @@ class JobQueue:
         runner: Runner | Callable[[JobControl], GenerationResult],
         max_queue: int = 100,
         prepare: Prepare | None = None,
+        idle: Callable[[], bool] | None = None,
     ):
         self._runner = runner
         self._prepare = prepare
+        self._idle = idle  # work for the device while no job waits (loading compiled graphs); True: it did some
         self._max_queue = max_queue
         self._cond = threading.Condition()
         self._jobs: dict[str, _Job] = {}
@@ -270,8 +273,13 @@ class JobQueue:
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not self._waiting and not self._stopping:
-                    self._cond.wait()
+                free = not self._waiting and not self._stopping
+            if free and self._idle is not None and self._idle_step():
+                continue  # idle work done (jobs that came meanwhile run next); look for more
+            with self._cond:
+                if not self._waiting and not self._stopping:
+                    self._cond.wait(IDLE_POLL if self._idle is not None else None)
+                    continue
                 if self._stopping:
                     return
                 job = self._waiting.popleft()
@@ -282,6 +290,13 @@ class JobQueue:
                 self._announce_positions()
                 self._cond.notify_all()
             self._run_one(job)
+
+    def _idle_step(self) -> bool:
+        try:
+            return bool(self._idle())
+        except Exception:  # noqa: BLE001 - idle work is an optimization; its failure must not end the worker
+            log.warning("idle work failed", exc_info=True)
+            return False
 
     def _run_one(self, job: _Job) -> None:
         control = JobControl(self, job)
