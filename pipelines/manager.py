@@ -6,6 +6,7 @@ pipelines it drives. It owns no threads and no UI; what it needs is handed in by
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -35,6 +36,10 @@ from pipelines.prompts.embeddings import embedding_word
 from pipelines.prompts.plan import PromptPlanner, wildcard_seed
 from pipelines.prompts.switching import PromptSwitch, encode_schedule, tensor_inputs
 from pipelines.samplers import SamplerChoice, SamplerTable
+from pipelines.speed import timing
+from pipelines.speed.approximations import step_caching
+from pipelines.speed.compiler import UNetCompiler
+from pipelines.speed.timing import StepTimes
 from pipelines.types import (
     Architecture,
     GenerationRequest,
@@ -47,6 +52,8 @@ from pipelines.types import (
     UsedEmbedding,
 )
 from pipelines.validation import validate
+
+log = logging.getLogger(__name__)
 
 MAX_SEED = 2**32 - 1  # random seeds stay in A1111's range so other tools can reuse them
 
@@ -100,6 +107,8 @@ class PipelineManager:
         loras: LoraManager | None = None,
         performance: PerformanceTable | None = None,
         previews: PreviewDecoders | None = None,
+        compiler: UNetCompiler | None = None,
+        step_times: StepTimes | None = None,
     ):
         self.registry = registry
         self.loader = loader
@@ -114,6 +123,9 @@ class PipelineManager:
         self.loras = loras or LoraManager(registry, loader.hashes)
         self.performance = performance or PerformanceTable.load(registry, samplers)
         self.previews = previews or PreviewDecoders(registry.models_dir)
+        self.compiler = compiler
+        self.step_times = step_times or StepTimes(None)
+        self._preloaded = False
         self._default_lock = threading.Lock()
         self._default_model = default_model
 
@@ -203,6 +215,10 @@ class PipelineManager:
         cache: dict[tuple[str, str], Conditioning] = {}
         steps = refiner.total_steps if refiner else self.samplers.count_steps(model.scheduler_config, choice, generation.steps)
         extra = {**(refiner.metadata() if refiner else {}), **(vae.metadata() if vae else {})}
+        # CPU Turbo's approximations: the tiny decoder for the final image when one is installed (not with a refiner)
+        final = self.previews.final_decoder(model.architecture, model.pipe.device, model.pipe.unet.dtype)
+        final = final if generation.fast_decode and refiner is None else None
+        extra.update(step_cache=generation.step_cache if generation.step_cache > 1 else 0, fast_decode=final is not None)
         with self.loras.activate(model, generation.loras, generation.skip_invalid_loras) as active:
             for note in active.notes:
                 control.emit(JobStatus(control.job_id, note))
@@ -210,7 +226,7 @@ class PipelineManager:
                 callback = StepCallback(control, timer, plan.index, len(plans), steps, preview, self.preview_interval)
                 try:
                     callback.start()
-                    image, embeddings = self.generate_one(model, generation, choice, plan, callback, cache, refiner, vae)
+                    image, embeddings = self.generate_one(model, generation, choice, plan, callback, cache, refiner, vae, final)
                 except ImageSkipped:
                     result.skipped += 1
                     continue
@@ -227,15 +243,69 @@ class PipelineManager:
                 )
                 result.images.append(item)
                 control.emit(ImageReady(control.job_id, plan.index, item))
+                self.record_time(model, generation, callback)
         result.seconds = time.perf_counter() - started
         return result
+
+    def idle(self) -> bool:
+        """Device work while no job waits (the queue's worker calls it): load the compiled graphs that became
+        ready, and at a start with compiled graphs cached for the default model's architecture, that model
+        first, so the first image is made compiled. True when it did something."""
+        if self.compiler is None:
+            return False
+        for model in self.cache.loaded():
+            runner = self.compiler.attach(model.pipe, model.architecture.label)
+            if runner is not None and self.compiler.unwarmed(runner):
+                self.compiler.warm(runner, model.architecture.label)
+                return True
+        if self._preloaded:
+            return False
+        self._preloaded = True
+        labels = {entry.get("label") for entry in self.compiler.manifest().values()}
+        try:
+            record = self.default_record()
+        except EaselError:
+            return False
+        if record.architecture.label not in labels or self.cache.is_loaded(record):
+            return False
+        log.info("loading %s with its compiled UNet (cached on this machine) before the first job", record.name)
+        self.prepared(self.cache.get(record, lambda: self.loader.load(record)))
+        return True
+
+    def record_time(self, model: LoadedModel, request: GenerationRequest, callback: StepCallback) -> None:
+        """This image's seconds per step and outside the steps, for later estimates (speed/timing.py)."""
+        if not callback.steps_done or callback.started_at is None or callback.last_step_at is None:
+            return
+        steps = (callback.last_step_at - callback.started_at) / callback.steps_done
+        extra = time.perf_counter() - callback.last_step_at
+        name = timing.key(model.architecture.value, request.width, request.height, request.cfg_scale > 1.0, request.step_cache)
+        self.step_times.record(name, steps, extra)
+
+    def estimate(self, request: GenerationRequest) -> float | None:
+        """About how many seconds the request takes on this machine, from the images made here; None if unknown."""
+        generation = self.performance.settings(request)
+        return self.step_times.estimate(
+            self.architecture_of(generation).value,
+            generation.width,
+            generation.height,
+            generation.steps,
+            generation.image_count,
+            generation.cfg_scale > 1.0,
+            generation.step_cache,
+        )
 
     # -- steps ------------------------------------------------------------------------------------
 
     def model_for(self, request: GenerationRequest, control: JobControl) -> LoadedModel:
         record = self.registry.find(ModelKind.CHECKPOINT, request.model) if request.model else self.default_record()
         status = self._status(control)
-        return self.cache.get(record, lambda: self.loader.load(record, status))
+        return self.prepared(self.cache.get(record, lambda: self.loader.load(record, status)))
+
+    def prepared(self, model: LoadedModel) -> LoadedModel:
+        """The model with its UNet runner attached (compiled graphs where this machine has them)."""
+        if self.compiler is not None:
+            self.compiler.attach(model.pipe, model.architecture.label)
+        return model
 
     @staticmethod
     def _status(control: JobControl):
@@ -253,7 +323,7 @@ class PipelineManager:
             return None
         record = find_refiner(self.registry, name)
         status = self._status(control)
-        loaded = self.cache.get(record, lambda: self.loader.load(record, status), keep=[model.record])
+        loaded = self.prepared(self.cache.get(record, lambda: self.loader.load(record, status), keep=[model.record]))
         return RefinerStage.prepare(model, loaded, request, choice, self.samplers)
 
     def vae_for(self, request: GenerationRequest, model: LoadedModel, control: JobControl) -> LoadedVae | None:
@@ -283,7 +353,9 @@ class PipelineManager:
         cache: dict[tuple[str, str], Conditioning],
         refiner: RefinerStage | None = None,
         vae: LoadedVae | None = None,
+        final: Any = None,
     ):
+        """One image; `final`: a decoder for the final latents (TAESD) instead of the pipeline's VAE."""
         pipe = model.pipe
         guidance = request.cfg_scale > 1.0
         # A1111's prompt editing ([from:to:when], [a|b]) counts the steps the progress bar counts.
@@ -301,7 +373,11 @@ class PipelineManager:
         generator = torch.Generator("cpu").manual_seed(plan.seed)
         latents = initial_latents(pipe, generator, request.width, request.height)
         # The VAE override is swapped in for this image only; the checkpoint's own comes back whatever happens.
-        with swapped_vae(vae, [pipe, refiner.pipe if refiner else None]), torch.inference_mode():
+        with (
+            swapped_vae(vae, [pipe, refiner.pipe if refiner else None]),
+            step_caching(pipe, request.step_cache),
+            torch.inference_mode(),
+        ):
             output = pipe(
                 **schedule.first.pipeline_kwargs(),
                 width=request.width,
@@ -313,8 +389,10 @@ class PipelineManager:
                 callback_on_step_end=PromptSwitch(callback, schedule),
                 callback_on_step_end_tensor_inputs=tensor_inputs(schedule),
                 # with a refiner: stop at the switch and hand the latents over
-                **(refiner.base_kwargs() if refiner else {"output_type": "pil"}),
+                **(refiner.base_kwargs() if refiner else {"output_type": "latent" if final else "pil"}),
             )
+            if final is not None:
+                return final(output.images), schedule.embeddings
             if refiner is not None:
                 image = refiner.refine(
                     output.images,

@@ -56,6 +56,8 @@ class PerformanceMode:
     sampler: str | None = None
     scheduler: str | None = None
     loras: dict[Architecture, ModeLora] = field(default_factory=dict)
+    step_cache: int = 0  # CPU Turbo's approximations (pipelines/speed); every mode sets them, off unless named
+    fast_decode: bool = False
 
     @property
     def architectures(self) -> list[Architecture]:
@@ -102,6 +104,7 @@ class PerformanceTable:
         for name in ("steps", "cfg_scale", "sampler", "scheduler"):
             if getattr(mode, name) is not None:
                 changes[name] = getattr(mode, name)
+        changes.update(step_cache=mode.step_cache, fast_decode=mode.fast_decode)
         return request.replace(**changes)
 
     # -- the acceleration LoRA ------------------------------------------------------------------------
@@ -249,10 +252,10 @@ def _explain(exc: Exception) -> str:
 def _mode(name: str, entry: dict[str, Any], samplers: SamplerTable | None) -> PerformanceMode:
     """One table entry, checked: a typo in the YAML fails at startup, not in a user's job."""
     where = f"performance.yaml: mode {name!r}"
-    known = {"description", "steps", "cfg_scale", "sampler", "scheduler", "lora"}
+    known = {"description", "steps", "cfg_scale", "sampler", "scheduler", "lora", "step_cache", "fast_decode"}
     if set(entry) - known:
         raise ValueError(f"{where} has unknown fields {sorted(set(entry) - known)}")
-    for key in ("steps", "cfg_scale"):
+    for key in ("steps", "cfg_scale", "step_cache"):
         if key in entry:
             low, high = LIMITS[key]
             if not low <= float(entry[key]) <= high:
@@ -279,4 +282,6 @@ def _mode(name: str, entry: dict[str, Any], samplers: SamplerTable | None) -> Pe
         sampler=entry.get("sampler"),
         scheduler=entry.get("scheduler"),
         loras=loras,
+        step_cache=int(entry.get("step_cache", 0)),
+        fast_decode=bool(entry.get("fast_decode", False)),
     )

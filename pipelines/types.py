@@ -114,6 +114,9 @@ class GenerationRequest:
     output_format: str = "png"
     skip_invalid_loras: bool = False  # go on without a LoRA that cannot be applied instead of failing
     save_images: bool = True
+    # CPU Turbo's approximations (pipelines/speed): named switches, recorded in the metadata
+    step_cache: int = 0  # reuse the UNet's deep features on all but every Nth step (0 or 1: off)
+    fast_decode: bool = False  # decode the final image with the tiny TAESD decoder when one is installed
 
     def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
@@ -183,6 +186,8 @@ class ImageParams:
     version: str = ""
     refiner_hash: str | None = None  # the refiner checkpoint's short hash (A1111: `Refiner: name [hash]`)
     embeddings: tuple[UsedEmbedding, ...] = ()  # textual inversions the prompts named
+    step_cache: int = 0  # step caching interval used (0: off)
+    fast_decode: bool = False  # True when the final image was decoded by TAESD, not the full VAE
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))

@@ -107,11 +107,14 @@ class StepCallback:
         self._last_preview = -float("inf")
         self._gap = preview_interval
         self.steps_done = 0
+        self.started_at: float | None = None  # when the first step began, and the last one ended (step times)
+        self.last_step_at: float | None = None
 
     def start(self) -> None:
         """Before the first step: a stop or skip asked for while loading takes effect now."""
         self.control.check()
         self.timer.begin_image()
+        self.started_at = self._clock()
         self._emit(None)
 
     def __call__(self, pipe: Any, step_index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +122,7 @@ class StepCallback:
         self.steps_done = step_index + 1
         image = None
         latents = tensors.get("latents")
-        now = self._clock()
+        now = self.last_step_at = self._clock()
         if (
             self.preview is not None
             and latents is not None

@@ -134,6 +134,10 @@ def infotext_fields(params: ImageParams) -> dict[str, str]:
         fields["Styles"] = repr(list(params.styles))  # Fooocus's form, which Fooocus reads back
     if params.performance:
         fields["Performance"] = params.performance
+    if params.step_cache > 1:  # CPU Turbo's approximations, so the image is made again the same way
+        fields["Step cache"] = _num(params.step_cache)
+    if params.fast_decode:
+        fields["Decoder"] = "TAESD"
     if params.prompt_template:  # what the user typed, before styles and wildcards (sd-dynamic-prompts' labels)
         fields["Template"] = params.prompt_template
     if params.negative_template:
@@ -330,6 +334,11 @@ def request_fields_from_params(params: dict[str, Any]) -> dict[str, Any]:
         value = split_hashed_name(params.get(key))[0]
         if value.lower() not in _NO_MODEL:
             out[name] = value
+    step_cache = _number(params.get("Step cache"), integer=True)
+    if step_cache is not None:
+        out["step_cache"] = step_cache
+    if "Decoder" in params:
+        out["fast_decode"] = str(params["Decoder"]).upper() == "TAESD"
     switch = _number(params.get("Refiner switch at"))
     if "refiner" in out and switch is not None and 0 < switch <= 1:
         out["refiner_switch"] = switch
