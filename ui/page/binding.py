@@ -29,6 +29,8 @@ MODEL_DEPENDENT = frozenset(
         "cfg_scale",
         "sampler",
         "scheduler",
+        "step_cache",
+        "fast_decode",
         "refiner",
         "refiner_switch",
         "refiner_info",
@@ -36,7 +38,9 @@ MODEL_DEPENDENT = frozenset(
         *(slot_names(n)[1] for n in range(1, LORA_SLOTS + 1)),
     }
 )
-MODE_DEPENDENT = frozenset({"performance", "performance_notes", "steps", "cfg_scale", "sampler", "scheduler"})
+MODE_DEPENDENT = frozenset(
+    {"performance", "performance_notes", "steps", "cfg_scale", "sampler", "scheduler", "step_cache", "fast_decode"}
+)
 
 
 @dataclass

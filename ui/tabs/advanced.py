@@ -31,6 +31,8 @@ class AdvancedTab:
     custom_size: gr.Checkbox
     width: gr.Number
     height: gr.Number
+    step_cache: gr.Slider
+    fast_decode: gr.Checkbox
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -46,6 +48,8 @@ class AdvancedTab:
                 "custom_size",
                 "width",
                 "height",
+                "step_cache",
+                "fast_decode",
             )
         }
 
@@ -116,6 +120,22 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
             visible=initial["custom_size"],
         )
 
+    with gr.Group(elem_id="approximations"):
+        gr.Markdown("**Approximations for speed** (CPU Turbo turns them on; each is recorded in the image)")
+        step_cache = gr.Slider(
+            0,
+            4,
+            initial.get("step_cache", 0),
+            step=1,
+            label="Step caching",
+            elem_id="step-cache",
+            info="Reuse the UNet's deep features: only every Nth step runs the whole UNet (2: every other; 0: off).",
+        )
+        fast_decode = gr.Checkbox(
+            bool(initial.get("fast_decode", False)),
+            label="Fast final decode (TAESD, when installed in models/vae_approx)",
+            elem_id="fast-decode",
+        )
     sampler.input(
         lambda name, current: gr.update(**schedule_choices(ctx, name, current)),
         [sampler, scheduler],
@@ -124,4 +144,6 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
         api_visibility="private",
         preprocess=False,
     )  # see gradio_app
-    return AdvancedTab(cfg_scale, sampler, scheduler, steps, clip_skip, vae, seed_behavior, custom_size, width, height)
+    return AdvancedTab(
+        cfg_scale, sampler, scheduler, steps, clip_skip, vae, seed_behavior, custom_size, width, height, step_cache, fast_decode
+    )

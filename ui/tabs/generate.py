@@ -19,6 +19,8 @@ class GenerateColumn:
     stop: gr.Button
     skip: gr.Button
     status: gr.HTML
+    speed: gr.HTML  # about how long the form's job takes here (ui/page/speed.py)
+    optimizing: gr.HTML  # the one-time compile while it runs
     preview: gr.HTML
     gallery: gr.Gallery
     parameters: gr.Textbox
@@ -48,6 +50,8 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> GenerateColumn:
         stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1, min_width=64)
         skip = gr.Button("Skip", elem_id="skip", scale=1, min_width=64)
     status = gr.HTML(idle_html(), elem_id="status")
+    speed = gr.HTML("", elem_id="estimate")
+    optimizing = gr.HTML("", elem_id="optimizing")
     with gr.Row(elem_id="results"):
         preview = gr.HTML("", elem_id="preview", min_height=0)
         gallery = gr.Gallery(
@@ -84,5 +88,19 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> GenerateColumn:
 
     gallery.select(on_select, shown, [parameters, selected, restore, box], show_progress="hidden", api_visibility="private")
     return GenerateColumn(
-        notice, prompt, generate, stop, skip, status, preview, gallery, parameters, restore, job_id, shown, selected
+        notice,
+        prompt,
+        generate,
+        stop,
+        skip,
+        status,
+        speed,
+        optimizing,
+        preview,
+        gallery,
+        parameters,
+        restore,
+        job_id,
+        shown,
+        selected,
     )
