@@ -133,6 +133,9 @@ def request_from_txt2img(payload: Txt2ImgRequest, services: Services, options: A
         output_format=fmt,
         vae=str(override_setting(overrides, "sd_vae", options.vae)),
         save_images=payload.save_images and not payload.do_not_save_samples,
+        performance=payload.performance or None,
+        step_cache=payload.step_cache,
+        fast_decode=payload.fast_decode,
     )
     return request
 
