@@ -62,12 +62,11 @@ def ensure_files() -> None:
     lora = MODELS / "loras" / "lcm-lora-sdv1-5.safetensors"
     taesd = MODELS / "vae_approx" / "taesd_decoder.safetensors"
     if not lora.exists() or not taesd.exists():
-        from tests.support.lora_files import kohya_lora
-        from tests.test_preview_decoder import random_taesd, write_original_decoder
-
         from types import SimpleNamespace
 
         from tests.support.full_size import bundled_configs
+        from tests.support.lora_files import kohya_lora
+        from tests.test_preview_decoder import random_taesd, write_original_decoder
 
         with torch.device("meta"):  # only the shapes are needed
             unet = diffusers.UNet2DConditionModel.from_config(bundled_configs(Architecture.SD1)["unet"])

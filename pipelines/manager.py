@@ -20,7 +20,7 @@ from pipelines.errors import EaselError, ImageSkipped, InvalidRequest
 from pipelines.generation.refiner import RefinerStage, check_request, find_refiner, refiner_name
 from pipelines.jobs.events import ImageReady, JobStatus
 from pipelines.jobs.previews import PreviewDecoders
-from pipelines.jobs.progress import StepCallback, StepTimer
+from pipelines.jobs.progress import StepCallback, StepTimer, latent_preview
 from pipelines.jobs.queue import JobControl
 from pipelines.loading.cache import ModelCache
 from pipelines.loading.loader import LoadedModel, ModelLoader
@@ -212,6 +212,7 @@ class PipelineManager:
         #    the images are made one by one, so each is shown and saved as soon as it is done.
         timer = StepTimer()
         preview = self.previews.for_model(model.architecture, model.pipe.device, model.pipe.unet.dtype)
+        unwatched = latent_preview(model.architecture) if preview is not None else None  # free, for unwatched jobs
         cache: dict[tuple[str, str], Conditioning] = {}
         steps = refiner.total_steps if refiner else self.samplers.count_steps(model.scheduler_config, choice, generation.steps)
         extra = {**(refiner.metadata() if refiner else {}), **(vae.metadata() if vae else {})}
@@ -224,6 +225,7 @@ class PipelineManager:
                 control.emit(JobStatus(control.job_id, note))
             for plan in plans:
                 callback = StepCallback(control, timer, plan.index, len(plans), steps, preview, self.preview_interval)
+                callback.unwatched = unwatched
                 try:
                     callback.start()
                     image, embeddings = self.generate_one(model, generation, choice, plan, callback, cache, refiner, vae, final)

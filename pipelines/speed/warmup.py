@@ -59,6 +59,7 @@ def say(line: str) -> None:
 if __name__ == "__main__":
     try:
         sys.exit(main(sys.argv[1]))
-    except Exception as exc:  # the parent logs this line as the reason
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    except Exception as exc:  # the parent logs this last line as the reason: one line
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        print(f"{type(exc).__name__}: {lines[0] if lines else ''}", file=sys.stderr, flush=True)
         sys.exit(1)
