@@ -36,7 +36,6 @@ from pipelines.prompts.embeddings import embedding_word
 from pipelines.prompts.plan import PromptPlanner, wildcard_seed
 from pipelines.prompts.switching import PromptSwitch, encode_schedule, tensor_inputs
 from pipelines.samplers import SamplerChoice, SamplerTable
-from pipelines.speed import timing
 from pipelines.speed.approximations import step_caching
 from pipelines.speed.compiler import UNetCompiler
 from pipelines.speed.timing import StepTimes
@@ -255,20 +254,16 @@ class PipelineManager:
         first, so the first image is made compiled. True when it did something."""
         if self.compiler is None:
             return False
-        for model in self.cache.loaded():
-            runner = self.compiler.attach(model.pipe, model.architecture.label)
-            if runner is not None and self.compiler.unwarmed(runner):
-                self.compiler.warm(runner, model.architecture.label)
-                return True
+        if self.compiler.load_ready(self.cache.loaded()):
+            return True
         if self._preloaded:
             return False
         self._preloaded = True
-        labels = {entry.get("label") for entry in self.compiler.manifest().values()}
         try:
             record = self.default_record()
         except EaselError:
             return False
-        if record.architecture.label not in labels or self.cache.is_loaded(record):
+        if not self.compiler.has_graphs(record.architecture.label) or self.cache.is_loaded(record):
             return False
         log.info("loading %s with its compiled UNet (cached on this machine) before the first job", record.name)
         self.prepared(self.cache.get(record, lambda: self.loader.load(record)))
@@ -276,12 +271,9 @@ class PipelineManager:
 
     def record_time(self, model: LoadedModel, request: GenerationRequest, callback: StepCallback) -> None:
         """This image's seconds per step and outside the steps, for later estimates (speed/timing.py)."""
-        if not callback.steps_done or callback.started_at is None or callback.last_step_at is None:
-            return
-        steps = (callback.last_step_at - callback.started_at) / callback.steps_done
-        extra = time.perf_counter() - callback.last_step_at
-        name = timing.key(model.architecture.value, request.width, request.height, request.cfg_scale > 1.0, request.step_cache)
-        self.step_times.record(name, steps, extra)
+        self.step_times.record_image(
+            model.architecture.value, request, callback.started_at, callback.last_step_at, callback.steps_done
+        )
 
     def estimate(self, request: GenerationRequest) -> float | None:
         """About how many seconds the request takes on this machine, from the images made here; None if unknown."""

@@ -291,6 +291,19 @@ class UNetCompiler:
             if self._status.phase == "loading":
                 self._status = CompileStatus("ready", f"Optimized for this CPU: the {label} UNet is compiled.", 1.0)
 
+    def load_ready(self, models: list[Any]) -> bool:
+        """Load (warm) the first loaded model's ready graphs not run yet; True when there was one."""
+        for model in models:
+            runner = self.attach(model.pipe, model.architecture.label)
+            if runner is not None and self.unwarmed(runner):
+                self.warm(runner, model.architecture.label)
+                return True
+        return False
+
+    def has_graphs(self, label: str) -> bool:
+        """Whether this machine compiled graphs for models of this architecture (label) before."""
+        return any(entry.get("label") == label for entry in self.manifest().values())
+
     def status(self) -> CompileStatus:
         if not self.enabled:
             return CompileStatus("off", f"UNet not compiled: {self.reason}." if self.reason else "")

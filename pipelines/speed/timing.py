@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,13 @@ class StepTimes:
                 os.replace(tmp.name, self.path)
             except OSError as exc:
                 log.warning("could not save step times to %s: %s", self.path, exc)
+
+    def record_image(self, architecture: str, request, started: float | None, last_step: float | None, steps: int) -> None:
+        """One finished image: seconds per step (first step's start to the last one's end) and after the steps."""
+        if not steps or started is None or last_step is None:
+            return
+        name = key(architecture, request.width, request.height, request.cfg_scale > 1.0, request.step_cache)
+        self.record(name, (last_step - started) / steps, time.perf_counter() - last_step)
 
     def measured(self, name: str) -> Measured | None:
         with self._lock:
