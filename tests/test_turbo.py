@@ -154,7 +154,9 @@ def test_the_infotext_alone_restores_the_switches(engine):
 
     image = run(engine, **JOB, step_cache=3).result.images[0]
     fields = request_fields_from_infotext(image.infotext)
-    assert fields["step_cache"] == 3 and "fast_decode" not in fields
+    assert fields["step_cache"] == 3 and fields["fast_decode"] is False
+    plain = request_fields_from_infotext("a cat\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 512x512")
+    assert (plain["step_cache"], plain["fast_decode"]) == (0, False), "an A1111 image restores with the switches off"
 
 
 def test_step_cache_is_checked_at_submit(engine):

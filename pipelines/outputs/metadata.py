@@ -334,11 +334,9 @@ def request_fields_from_params(params: dict[str, Any]) -> dict[str, Any]:
         value = split_hashed_name(params.get(key))[0]
         if value.lower() not in _NO_MODEL:
             out[name] = value
-    step_cache = _number(params.get("Step cache"), integer=True)
-    if step_cache is not None:
-        out["step_cache"] = step_cache
-    if "Decoder" in params:
-        out["fast_decode"] = str(params["Decoder"]).upper() == "TAESD"
+    if any(k in params for k in _PARAM_LINE_KEYS):  # CPU Turbo's switches: missing means off, as A1111 images have them
+        out["step_cache"] = _number(params.get("Step cache"), integer=True) or 0
+        out["fast_decode"] = str(params.get("Decoder", "")).upper() == "TAESD"
     switch = _number(params.get("Refiner switch at"))
     if "refiner" in out and switch is not None and 0 < switch <= 1:
         out["refiner_switch"] = switch
