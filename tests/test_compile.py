@@ -16,14 +16,17 @@ from torch._dynamo.utils import counters
 
 from pipelines import services as services_module
 from pipelines.loading.configs import sidecar_path
-from pipelines.speed.compiler import UNetCompiler
+from pipelines.speed.compiler import UNetCompiler, compiler_problem
 from pipelines.speed.runner import UNetRunner, unet_module
 from pipelines.types import Architecture, LoraRef
 from tests.support.compare import assert_images_match
 from tests.support.engine import run, running_engine
 from tests.support.lora_files import kohya_lora
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(compiler_problem() is not None, reason=f"cannot compile here: {compiler_problem()}"),
+]
 
 MODEL = "tiny-sd15"
 # 128x128: the tiny UNet's deepest feature map is then 2x2 (at 64x64 it is 1 pixel, which torch specializes)
