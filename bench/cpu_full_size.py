@@ -204,7 +204,7 @@ def main() -> None:
     # -- 1. the one-time compile, as the app does it: first jobs eager, the graphs compiled in the background
     first = timed(lambda: job(**faithful))
     job(**turbo)
-    while services.compiler.status().busy or services.compiler._pending:
+    while services.compiler.working:
         time.sleep(1)
     manifest = services.compiler.manifest()
     compile_s = {json.loads(v["spec"])["sample"]["shape"][0]: v["seconds"] for v in manifest.values()}

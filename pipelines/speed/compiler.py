@@ -304,6 +304,12 @@ class UNetCompiler:
         """Whether this machine compiled graphs for models of this architecture (label) before."""
         return any(entry.get("label") == label for entry in self.manifest().values())
 
+    @property
+    def working(self) -> bool:
+        """Whether compiles are queued or running (the background thread lives until the queue is empty)."""
+        with self._lock:
+            return self._thread is not None
+
     def status(self) -> CompileStatus:
         if not self.enabled:
             return CompileStatus("off", f"UNet not compiled: {self.reason}." if self.reason else "")
