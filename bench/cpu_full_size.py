@@ -177,6 +177,11 @@ def main() -> None:
     cache_dir = Path(tempfile.mkdtemp(prefix="easel-compile-")) if args.cold else CACHE / "compile"
     out = Path(tempfile.mkdtemp(prefix="easel-bench-out-"))
     cfg = AppConfig(models_dir=MODELS, output_dir=out, device="cpu", cache_dir=cache_dir, port=7999)
+    from pipelines import services as services_module
+    from pipelines.speed.compiler import UNetCompiler
+
+    # the compile at normal priority: on a shared machine a niced one measures the others' load
+    services_module.UNetCompiler = lambda cache_dir: UNetCompiler(cache_dir, niceness=0)
     services = build_services(cfg)
     print(f"app: {services.optimizations()}")
     faithful = dict(

@@ -38,7 +38,8 @@ WHY = "inductor fuses the UNet's operations and may order float additions differ
 @pytest.fixture(scope="module")
 def compiling_on():
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(services_module, "UNetCompiler", UNetCompiler)
+        # at normal priority: on a machine shared with other test runs a niced compile would wait on them
+        patch.setattr(services_module, "UNetCompiler", lambda cache_dir: UNetCompiler(cache_dir, niceness=0))
         yield
 
 
