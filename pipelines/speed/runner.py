@@ -206,6 +206,9 @@ class UNetRunner:
         return self.eager(**kwargs)
 
     def use_compiled(self, compiled: Callable[..., Any], keys: set[str]) -> None:
+        # Only the dimensions marked in DYNAMIC vary: torch's automatic promotion of other sizes that changed
+        # (the batch, after CFG and no-CFG images) would trace a new graph the compile process never made.
+        torch._dynamo.config.automatic_dynamic_shapes = False
         with self._lock:
             self.compiled = compiled
             self.ready |= keys
