@@ -132,10 +132,9 @@ def warm_start_child(cache_dir: str, started: float) -> None:
     )
     while True:
         loaded = services.cache.loaded()
-        if loaded:
-            runner = unet_module(loaded[0].pipe.unet).forward
-            if runner.ready and not services.compiler.unwarmed(runner):
-                break
+        runner = unet_module(loaded[0].pipe.unet).forward if loaded else None
+        if getattr(runner, "ready", None) and not services.compiler.unwarmed(runner):
+            break
         time.sleep(0.05)
     print(json.dumps({"ready": time.time() - started, "graphs": len(runner.ready)}), flush=True)
     services.close()
