@@ -280,12 +280,14 @@ class UNetCompiler:
     # -- in the app: loading compiled graphs while idle ------------------------------------------------
 
     def unwarmed(self, runner: UNetRunner) -> list[CallSpec]:
-        """Ready graphs this runner has not run yet (its first run traces and loads them: seconds)."""
-        return [runner.seen[k] for k in sorted(runner.ready) if (id(runner), k) not in self._warm and k in runner.seen]
+        """Ready graphs this runner has not run yet (its first run traces and loads them: seconds); CFG first."""
+        specs = [runner.seen[k] for k in runner.ready if (id(runner), k) not in self._warm and k in runner.seen]
+        return sorted(specs, key=lambda spec: -spec.batch)
 
-    def warm(self, runner: UNetRunner, label: str) -> None:
-        """Run each ready graph once on example inputs, so the first job's first step is not the one paying."""
-        for spec in self.unwarmed(runner):
+    def warm(self, runner: UNetRunner, label: str, count: int | None = None) -> None:
+        """Run ready graphs (`count` of them, else all) once on example inputs, so that no job's first step pays
+        for loading them; one at a time from the worker's idle loop, so a job that comes waits for one only."""
+        for spec in self.unwarmed(runner)[:count]:
             with self._lock:
                 self._status = CompileStatus("loading", f"Loading the compiled {label} UNet for this CPU…", None)
             started = time.perf_counter()
@@ -296,7 +298,7 @@ class UNetCompiler:
             if runner.calls["compiled"] > before:
                 log.info("loaded the compiled %s UNet for %s in %.1f s", label, _shape_words(spec), time.perf_counter() - started)
         with self._lock:
-            if self._status.phase == "loading":
+            if self._status.phase == "loading" and not self.unwarmed(runner):
                 self._status = CompileStatus("ready", f"Optimized for this CPU: the {label} UNet is compiled.", 1.0)
 
     def load_ready(self, models: list[Any]) -> bool:
@@ -304,7 +306,7 @@ class UNetCompiler:
         for model in models:
             runner = self.attach(model.pipe, model.architecture.label)
             if runner is not None and self.unwarmed(runner):
-                self.warm(runner, model.architecture.label)
+                self.warm(runner, model.architecture.label, count=1)
                 return True
         return False
 
