@@ -104,7 +104,11 @@ def unet_inputs(pipe, size: int, batch: int = 2) -> dict:
 
 def deviation(a, b) -> float:
     """Mean absolute difference in units of the reference's standard deviation."""
-    a, b = torch.as_tensor(np.asarray(a), dtype=torch.float32), torch.as_tensor(np.asarray(b), dtype=torch.float32)
+
+    def values(x) -> torch.Tensor:
+        return x.float() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
+
+    a, b = values(a), values(b)
     return float((a - b).abs().mean() / b.std())
 
 
