@@ -224,7 +224,7 @@ def main() -> None:
     manifest = services.compiler.manifest()
     compile_s = {json.loads(v["spec"])["sample"]["shape"][0]: v["seconds"] for v in manifest.values()}
     print(
-        f"\nfirst job (load + eager): {first:.1f} s; compile (background child process): "
+        f"\nfirst job (model load; eager unless the graphs were cached): {first:.1f} s; compile (background child process): "
         + ", ".join(f"batch {b}: {s:.0f} s" for b, s in sorted(compile_s.items(), reverse=True))
         + ("" if args.cold else " (from earlier runs: --cold measures it now)")
     )
