@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # a bad --device/--precision and the like
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{APP_NAME} {__version__} on {services.plan.label}: {services.plan.reason}")
+    print(f"{APP_NAME} {__version__} on {services.plan.label}: {services.optimizations()}. ({services.plan.reason})")
     for path, why in services.registry.skipped:
         print(f"  skipped {path}: {why}")
     if not any(r.usable for r in services.registry.checkpoints()):

@@ -78,6 +78,12 @@ class AppConfig:
         "Live previews while an image denoises: auto (the tiny TAESD decoder when one is in models/vae_approx, "
         "else a fast colour approximation), approx, or off.",
     )
+    compile: bool = setting(
+        True,
+        "On a CPU, compile the UNet (torch.compile) for faster steps: the first images on a machine are made "
+        "uncompiled while it compiles in the background (minutes, once); later starts load it from the cache "
+        "folder in seconds. --no-compile turns it off.",
+    )
     cache_dir: Path | None = setting(
         None, "Folder for derived files (materialized configs, hashes); default output_dir/.cache.", Path
     )

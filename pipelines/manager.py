@@ -6,6 +6,7 @@ pipelines it drives. It owns no threads and no UI; what it needs is handed in by
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -26,7 +27,7 @@ from pipelines.generation.upscale import UpscalerLibrary
 from pipelines.images.inputs import InputStore
 from pipelines.jobs.events import ImageReady, JobStatus
 from pipelines.jobs.previews import PreviewDecoders
-from pipelines.jobs.progress import StepCallback, StepTimer
+from pipelines.jobs.progress import StepCallback, StepTimer, latent_preview
 from pipelines.jobs.queue import JobControl
 from pipelines.loading.cache import ModelCache
 from pipelines.loading.loader import LoadedModel, ModelLoader
@@ -43,6 +44,8 @@ from pipelines.prompts.embeddings import embedding_word
 from pipelines.prompts.expansion import PromptExpander, joined, tidy
 from pipelines.prompts.plan import PromptPlanner, wildcard_seed
 from pipelines.samplers import SamplerChoice, SamplerTable
+from pipelines.speed.compiler import UNetCompiler
+from pipelines.speed.timing import StepTimes
 from pipelines.types import (
     Architecture,
     GenerationRequest,
@@ -57,6 +60,8 @@ from pipelines.types import (
 from pipelines.validation import validate
 
 __all__ = ["ImagePlan", "PipelineManager", "initial_latents", "plan_seeds"]
+
+log = logging.getLogger(__name__)
 
 MAX_SEED = 2**32 - 1  # random seeds stay in A1111's range so other tools can reuse them
 
@@ -105,6 +110,8 @@ class PipelineManager:
         inputs: InputStore | None = None,
         upscalers: UpscalerLibrary | None = None,
         expander: PromptExpander | None = None,
+        compiler: UNetCompiler | None = None,
+        step_times: StepTimes | None = None,
     ):
         self.registry = registry
         self.loader = loader
@@ -124,6 +131,9 @@ class PipelineManager:
         self.input_modes = InputModes()
         self.vae_tile_pixels: int | None = None  # None: img2img.TILED_VAE_PIXELS
         self.expander = expander or PromptExpander(registry)
+        self.compiler = compiler
+        self.step_times = step_times or StepTimes(None)
+        self._preloaded = False
         self._default_lock = threading.Lock()
         self._default_model = default_model
 
@@ -236,6 +246,7 @@ class PipelineManager:
         #    the images are made one by one, so each is shown and saved as soon as it is done.
         timer = StepTimer()
         preview = self.previews.for_model(model.architecture, model.pipe.device, model.pipe.unet.dtype)
+        unwatched = latent_preview(model.architecture) if preview is not None else None  # free, for unwatched jobs
         cache: dict[tuple[str, str], Conditioning] = {}
         steps = total_steps(model, generation, choice, self.samplers, refiner, input_plan, hires)
         controls = QualityControls.for_image(generation, model.architecture)  # Fooocus's sampling controls
@@ -251,11 +262,17 @@ class PipelineManager:
         shown = generation.replace(width=input_plan.width, height=input_plan.height) if input_plan else generation
         if input_plan is not None:
             shown = shown.replace(steps=input_plan.steps)
+        unwatched = latent_preview(model.architecture) if preview is not None else None  # free, for unwatched jobs
+        # CPU Turbo's approximations: the tiny decoder for the final image when one is installed (not with a refiner)
+        final = self.previews.final_decoder(model.architecture, model.pipe.device, model.pipe.unet.dtype)
+        final = final if generation.fast_decode and refiner is None else None
+        extra.update(step_cache=generation.step_cache if generation.step_cache > 1 else 0, fast_decode=final is not None)
         with self.loras.activate(model, generation.loras, generation.skip_invalid_loras) as active:
             for note in active.notes:
                 control.emit(JobStatus(control.job_id, note))
             for plan in plans:
                 callback = StepCallback(control, timer, plan.index, len(plans), steps, preview, self.preview_interval)
+                callback.unwatched = unwatched
                 context = ImageContext(
                     model,
                     generation,
@@ -274,6 +291,7 @@ class PipelineManager:
                     init,
                     hires,
                     controls=controls,
+                    final_decoder=final,
                     **({"vae_tile_pixels": self.vae_tile_pixels} if self.vae_tile_pixels else {}),
                 )
                 try:
@@ -295,15 +313,62 @@ class PipelineManager:
                 )
                 result.images.append(item)
                 control.emit(ImageReady(control.job_id, plan.index, item))
+                self.record_time(model, generation, callback)
         result.seconds = time.perf_counter() - started
         return result
+
+    def idle(self) -> bool:
+        """Device work while no job waits (the queue's worker calls it): load the compiled graphs that became
+        ready, and at a start with compiled graphs cached for the default model's architecture, that model
+        first, so the first image is made compiled. True when it did something."""
+        if self.compiler is None:
+            return False
+        if self.compiler.load_ready(self.cache.loaded()):
+            return True
+        if self._preloaded:
+            return False
+        self._preloaded = True
+        try:
+            record = self.default_record()
+        except EaselError:
+            return False
+        if not self.compiler.has_graphs(record.architecture.label) or self.cache.is_loaded(record):
+            return False
+        log.info("loading %s with its compiled UNet (cached on this machine) before the first job", record.name)
+        self.prepared(self.cache.get(record, lambda: self.loader.load(record)))
+        return True
+
+    def record_time(self, model: LoadedModel, request: GenerationRequest, callback: StepCallback) -> None:
+        """This image's seconds per step and outside the steps, for later estimates (speed/timing.py)."""
+        self.step_times.record_image(
+            model.architecture.value, request, callback.started_at, callback.last_step_at, callback.steps_done
+        )
+
+    def estimate(self, request: GenerationRequest) -> float | None:
+        """About how many seconds the request takes on this machine, from the images made here; None if unknown."""
+        generation = self.performance.settings(request)
+        return self.step_times.estimate(
+            self.architecture_of(generation).value,
+            generation.width,
+            generation.height,
+            generation.steps,
+            generation.image_count,
+            generation.cfg_scale > 1.0,
+            generation.step_cache,
+        )
 
     # -- steps ------------------------------------------------------------------------------------
 
     def model_for(self, request: GenerationRequest, control: JobControl) -> LoadedModel:
         record = self.registry.find(ModelKind.CHECKPOINT, request.model) if request.model else self.default_record()
         status = self._status(control)
-        return self.cache.get(record, lambda: self.loader.load(record, status))
+        return self.prepared(self.cache.get(record, lambda: self.loader.load(record, status)))
+
+    def prepared(self, model: LoadedModel) -> LoadedModel:
+        """The model with its UNet runner attached (compiled graphs where this machine has them)."""
+        if self.compiler is not None:
+            self.compiler.attach(model.pipe, model.architecture.label)
+        return model
 
     @staticmethod
     def _status(control: JobControl):
@@ -321,7 +386,7 @@ class PipelineManager:
             return None
         record = find_refiner(self.registry, name)
         status = self._status(control)
-        loaded = self.cache.get(record, lambda: self.loader.load(record, status), keep=[model.record])
+        loaded = self.prepared(self.cache.get(record, lambda: self.loader.load(record, status), keep=[model.record]))
         return RefinerStage.prepare(model, loaded, request, choice, self.samplers, strength)
 
     def input_for(self, request: GenerationRequest, control: JobControl) -> tuple[InputPlan | None, Any]:

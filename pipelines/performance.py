@@ -59,6 +59,8 @@ class PerformanceMode:
     loras: dict[Architecture, ModeLora] = field(default_factory=dict)
     input_steps: int | None = None  # steps run by Vary/Upscale passes (Fooocus's steps_uov)
     controls: dict[str, float] = field(default_factory=dict)  # Fooocus's sampling controls the mode sets (off)
+    step_cache: int = 0  # CPU Turbo's approximations (pipelines/speed); every mode sets them, off unless named
+    fast_decode: bool = False
 
     @property
     def architectures(self) -> list[Architecture]:
@@ -105,6 +107,7 @@ class PerformanceTable:
         for name in ("steps", "cfg_scale", "sampler", "scheduler"):
             if getattr(mode, name) is not None:
                 changes[name] = getattr(mode, name)
+        changes.update(step_cache=mode.step_cache, fast_decode=mode.fast_decode)
         return request.replace(**changes, **mode.controls)
 
     # -- the acceleration LoRA ------------------------------------------------------------------------
@@ -252,10 +255,21 @@ def _explain(exc: Exception) -> str:
 def _mode(name: str, entry: dict[str, Any], samplers: SamplerTable | None) -> PerformanceMode:
     """One table entry, checked: a typo in the YAML fails at startup, not in a user's job."""
     where = f"performance.yaml: mode {name!r}"
-    known = {"description", "steps", "cfg_scale", "sampler", "scheduler", "lora", "input_steps", "controls"}
+    known = {
+        "description",
+        "steps",
+        "cfg_scale",
+        "sampler",
+        "scheduler",
+        "lora",
+        "input_steps",
+        "controls",
+        "step_cache",
+        "fast_decode",
+    }
     if set(entry) - known:
         raise ValueError(f"{where} has unknown fields {sorted(set(entry) - known)}")
-    for key in ("steps", "cfg_scale", "input_steps"):
+    for key in ("steps", "cfg_scale", "input_steps", "step_cache"):
         if key in entry:
             low, high = LIMITS["steps" if key == "input_steps" else key]
             if not low <= float(entry[key]) <= high:
@@ -290,4 +304,6 @@ def _mode(name: str, entry: dict[str, Any], samplers: SamplerTable | None) -> Pe
         loras=loras,
         input_steps=int(entry["input_steps"]) if "input_steps" in entry else None,
         controls={key: float(value) for key, value in controls.items()},
+        step_cache=int(entry.get("step_cache", 0)),
+        fast_decode=bool(entry.get("fast_decode", False)),
     )

@@ -35,6 +35,8 @@ from pipelines.prompts.plan import PromptPlanner
 from pipelines.prompts.styles import StyleLibrary
 from pipelines.prompts.wildcards import Wildcards
 from pipelines.samplers import SamplerTable
+from pipelines.speed.compiler import UNetCompiler
+from pipelines.speed.timing import StepTimes
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,27 @@ class Services:
     wildcards: Wildcards
     inputs: InputStore  # input images, stored by content: the UI and the API put uploads here
     upscalers: UpscalerLibrary
+    compiler: UNetCompiler | None = None
+
+    def optimizations(self) -> str:
+        """One line for the start: precision, layout and whether the UNet is compiled (and cached)."""
+        parts = [self.plan.precision]
+        if self.plan.device.type == "cpu":
+            parts.append("channels-last")
+            parts.append(self.compiler.summary() if self.compiler else "UNet uncompiled (--no-compile)")
+        return ", ".join(parts)
+
+    def compile_status(self):
+        """What compiling the UNet is doing now (speed.compiler.CompileStatus), for the page."""
+        return self.compiler.status() if self.compiler else None
 
     def lora_info(self, name: str):
         """A LoRA's training metadata for the UI (trigger words, top tags, base model): a lora_info.LoraInfo."""
         return self.loras.info(name)
 
     def close(self) -> None:
+        if self.compiler is not None:
+            self.compiler.close()
         self.queue.stop()
         self.cache.clear()
 
@@ -98,6 +115,9 @@ def build_services(cfg: AppConfig, start_worker: bool = True) -> Services:
     wildcards = Wildcards(cfg.wildcards_dir)
     inputs = InputStore(cfg.output_dir, int(cfg.max_input_megapixels * 1_000_000))
     upscalers = UpscalerLibrary(registry, UpscalerLoader(plan.device, plan.dtype))
+    compiler = None
+    if plan.device.type == "cpu" and cfg.compile:
+        compiler = UNetCompiler(cache_dir)
     manager = PipelineManager(
         registry=registry,
         loader=ModelLoader(plan, cache_dir, hashes),
@@ -114,10 +134,26 @@ def build_services(cfg: AppConfig, start_worker: bool = True) -> Services:
         inputs=inputs,
         upscalers=upscalers,
         expander=PromptExpander(registry),
+        compiler=compiler,
+        step_times=StepTimes(cache_dir / "step_times.json"),
     )
-    queue = JobQueue(manager.run, max_queue=cfg.max_queue, prepare=manager.validate)
+    queue = JobQueue(manager.run, max_queue=cfg.max_queue, prepare=manager.validate, idle=manager.idle)
     if start_worker:
         queue.start()
     return Services(
-        cfg, plan, registry, cache, manager, queue, history, samplers, loras, performance, styles, wildcards, inputs, upscalers
+        cfg,
+        plan,
+        registry,
+        cache,
+        manager,
+        queue,
+        history,
+        samplers,
+        loras,
+        performance,
+        styles,
+        wildcards,
+        inputs,
+        upscalers,
+        compiler,
     )

@@ -176,6 +176,9 @@ class GenerationRequest:
     save_images: bool = True
     input: ImageInput | None = None  # start from an image (Vary, Upscale, img2img); None: from noise
     hires: HiresFix | None = None  # txt2img's hires fix; None: off
+    # CPU Turbo's approximations (pipelines/speed): named switches, recorded in the metadata
+    step_cache: int = 0  # reuse the UNet's deep features on all but every Nth step (0 or 1: off)
+    fast_decode: bool = False  # decode the final image with the tiny TAESD decoder when one is installed
 
     def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
@@ -277,6 +280,8 @@ class ImageParams:
     refiner_swap: str | None = None  # with a refiner: how it took over
     prompt_expansion: str = ""  # the expanded prompt, as Fooocus records it ("Fooocus V2 Expansion")
     expansion_model: str | None = None
+    step_cache: int = 0  # step caching interval used (0: off)
+    fast_decode: bool = False  # True when the final image was decoded by TAESD, not the full VAE
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))

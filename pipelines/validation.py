@@ -24,6 +24,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "seed": (-1, 2**63 - 1),
     "refiner_switch": (0.0, 1.0),
     **control_limits(),  # Fooocus's sampling controls (tables/quality.yaml)
+    "step_cache": (0, 10),
 }
 OUTPUT_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
 MAX_LORAS = 5
@@ -45,7 +46,7 @@ def validate(request: GenerationRequest, samplers: SamplerTable) -> GenerationRe
     for name in ("width", "height"):
         if getattr(request, name) % 8:
             raise InvalidRequest(f"{name} must be a multiple of 8, got {getattr(request, name)}.", field=name)
-    for name in ("steps", "image_count", "clip_skip", "seed", "width", "height"):
+    for name in ("steps", "image_count", "clip_skip", "seed", "width", "height", "step_cache"):
         if int(getattr(request, name)) != getattr(request, name):
             raise InvalidRequest(f"{name} must be a whole number, got {getattr(request, name)!r}.", field=name)
     if not isinstance(request.prompt, str) or not isinstance(request.negative_prompt, str):
@@ -73,4 +74,6 @@ def validate(request: GenerationRequest, samplers: SamplerTable) -> GenerationRe
         width=int(request.width),
         height=int(request.height),
         cfg_scale=float(request.cfg_scale),
+        step_cache=int(request.step_cache),
+        fast_decode=bool(request.fast_decode),
     )

@@ -44,6 +44,23 @@ TINY_SDXL_REFINER_SEED = 1  # not the base's seed: its VAE and text encoder must
 USER_MODEL_FOLDERS = ("checkpoints", "loras", "vae", "embeddings")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiling_off_unless_asked() -> Iterator[None]:
+    """Engines built by tests do not compile their UNet in the background (`--compile` is on by default on a
+    CPU): a compile of minutes beside every test engine would slow the suite and add nothing to what those
+    tests check. tests/test_compile.py turns it back on with `compiling_on`."""
+    from pipelines import services
+    from pipelines.speed.compiler import UNetCompiler
+
+    class Off(UNetCompiler):
+        def __init__(self, cache_dir: Path, **_: object) -> None:
+            super().__init__(cache_dir, enabled=False, reason="off in tests")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(services, "UNetCompiler", Off)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty models folder with the sub-folders users have; the tiny_* fixtures fill checkpoints/."""

@@ -125,6 +125,8 @@ def test_infotext_round_trip(params):
         "height": params.height,
         "model": params.model,
         "clip_skip": params.clip_skip,
+        "step_cache": 0,  # CPU Turbo's switches: off unless the infotext names them
+        "fast_decode": False,
     }
 
 

@@ -334,8 +334,13 @@ def test_modes_are_the_engines(tables):
     assert modes.choices(table, {}) == [(m, m) for m in table.names()] + [(CUSTOM, CUSTOM)]
     marked = modes.choices(table, {"Lightning": "Lightning needs an SDXL model."})
     assert ("Lightning (unavailable)", "Lightning") in marked and ("Speed", "Speed") in marked
-    assert modes.mode_fields(table, "Quality") == {"steps": 60} and modes.mode_fields(table, CUSTOM) == {}
-    assert modes.mode_fields(table, "lightning") == {"steps": 4, "cfg_scale": 1.0, "sampler": "Euler", "scheduler": "SGM Uniform"}
+    # every mode sets CPU Turbo's approximations too (off unless it names them), so leaving Turbo turns them off
+    assert modes.mode_fields(table, "Quality") == {"steps": 60, "step_cache": 0, "fast_decode": False}
+    assert modes.mode_fields(table, CUSTOM) == {}
+    assert modes.mode_fields(table, "lightning") == {
+        **{"steps": 4, "cfg_scale": 1.0, "sampler": "Euler", "scheduler": "SGM Uniform"},
+        **{"step_cache": 0, "fast_decode": False},
+    }
     assert modes.canonical(table, "extreme speed") == "Extreme Speed" and modes.canonical(table, "Turbo") is None
     assert modes.matching(table, "Speed", {"steps": 30}) == "Speed"
     assert modes.matching(table, "Speed", {"steps": 31}) == CUSTOM

@@ -74,7 +74,10 @@ def test_unknown_preset_lists_the_available_ones(tables):
         ("cfg: 4", "unknown field\\(s\\) cfg"),
         ("sampler: Euler b", "Unknown sampler 'Euler b'"),
         ("cfg_scale: 45", "cfg_scale must be between 0 and 30"),
-        ("performance: Turbo", "performance 'Turbo' is not one of Quality, Speed, Extreme Speed, Lightning, Hyper-SD, Custom"),
+        (
+            "performance: Turbo",
+            "performance 'Turbo' is not one of Quality, Speed, Extreme Speed, Lightning, Hyper-SD, CPU Turbo, Custom",
+        ),
         ("styles: [Cinematic]", "styles: No style named 'Cinematic'. Did you mean: Cinematic - "),
         ("performance: Lightning\nsteps: 8", "steps 8 contradicts performance 'Lightning', which sets steps 4"),
         ("styles: Cinematic", "styles must be a list"),

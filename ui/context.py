@@ -237,7 +237,11 @@ class UIContext:
     # -- form ---------------------------------------------------------------------------------------
 
     def preset_values(self, name: str, model: str | None) -> Restored:
-        return apply_preset(self.presets.get(name), self.tables, self.lookup, self.architecture(model))
+        """A preset's form values; on a CPU one image at a time (each takes minutes there), whatever it says."""
+        restored = apply_preset(self.presets.get(name), self.tables, self.lookup, self.architecture(model))
+        if self.services.plan.device.type == "cpu" and "image_count" in restored.values:
+            restored.values["image_count"] = 1
+        return restored
 
     def initial_form(self) -> dict[str, Any]:
         """The form a new page starts from: defaults, then the launch preset, with a model that exists."""

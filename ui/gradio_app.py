@@ -14,7 +14,7 @@ from ui.api import gradio_endpoint as gradio_api
 from ui.context import UIContext
 from ui.errors import readable_errors, user_message
 from ui.form.fields import request_from_form
-from ui.page import send_to_input, wiring
+from ui.page import send_to_input, speed, wiring
 from ui.page.binding import Page
 from ui.page.streaming import follow, progress_html, queue_text
 from ui.tabs import advanced, generate, history, models, setting, styles
@@ -25,6 +25,12 @@ HERE = Path(__file__).parent
 CSS = (HERE / "style.css").read_text(encoding="utf-8")
 HEAD = f"<script>\n{(HERE / 'page.js').read_text(encoding='utf-8')}\n</script>"
 QUIET = dict(show_progress="hidden", api_visibility="private")
+# the fields that change how long a job takes
+ESTIMATE_FIELDS = (
+    *("model", "performance", "steps", "cfg_scale", "image_count"),
+    *("aspect_ratio", "custom_size", "width", "height", "step_cache"),
+)
+COMPILE_POLL = 3.0  # seconds between looks at the background compile
 
 
 def build_ui(ctx: UIContext) -> gr.Blocks:
@@ -142,6 +148,23 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
             demo, page, main, setting_tab, styles_tab, models_tab, advanced_tab, history_tab, extra_saves=[main.generate.click]
         )
         send_to_input.connect(main, history_tab)
+        # the estimate for the form (steps, size, images, mode, model), and the compile's progress while it runs
+        estimate_on = [fields[name] for name in ESTIMATE_FIELDS if name in fields]
+
+        def on_estimate(values: dict) -> str:
+            return speed.estimate_html(ctx, page.form_of(values))
+
+        gr.on(
+            [c.change for c in estimate_on] + [demo.load],
+            on_estimate,
+            inputs=page.inputs,
+            outputs=main.speed,
+            trigger_mode="always_last",
+            preprocess=False,
+            **QUIET,
+        )
+        generation.then(on_estimate, inputs=page.inputs, outputs=main.speed, preprocess=False, **QUIET)
+        gr.Timer(COMPILE_POLL).tick(lambda: speed.compile_html(ctx), None, main.optimizing, **QUIET)
         history_tab_item.select(
             lambda q, n: _history_page(ctx, q, n), [history_tab.search, history_tab.page], history_listing, **QUIET
         )

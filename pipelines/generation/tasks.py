@@ -26,6 +26,7 @@ from pipelines.loading.vae import LoadedVae, swapped_vae
 from pipelines.prompts.conditioning import Conditioning, PromptEncoder
 from pipelines.prompts.switching import ConditioningSchedule, PromptSwitch, encode_schedule, tensor_inputs
 from pipelines.samplers import SamplerChoice, SamplerTable
+from pipelines.speed.approximations import step_caching
 from pipelines.types import GenerationRequest, ModelRecord
 
 
@@ -89,6 +90,7 @@ class ImageContext:
     init: Image.Image | None = None  # the input image prepared by image_input.prepare
     hires: HiresPlan | None = None
     controls: QualityControls = field(default_factory=QualityControls)  # Fooocus's sampling controls (off: none)
+    final_decoder: Any = None  # CPU Turbo's fast decode: decodes the final latents instead of the VAE (no refiner)
     vae_tile_pixels: int = TILED_VAE_PIXELS
 
     def controlled(self, pipe: Any):
@@ -115,8 +117,9 @@ def make_image(ctx: ImageContext) -> tuple[Image.Image, tuple[ModelRecord, ...]]
     generator = torch.Generator("cpu").manual_seed(ctx.seed)
     task = img2img_pipe(ctx.model) if ctx.input_plan is not None or ctx.hires is not None else None
     pipes = [ctx.model.pipe, task, ctx.refiner.pipe if ctx.refiner else None]
-    # The VAE override is swapped in for this image only; the checkpoint's own comes back whatever happens.
-    with swapped_vae(ctx.vae, pipes), torch.inference_mode():
+    # The VAE override is swapped in for this image only, step caching (CPU Turbo) is on for it only; the
+    # checkpoint's own state comes back whatever happens.
+    with swapped_vae(ctx.vae, pipes), step_caching(ctx.model.pipe, ctx.request.step_cache), torch.inference_mode():
         if ctx.input_plan is not None:
             return from_image(ctx, task, generator)
         schedule = ctx.schedule(ctx.prompt, ctx.negative)
@@ -146,12 +149,15 @@ def text_to_image(
                 pipe, kwargs, schedule, request, ctx.choice, ctx.samplers, ctx.prompt, ctx.negative, ctx.seed,
                 generator, ctx.callback, ctx.encoder,
             )  # fmt: skip
+        fast = ctx.final_decoder if final and output == "pil" else None
         out = pipe(
             **kwargs,
             callback_on_step_end=PromptSwitch(ctx.callback, schedule),
             callback_on_step_end_tensor_inputs=tensor_inputs(schedule),
-            output_type=output,
+            output_type="latent" if fast else output,
         )
+    if fast is not None:
+        return fast(out.images)
     return out.images[0] if output == "pil" else out.images
 
 
@@ -179,11 +185,11 @@ def image_to_image(
             generator=generator,
             callback_on_step_end=PromptSwitch(StageCallback(ctx.callback, offset), schedule, offset),
             callback_on_step_end_tensor_inputs=tensor_inputs(schedule),
-            **(refiner.base_kwargs() if refiner else {"output_type": "pil"}),
+            **(refiner.base_kwargs() if refiner else {"output_type": "latent" if ctx.final_decoder else "pil"}),
         )
         if refiner is not None:
             return _refine(ctx, out.images, steps, choice, generator)
-    return out.images[0]
+    return ctx.final_decoder(out.images) if ctx.final_decoder else out.images[0]
 
 
 def _refine(

@@ -113,6 +113,17 @@ class PreviewDecoders:
                     log.warning("preview decoder %s unusable (%s); using the approximation", path.name, exc)
         return latent_preview(architecture)
 
+    def final_decoder(self, architecture: Architecture, device: torch.device, dtype: torch.dtype) -> PreviewFn | None:
+        """TAESD for the final image (CPU Turbo's fast decode) when installed, whatever the preview mode; else None."""
+        path = self.installed().get(_family(architecture))
+        if path is None:
+            return None
+        try:
+            return self._tiny(path, device, dtype)
+        except Exception as exc:  # a broken decoder file: the full VAE decodes, said in the log
+            log.warning("TAESD decoder %s unusable for the final image (%s); using the full VAE", path.name, exc)
+            return None
+
     def _tiny(self, path: Path, device: torch.device, dtype: torch.dtype) -> PreviewFn:
         key = (path, str(device), str(dtype))
         with self._lock:

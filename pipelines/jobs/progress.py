@@ -107,11 +107,15 @@ class StepCallback:
         self._last_preview = -float("inf")
         self._gap = preview_interval
         self.steps_done = 0
+        self.unwatched: PreviewFn | None = None  # what previews are made with while nobody watches (set by the manager)
+        self.started_at: float | None = None  # when the first step began, and the last one ended (step times)
+        self.last_step_at: float | None = None
 
     def start(self) -> None:
         """Before the first step: a stop or skip asked for while loading takes effect now."""
         self.control.check()
         self.timer.begin_image()
+        self.started_at = self._clock()
         self._emit(None)
 
     def __call__(self, pipe: Any, step_index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -119,19 +123,22 @@ class StepCallback:
         self.steps_done = step_index + 1
         image = None
         latents = tensors.get("latents")
-        now = self._clock()
+        now = self.last_step_at = self._clock()
+        # nobody watching (an API job without progress polls): the free approximation instead of the decoder
+        watched = getattr(self.control, "wants_previews", True)
+        preview = self.preview if watched or self.unwatched is None else self.unwatched
         if (
-            self.preview is not None
+            preview is not None
             and latents is not None
             and self.steps_done < self.total_steps
             and now - self._last_preview >= self._gap
         ):
             self._last_preview = now
             try:
-                image = self.preview(latents)
+                image = preview(latents)
             except Exception:  # a preview must never break a generation: previews end for this image, said in the log
                 log.warning("live previews turned off for this image: the preview decoder failed", exc_info=True)
-                self.preview = None
+                self.preview = self.unwatched = None
             # a costly preview (a tiny decoder on a slow CPU) is made less often: at most ~1/6 of the time
             self._gap = max(self.preview_interval, PREVIEW_COST_RATIO * (self._clock() - now))
         self._emit(image)

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 KEEP_FINISHED = 200  # finished jobs remembered for status() and late followers
 KEEP_IMAGES = 20  # of those, how many keep their images in memory
+PREVIEW_POLL_KEEPS = 30.0  # seconds a progress poll for the preview image keeps previews coming
+IDLE_POLL = 2.0  # seconds between looks for idle work (a compile finishing in the background)
 
 
 class QueueFull(EaselError):
@@ -71,6 +73,14 @@ class JobControl:
     def cancelled(self) -> bool:
         return self._job.cancel_requested
 
+    @property
+    def wants_previews(self) -> bool:
+        """Whether anyone looks at this job's previews: a follower of its events (the page), or a progress
+        poll asking for the image lately (the API). An API job nobody watches makes none: with TAESD a preview
+        costs a tenth of a CPU step."""
+        job = self._job
+        return job.followers > 0 or time.monotonic() - job.preview_polled < PREVIEW_POLL_KEEPS
+
 
 class Runner(Protocol):
     def __call__(self, control: JobControl) -> GenerationResult: ...
@@ -88,6 +98,8 @@ class _Job:
     progress_version: int = 0
     progress_after: int = 0  # how many events came before the latest progress: where it belongs in the stream
     preview: Any = None  # the latest preview image, kept while later progress events carry none
+    followers: int = 0  # events() iterators reading this job now
+    preview_polled: float = -float("inf")  # when latest_preview() last asked for this job's image (monotonic)
     cancel_requested: bool = False
     skip_requested: bool = False
     started_at: float | None = None
@@ -103,9 +115,11 @@ class JobQueue:
         runner: Runner | Callable[[JobControl], GenerationResult],
         max_queue: int = 100,
         prepare: Prepare | None = None,
+        idle: Callable[[], bool] | None = None,
     ):
         self._runner = runner
         self._prepare = prepare
+        self._idle = idle  # work for the device while no job waits (loading compiled graphs); True: it did some
         self._max_queue = max_queue
         self._cond = threading.Condition()
         self._jobs: dict[str, _Job] = {}
@@ -219,6 +233,18 @@ class JobQueue:
         the iterator ends quietly when nothing happens for that long.
         """
         index, seen_progress = 0, 0
+        with self._cond:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                job.followers += 1
+        try:
+            yield from self._events(job_id, timeout, index, seen_progress)
+        finally:
+            with self._cond:
+                if job is not None:
+                    job.followers -= 1
+
+    def _events(self, job_id: str, timeout: float | None, index: int, seen_progress: int) -> Iterator[Event]:
         while True:
             with self._cond:
                 job = self._jobs.get(job_id)
@@ -257,9 +283,13 @@ class JobQueue:
             return self._running.progress if self._running else None
 
     def latest_preview(self) -> Any:
-        """The running job's most recent preview image (a step's progress may carry none), or None."""
+        """The running job's most recent preview image (a step's progress may carry none), or None; asking
+        keeps previews coming for a while (JobControl.wants_previews)."""
         with self._cond:
-            return self._running.preview if self._running else None
+            if self._running is None:
+                return None
+            self._running.preview_polled = time.monotonic()
+            return self._running.preview
 
     def running(self) -> JobInfo | None:
         with self._cond:
@@ -270,8 +300,13 @@ class JobQueue:
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not self._waiting and not self._stopping:
-                    self._cond.wait()
+                free = not self._waiting and not self._stopping
+            if free and self._idle is not None and self._idle_step():
+                continue  # idle work done (jobs that came meanwhile run next); look for more
+            with self._cond:
+                if not self._waiting and not self._stopping:
+                    self._cond.wait(IDLE_POLL if self._idle is not None else None)
+                    continue
                 if self._stopping:
                     return
                 job = self._waiting.popleft()
@@ -282,6 +317,13 @@ class JobQueue:
                 self._announce_positions()
                 self._cond.notify_all()
             self._run_one(job)
+
+    def _idle_step(self) -> bool:
+        try:
+            return bool(self._idle())
+        except Exception:  # noqa: BLE001 - idle work is an optimization; its failure must not end the worker
+            log.warning("idle work failed", exc_info=True)
+            return False
 
     def _run_one(self, job: _Job) -> None:
         control = JobControl(self, job)

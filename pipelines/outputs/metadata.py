@@ -139,6 +139,10 @@ def infotext_fields(params: ImageParams) -> dict[str, str]:
     if params.performance:
         fields["Performance"] = params.performance
     fields.update(control_fields(params))  # Fooocus's sampling controls, in Fooocus's words
+    if params.step_cache > 1:  # CPU Turbo's approximations, so the image is made again the same way
+        fields["Step cache"] = _num(params.step_cache)
+    if params.fast_decode:
+        fields["Decoder"] = "TAESD"
     if params.prompt_template:  # what the user typed, before styles and wildcards (sd-dynamic-prompts' labels)
         fields["Template"] = params.prompt_template
     if params.negative_template:
@@ -359,6 +363,9 @@ def request_fields_from_params(params: dict[str, Any]) -> dict[str, Any]:
         value = split_hashed_name(params.get(key))[0]
         if value.lower() not in _NO_MODEL:
             out[name] = value
+    if any(k in params for k in _PARAM_LINE_KEYS):  # CPU Turbo's switches: missing means off, as A1111 images have them
+        out["step_cache"] = _number(params.get("Step cache"), integer=True) or 0
+        out["fast_decode"] = str(params.get("Decoder", "")).upper() == "TAESD"
     switch = _number(params.get("Refiner switch at"))
     if "refiner" in out and switch is not None and 0 < switch <= 1:
         out["refiner_switch"] = switch

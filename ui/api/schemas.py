@@ -117,6 +117,12 @@ class ProcessingRequest(A1111Model):
     save_images: bool = Field(False, description="Also write the images to the output folder and the history.")
     alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
     infotext: str | None = None
+    # Easel's own (A1111 clients leave them out): a performance mode, and CPU Turbo's approximations
+    performance: str | None = Field(
+        None, description="Easel: a performance mode (Speed, Quality, CPU Turbo...) setting steps, guidance, sampler, LoRA."
+    )
+    step_cache: Int = Field(0, description="Easel: step caching, only every Nth step runs the whole UNet (0: off).")
+    fast_decode: bool = Field(False, description="Easel: decode the final image with TAESD when installed.")
 
 
 class Txt2ImgRequest(ProcessingRequest):

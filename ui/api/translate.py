@@ -207,6 +207,9 @@ def base_request(payload: ProcessingRequest, services: Services, options: ApiOpt
         freeu_s2=payload.freeu_s2,
         refiner_swap=payload.refiner_swap_method,
         prompt_expansion=expansion_model(payload.prompt_expansion, FOOOCUS_V2 in styles),
+        performance=payload.performance or None,
+        step_cache=payload.step_cache,
+        fast_decode=payload.fast_decode,
     )
     return request
 

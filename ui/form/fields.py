@@ -302,6 +302,8 @@ def fields_from_record(params: ImageParams, request: GenerationRequest | None) -
             "clip_skip": params.clip_skip,
             "performance": params.performance,
             **record_request_fields(params),
+            "step_cache": params.step_cache,
+            "fast_decode": params.fast_decode,
         }
     fields["seed"] = params.seed  # image i of a batch: its own seed, so a re-run starts with it
     fields["model"] = params.model or fields.get("model")

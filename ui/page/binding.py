@@ -30,6 +30,8 @@ MODEL_DEPENDENT = frozenset(
         "cfg_scale",
         "sampler",
         "scheduler",
+        "step_cache",
+        "fast_decode",
         "refiner",
         "refiner_switch",
         "refiner_info",
@@ -38,9 +40,22 @@ MODEL_DEPENDENT = frozenset(
         *ADM_FIELDS,  # SDXL only
     }
 )
-# What depends on the mode; the fast modes switch Fooocus's sharpness, adaptive CFG and ADM off.
+# What depends on the mode; the fast modes switch Fooocus's sharpness, adaptive CFG and ADM off, CPU Turbo
+# turns its approximations on.
 MODE_DEPENDENT = frozenset(
-    {"performance", "performance_notes", "steps", "cfg_scale", "sampler", "scheduler", "sharpness", "adaptive_cfg", *ADM_FIELDS}
+    {
+        "performance",
+        "performance_notes",
+        "steps",
+        "cfg_scale",
+        "sampler",
+        "scheduler",
+        "sharpness",
+        "adaptive_cfg",
+        *ADM_FIELDS,
+        "step_cache",
+        "fast_decode",
+    }
 )
 
 

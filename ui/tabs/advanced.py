@@ -36,6 +36,8 @@ class AdvancedTab:
     height: gr.Number
     images: ImageSettings
     controls: quality.ControlsPanel  # Fooocus's sampling controls
+    step_cache: gr.Slider
+    fast_decode: gr.Checkbox
 
     def fields(self) -> dict[str, Any]:
         own = {
@@ -51,6 +53,8 @@ class AdvancedTab:
                 "custom_size",
                 "width",
                 "height",
+                "step_cache",
+                "fast_decode",
             )
         }
         return {**own, **self.images.fields(), **self.controls.fields()}
@@ -123,6 +127,22 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
         )
 
     images = image_settings.build(ctx, initial)
+    with gr.Group(elem_id="approximations"):
+        gr.Markdown("**Approximations for speed** (CPU Turbo turns them on; each is recorded in the image)")
+        step_cache = gr.Slider(
+            0,
+            4,
+            initial.get("step_cache", 0),
+            step=1,
+            label="Step caching",
+            elem_id="step-cache",
+            info="Reuse the UNet's deep features: only every Nth step runs the whole UNet (2: every other; 0: off).",
+        )
+        fast_decode = gr.Checkbox(
+            bool(initial.get("fast_decode", False)),
+            label="Fast final decode (TAESD, when installed in models/vae_approx)",
+            elem_id="fast-decode",
+        )
     sampler.input(
         lambda name, current: gr.update(**schedule_choices(ctx, name, current)),
         [sampler, scheduler],
@@ -133,5 +153,18 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
     )  # see gradio_app
     controls = quality.build(ctx, initial)
     return AdvancedTab(
-        cfg_scale, sampler, scheduler, steps, clip_skip, vae, seed_behavior, custom_size, width, height, images, controls
+        cfg_scale,
+        sampler,
+        scheduler,
+        steps,
+        clip_skip,
+        vae,
+        seed_behavior,
+        custom_size,
+        width,
+        height,
+        images,
+        controls,
+        step_cache,
+        fast_decode,
     )

@@ -20,6 +20,8 @@ class GenerateColumn:
     stop: gr.Button
     skip: gr.Button
     status: gr.HTML
+    speed: gr.HTML  # about how long the form's job takes here (ui/page/speed.py)
+    optimizing: gr.HTML  # the one-time compile while it runs
     preview: gr.HTML
     gallery: gr.Gallery
     parameters: gr.Textbox
@@ -57,6 +59,8 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> GenerateColumn:
     toggle = build_toggle(initial)
     inputs = build_panel(toggle, initial)
     status = gr.HTML(idle_html(), elem_id="status")
+    speed = gr.HTML("", elem_id="estimate")
+    optimizing = gr.HTML("", elem_id="optimizing")
     with gr.Row(elem_id="results"):
         preview = gr.HTML("", elem_id="preview", min_height=0)
         gallery = gr.Gallery(
@@ -110,6 +114,8 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> GenerateColumn:
         stop,
         skip,
         status,
+        speed,
+        optimizing,
         preview,
         gallery,
         parameters,
