@@ -53,13 +53,16 @@ def plain_inpaint(cls, reference, image, mask, seed, steps, strength, cfg=5.0):
     ).images[0]
 
 
-def assert_inpainted(result: Image.Image, expected: Image.Image, image: Image.Image, mask: Image.Image) -> None:
+def assert_inpainted(
+    result: Image.Image, expected: Image.Image, image: Image.Image, mask: Image.Image, overlaid: bool = True
+) -> None:
     """Diffusers' pixels inside the mask, the input's outside (which diffusers' own output does not keep)."""
     inside, outside = split(result, mask)
     assert_images_equal(inside, split(expected, mask)[0])
     assert_images_equal(outside, split(image, mask)[1])
     assert (inside != split(image, mask)[0]).mean() > 0.9  # the masked area was re-made
-    assert (split(expected, mask)[1] != outside).mean() > 0.5  # and the overlay is what kept the rest
+    if overlaid:
+        assert (split(expected, mask)[1] != outside).mean() > 0.5  # and the overlay is what kept the rest
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +159,107 @@ def test_an_inpainting_checkpoint_makes_pictures_from_text_as_a1111(engine, tiny
         **COMMON,
     )
     assert vary.state is JobState.FINISHED, vary.error
+
+
+def grown(mask: Image.Image, radius: int) -> np.ndarray:
+    """Where the mask is, or lies within `radius` pixels along x and y: as far as a blur of sigma s (kernel
+    radius int(2.5 s + 0.5)) reaches. The test picture's mask is far from the edges, so rolling is growing."""
+    where = np.asarray(mask) > 0
+    out = where.copy()
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            out |= np.roll(where, (dy, dx), (0, 1))
+    return out
+
+
+def test_with_mask_blur_nothing_changes_outside_the_blurred_mask(engine):
+    image, mask = picture(seed=5), rectangle_mask(box=(24, 24, 40, 40))
+    image_hash, mask_hash = stored(engine, image, mask)
+    part = ImageInput(image_hash, mode="inpaint", mask=mask_hash, mask_blur_x=4, mask_blur_y=2)
+    info = run(engine, model="tiny-sd15", seed=3, save_images=False, input=part, **COMMON)
+    assert info.state is JobState.FINISHED, info.error
+    result = np.asarray(info.result.images[0].image)
+    reach = grown(mask, int(2.5 * 4 + 0.5))
+    assert np.array_equal(result[~reach], np.asarray(image)[~reach])
+    assert (result[np.asarray(mask) > 0] != np.asarray(image)[np.asarray(mask) > 0]).mean() > 0.9
+    assert info.result.images[0].params.mask_blur_x == 4 and "Mask blur x: 4, Mask blur y: 2" in info.result.images[0].infotext
+
+
+def test_outpaint_grows_the_picture_and_keeps_the_original_area(engine):
+    image = picture(64, 48, seed=6)
+    image_hash = engine.inputs.put_image(image).sha256
+    part = ImageInput(
+        image_hash, mode="inpaint_detail", outpaint=("left", "bottom"), outpaint_fraction=0.25, mask_blur_x=0, mask_blur_y=0
+    )
+    info = run(engine, model="tiny-sd15", seed=2, input=part, **COMMON)
+    assert info.state is JobState.FINISHED, info.error
+    [item] = info.result.images
+    assert item.image.size == (64 + 16, 48 + 12)  # worked at 80x64, put back at 80x60
+    result = np.asarray(item.image)
+    assert np.array_equal(result[:48, 16:], np.asarray(image))
+    new = np.asarray(item.image)[:, :16]
+    assert (new != np.repeat(np.asarray(image)[:1, :1], 16, 1)[0]).any()  # the grown area was made, not the edge
+    params = item.params
+    assert (params.width, params.height, params.outpaint, params.outpaint_fraction) == (80, 60, "Left, Bottom", 0.25)
+    assert params.denoising_strength == 1.0  # Improve Detail's 0.5, but the new area is made at full strength
+    assert 'Outpaint: "Left, Bottom"' in item.infotext  # quoted, as A1111 quotes values with commas
+
+
+def test_only_masked_pastes_back_the_generation_of_the_crop(engine, tiny_sd15_reference):
+    image, mask = picture(128, 128, seed=7), rectangle_mask(128, 128, box=(56, 40, 72, 56))
+    image_hash, mask_hash = stored(engine, image, mask)
+    part = ImageInput(
+        image_hash,
+        mode="inpaint",
+        mask=mask_hash,
+        only_masked=True,
+        only_masked_padding=24,  # 16 + 2 x 24 = 64: the region is worked at its own size, the tiny model's 64x64
+        mask_blur_x=0,
+        mask_blur_y=0,
+        inpaint_fill="original",
+    )
+    info = run(engine, model="tiny-sd15", seed=6, input=part, **COMMON)
+    assert info.state is JobState.FINISHED, info.error
+    [item] = info.result.images
+    assert item.image.size == (128, 128) and item.params.inpaint_padding == 24
+    region = (32, 16, 96, 80)
+    crop = plain_inpaint(
+        diffusers.StableDiffusionInpaintPipeline, tiny_sd15_reference, image.crop(region), mask.crop(region), 6, 6, 1.0
+    )
+    expected = image.copy()
+    expected.paste(crop, region[:2])
+    assert_inpainted(item.image, expected, image, mask, overlaid=False)
+    assert (np.asarray(crop) != np.asarray(image.crop(region))).mean() > 0.5  # diffusers changed the whole crop
+    assert "Inpaint area: Only masked, Masked area padding: 24" in item.infotext
+
+
+@pytest.mark.parametrize("fill", ["fill", "latent_noise", "latent_nothing"])
+def test_masked_content_changes_what_the_masked_area_starts_from(engine, fill):
+    image, mask = picture(seed=8), rectangle_mask()
+    image_hash, mask_hash = stored(engine, image, mask)
+    common = dict(model="tiny-sd15", seed=9, save_images=False, **COMMON)
+
+    def inpaint(content: str) -> np.ndarray:
+        part = ImageInput(image_hash, denoise=0.5, mask=mask_hash, mask_blur_x=0, mask_blur_y=0, inpaint_fill=content)
+        info = run(engine, input=part, **common)
+        assert info.state is JobState.FINISHED, info.error
+        return np.asarray(info.result.images[0].image)
+
+    original, other = inpaint("original"), inpaint(fill)
+    inside = np.asarray(mask) > 0
+    assert (original[inside] != other[inside]).mean() > 0.5
+    assert np.array_equal(original[~inside], other[~inside])
+
+
+def test_bad_masks_answer_with_the_field(engine):
+    image_hash = engine.inputs.put_image(picture(seed=9)).sha256
+    cases = [
+        (ImageInput(image_hash, mode="inpaint"), "input.mask"),  # an Inpaint method needs a mask
+        (ImageInput(image_hash, mode="vary_subtle", mask=image_hash), "input.mask"),  # Vary takes none
+        (ImageInput(image_hash, mode="inpaint", mask="0" * 64), "input.mask"),  # not in the store
+        (ImageInput(image_hash, mode="inpaint", mask=image_hash, inpaint_model="no-such-model"), "model"),
+    ]
+    for part, field in cases:
+        with pytest.raises(Exception) as info:
+            engine.queue.submit(GenerationRequest(model="tiny-sd15", input=part))
+        assert getattr(info.value, "field", None) == field or "no-such-model" in str(info.value), (part, info.value)
