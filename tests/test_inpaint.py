@@ -263,3 +263,19 @@ def test_bad_masks_answer_with_the_field(engine):
         with pytest.raises(Exception) as info:
             engine.queue.submit(GenerationRequest(model="tiny-sd15", input=part))
         assert getattr(info.value, "field", None) == field or "no-such-model" in str(info.value), (part, info.value)
+
+
+def test_the_initial_noise_multiplier_scales_the_start_noise_of_img2img_and_inpaint(engine):
+    image, mask = picture(seed=10), rectangle_mask()
+    image_hash, mask_hash = stored(engine, image, mask)
+    common = dict(model="tiny-sd15", seed=11, save_images=False, **COMMON)
+    for extra in ({}, {"mask": mask_hash, "mask_blur_x": 0, "mask_blur_y": 0}):
+        plain, louder = (
+            run(engine, input=ImageInput(image_hash, denoise=0.6, noise_multiplier=m, **extra), **common) for m in (1.0, 1.3)
+        )
+        assert plain.state is louder.state is JobState.FINISHED, (plain.error, louder.error)
+        a, b = (np.asarray(info.result.images[0].image) for info in (plain, louder))
+        changed = np.asarray(mask) > 0 if extra else np.ones(a.shape[:2], bool)
+        assert (a[changed] != b[changed]).mean() > 0.5 and np.array_equal(a[~changed], b[~changed])
+        assert plain.result.images[0].params.noise_multiplier is None
+        assert "Noise multiplier: 1.3" in louder.result.images[0].infotext

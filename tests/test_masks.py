@@ -43,7 +43,6 @@ def plan(**changes) -> MaskPlan:
         padding=32,
         outpaint=(),
         fraction=0.3,
-        noise_multiplier=1.0,
         framed=False,
     )
     return MaskPlan(**{**fields, **changes})
@@ -199,7 +198,6 @@ def test_a1111s_img2img_frames_picture_and_mask_and_widens_the_region_to_the_req
         ({"mask_blur_y": 2.5}, "input.mask_blur_y"),
         ({"only_masked_padding": 1000}, "input.only_masked_padding"),
         ({"outpaint_fraction": 3}, "input.outpaint_fraction"),
-        ({"noise_multiplier": 9}, "input.noise_multiplier"),
     ],
 )
 def test_mask_settings_out_of_range_name_their_field(changes, field):

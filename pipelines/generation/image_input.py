@@ -30,6 +30,7 @@ from pipelines.validation import LIMITS
 
 TABLE_PATH = Path(__file__).parent.parent / "tables" / "input_modes.yaml"
 SCALE = (1.0, 8.0)
+NOISE_MULTIPLIER = (0.0, 1.5)  # A1111's "Noise multiplier for img2img"
 MAX_PLAIN_UPSCALE = 8192  # an upscale without a diffusion pass (Fast 2x, A1111's extras) may go beyond the models' 4096
 
 
@@ -93,6 +94,7 @@ class InputPlan:
     upscaler: str | None  # the upscaler of an upscaling mode, resolved
     scale: float | None
     mask: MaskPlan | None = None  # an inpaint's mask settings; None: no mask
+    noise_multiplier: float = 1.0  # A1111's initial noise multiplier: the start noise scaled
 
     @property
     def diffusion(self) -> bool:
@@ -157,7 +159,8 @@ def plan_input(
     if part.upscaler_2 is not None:
         upscalers.resolve(part.upscaler_2, field="input.upscaler_2", latent=False)
         _number(part.upscaler_2_visibility, "input.upscaler_2_visibility", 0.0, 1.0)
-    return InputPlan(mode, denoise, int(width), int(height), int(steps), resize, upscaler, scale, mask)
+    multiplier = _number(part.noise_multiplier, "input.noise_multiplier", *NOISE_MULTIPLIER)
+    return InputPlan(mode, denoise, int(width), int(height), int(steps), resize, upscaler, scale, mask, multiplier)
 
 
 def _mask_plan(part: ImageInput, mode: InputMode, denoise: float) -> MaskPlan | None:

@@ -26,7 +26,6 @@ from pipelines.types import GenerationRequest, ImageInput
 BLUR = (0, 64)  # A1111's slider range of mask blur
 PADDING = (0, 256)
 FRACTION = (0.05, 1.0)
-NOISE = (0.5, 1.5)  # A1111's initial noise multiplier range
 
 
 class Fill(str, enum.Enum):
@@ -61,7 +60,6 @@ class MaskPlan:
     padding: int
     outpaint: tuple[str, ...]
     fraction: float
-    noise_multiplier: float
     framed: bool  # A1111's img2img: the picture and the mask framed to the request's size by its resize mode
 
 
@@ -101,7 +99,6 @@ def plan_mask(part: ImageInput, mode_label: str, mode_fill: str, only_masked: bo
         padding=int(_number(part.only_masked_padding, "input.only_masked_padding", *PADDING, whole=True)),
         outpaint=tuple(side for side in regions.SIDES if side in sides),
         fraction=_number(part.outpaint_fraction, "input.outpaint_fraction", *FRACTION),
-        noise_multiplier=_number(part.noise_multiplier, "input.noise_multiplier", *NOISE),
         framed=framed,
     )
 

@@ -49,6 +49,8 @@ def input_metadata(request: GenerationRequest, plan: InputPlan | None) -> dict[s
         out["postprocess_upscaler"] = plan.upscaler
     if plan.mask is not None:
         out.update(mask_metadata(plan.mask))
+    if plan.diffusion and plan.noise_multiplier != 1.0:
+        out["noise_multiplier"] = plan.noise_multiplier
     return out
 
 
@@ -63,7 +65,6 @@ def mask_metadata(mask: MaskPlan) -> dict[str, Any]:
         "mask_inverted": mask.invert,
         "outpaint": ", ".join(side.title() for side in mask.outpaint) or None,
         "outpaint_fraction": mask.fraction if mask.outpaint else None,
-        "noise_multiplier": mask.noise_multiplier if mask.noise_multiplier != 1.0 else None,
     }
 
 

@@ -15,9 +15,9 @@ from PIL import Image
 
 from pipelines.generation.hires import HiresPlan
 from pipelines.generation.image_input import InputPlan
-from pipelines.generation.img2img import TILED_VAE_PIXELS, encode, img2img_pipe, pixels, run_steps, tiled_vae
+from pipelines.generation.img2img import TILED_VAE_PIXELS, encode, img2img_pipe, pixels, run_steps, start_noise, tiled_vae
 from pipelines.generation.inpaint import blank, full_mask, inpaint_pipe, is_inpainting, latent_fill, mask_tensor
-from pipelines.generation.masking import MaskedInput
+from pipelines.generation.masking import Fill, MaskedInput
 from pipelines.generation.refiner import RefinerStage, StageCallback
 from pipelines.generation.upscale import UpscalerLibrary
 from pipelines.images.resize import ResizeMode
@@ -210,9 +210,10 @@ def from_image(ctx: ImageContext, task: Any, generator: torch.Generator) -> tupl
             schedule = ctx.schedule(ctx.prompt, ctx.negative)
             size = {"width": plan.width, "height": plan.height}
             mask = full_mask(plan.width, plan.height)
-            image = image_to_image(
-                ctx, task, init, plan.steps, plan.denoise, ctx.choice, schedule, generator, mask_image=mask, **size
-            )
+            with latent_fill(task, Fill.ORIGINAL, None, plan.noise_multiplier):
+                image = image_to_image(
+                    ctx, task, init, plan.steps, plan.denoise, ctx.choice, schedule, generator, mask_image=mask, **size
+                )
         return image, schedule.embeddings
     with tiled_vae(task.vae, max(init.width, plan.width), max(init.height, plan.height), ctx.vae_tile_pixels):
         latents = encode(task, pixels(task, init), generator)
@@ -220,7 +221,8 @@ def from_image(ctx: ImageContext, task: Any, generator: torch.Generator) -> tupl
             size = (plan.height // task.vae_scale_factor, plan.width // task.vae_scale_factor)
             latents = torch.nn.functional.interpolate(latents, size=size, mode="bilinear")
         schedule = ctx.schedule(ctx.prompt, ctx.negative)
-        image = image_to_image(ctx, task, latents, plan.steps, plan.denoise, ctx.choice, schedule, generator)
+        with start_noise(task, plan.noise_multiplier):
+            image = image_to_image(ctx, task, latents, plan.steps, plan.denoise, ctx.choice, schedule, generator)
     return image, schedule.embeddings
 
 
@@ -235,7 +237,7 @@ def masked_image(
     width, height = masked.work_size(native)
     image, mask = masked.work_pair((width, height), plan.mask.fill)
     with tiled_vae(task.vae, width, height, ctx.vae_tile_pixels):
-        with latent_fill(task, plan.mask.fill, mask_tensor(mask), plan.mask.noise_multiplier):
+        with latent_fill(task, plan.mask.fill, mask_tensor(mask), plan.noise_multiplier):
             schedule = ctx.schedule(ctx.prompt, ctx.negative)
             out = image_to_image(
                 ctx,

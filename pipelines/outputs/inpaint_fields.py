@@ -12,9 +12,9 @@ def _num(value: float) -> str:
 
 
 def mask_fields(params: ImageParams) -> dict[str, str]:
-    """{} for a picture made without a mask."""
+    """{} for a picture made without a mask (and with A1111's default noise)."""
     if params.masked_content is None:
-        return {}
+        return {"Noise multiplier": _num(params.noise_multiplier)} if params.noise_multiplier is not None else {}
     fields: dict[str, str] = {"Inpaint method": params.input_mode or ""}
     if params.mask_blur_x == params.mask_blur_y:
         fields["Mask blur"] = _num(params.mask_blur_x or 0)
