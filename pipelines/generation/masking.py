@@ -169,10 +169,11 @@ def masked_input(
     plan: MaskPlan, image: Image.Image, mask: Image.Image | None, size: tuple[int, int], resize: ResizeMode
 ) -> MaskedInput:
     """The picture and its mask made ready (A1111's order); `size` is the result's (the plan's width x height).
-    A mask of another size than the picture is stretched to it first; InvalidRequest when nothing is masked."""
+    A mask of another size than the picture is stretched to it first (A1111 frames both to the request's size by the
+    resize mode, which for the default, just resize, is the same); InvalidRequest when nothing is masked."""
     mask = Image.new("L", image.size, 0) if mask is None else mask.convert("L")
-    if mask.size != image.size:
-        mask = mask.resize(image.size, Image.Resampling.LANCZOS)
+    if mask.size != image.size:  # stretched to the picture, and binary again
+        mask = masks.binary_mask(mask.resize(image.size, Image.Resampling.LANCZOS))
     if plan.outpaint:
         image, mask = regions.outpaint(image, mask, plan.outpaint, plan.fraction)
     if plan.invert:
