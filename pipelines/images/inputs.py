@@ -86,6 +86,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
+def _encoded(image: Image.Image) -> tuple[bytes, str]:
+    out = io.BytesIO()
+    image.save(out, "PNG")  # no text chunks: an input carries no generation settings of its own
+    data = out.getvalue()
+    return data, hashlib.sha256(data).hexdigest()
+
+
 class InputStore:
     """Input images under `output_dir/inputs/`, addressed by the sha256 of the stored PNG file."""
 
@@ -121,11 +128,15 @@ class InputStore:
 
         return self._store(binary_mask(image))
 
+    def digest_of(self, path: Path | str) -> str | None:
+        """The sha256 the picture in `path` would be stored under (nothing is written); None if it is unreadable."""
+        try:
+            return _encoded(open_checked(Path(path).read_bytes(), self.max_pixels))[1]
+        except (OSError, InvalidRequest):
+            return None
+
     def _store(self, image: Image.Image) -> StoredInput:
-        out = io.BytesIO()
-        image.save(out, "PNG")  # no text chunks: an input carries no generation settings of its own
-        data = out.getvalue()
-        digest = hashlib.sha256(data).hexdigest()
+        data, digest = _encoded(image)
         path = self.path(digest)
         if not path.exists():
             self.folder.mkdir(parents=True, exist_ok=True)
