@@ -279,3 +279,21 @@ def test_the_initial_noise_multiplier_scales_the_start_noise_of_img2img_and_inpa
         assert (a[changed] != b[changed]).mean() > 0.5 and np.array_equal(a[~changed], b[~changed])
         assert plain.result.images[0].params.noise_multiplier is None
         assert "Noise multiplier: 1.3" in louder.result.images[0].infotext
+
+
+def test_a_normal_checkpoint_encodes_the_picture_once(engine):
+    """diffusers encodes the masked picture as well, which only a 9-channel UNet reads: Easel skips that encode
+    (drawing the same random numbers), and still equals diffusers (the tests above use an ancestral sampler)."""
+    image, mask = picture(seed=12), rectangle_mask()
+    image_hash, mask_hash = stored(engine, image, mask)
+    run(engine, model="tiny-sd15", seed=1, save_images=False, **{**COMMON, "steps": 1})  # loaded
+    [model] = [m for m in engine.cache.loaded() if m.name == "tiny-sd15"]
+    calls = []
+    hook = model.pipe.vae.encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        part = ImageInput(image_hash, mode="inpaint", mask=mask_hash)
+        info = run(engine, model="tiny-sd15", seed=1, save_images=False, input=part, **COMMON)
+    finally:
+        hook.remove()
+    assert info.state is JobState.FINISHED, info.error
+    assert len(calls) == 1

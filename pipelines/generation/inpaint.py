@@ -10,6 +10,10 @@ Seeds. diffusers' inpaint pipelines draw from the generator in this order: the V
 sampler's own. Easel keeps that order and draws each on the CPU in fp32 (img2img.encode), so on the CPU in fp32
 the result is plain diffusers' bit for bit, and a seed means the same picture on any device.
 
+With a 4-channel UNet diffusers still encodes the masked picture, which only a 9-channel UNet reads: Easel draws
+the random numbers that encode would draw (so the generator goes on the same) and skips the encode itself, one
+VAE encoder pass less per picture.
+
 A1111's latent fills are done where diffusers makes the start latents: "latent noise" puts the start noise
 itself in the masked area of the picture's latents (A1111 draws that noise from the same seed), "latent
 nothing" zeros. A1111's initial noise multiplier scales the start noise.
@@ -89,6 +93,19 @@ class _MaskedStart:
         if return_image_latents:
             outputs += (image_latents,)
         return outputs
+
+    def prepare_mask_latents(
+        self, mask, masked_image, batch_size, height, width, dtype, device, generator, do_classifier_free_guidance
+    ):
+        unet = self.unet  # type: ignore[attr-defined]
+        if unet.config.in_channels != INPAINT_CHANNELS and masked_image is not None and masked_image.shape[1] != 4:
+            scale = self.vae_scale_factor  # type: ignore[attr-defined]
+            shape = (masked_image.shape[0], self.vae.config.latent_channels, height // scale, width // scale)  # type: ignore[attr-defined]
+            torch.randn(shape, generator=generator, dtype=torch.float32)  # the posterior sample diffusers would draw
+            masked_image = torch.zeros(shape, dtype=dtype, device=device)  # latents: unread by a 4-channel UNet
+        return super().prepare_mask_latents(  # type: ignore[misc]
+            mask, masked_image, batch_size, height, width, dtype, device, generator, do_classifier_free_guidance
+        )
 
 
 @functools.cache
