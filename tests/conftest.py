@@ -148,7 +148,7 @@ def tiny_sd15_inpainting_reference():
 
 @pytest.fixture(scope="session")
 def inpaint_models_dir(tiny_models_dir: Path, tiny_sd15_inpainting_reference, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder with tiny-sd15, tiny-sdxl (linked) and `checkpoints/tiny-sd15-inpainting.ckpt`: the inpainting
+    """A models folder with tiny-sd15, tiny-sdxl, its refiner (linked) and `checkpoints/tiny-sd15-inpainting.ckpt`: the inpainting
     model as sd-v1-5-inpainting.ckpt is published, a pickled {"state_dict": ...} in the original LDM layout whose
     first UNet convolution takes 9 channels. Its sidecar describes the tiny SD1.5 architecture with 4 input
     channels, as the bundled configs describe the full-size one: the loader must read the 9 from the tensors."""
@@ -159,7 +159,7 @@ def inpaint_models_dir(tiny_models_dir: Path, tiny_sd15_inpainting_reference, tm
     from tests.support.live_app import link_checkpoints
 
     root = tmp_path_factory.mktemp("inpaint-models")
-    link_checkpoints(tiny_models_dir, root, (TINY_SD15_NAME, TINY_SDXL_NAME))
+    link_checkpoints(tiny_models_dir, root, (TINY_SD15_NAME, TINY_SDXL_NAME, TINY_SDXL_REFINER_NAME))
     path = save_single_file(tiny_sd15_inpainting_reference, root / "checkpoints" / f"{TINY_SD15_INPAINTING_NAME}.ckpt")
     sidecar = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
     sidecar["unet"]["in_channels"] = 4

@@ -297,3 +297,16 @@ def test_a_normal_checkpoint_encodes_the_picture_once(engine):
         hook.remove()
     assert info.state is JobState.FINISHED, info.error
     assert len(calls) == 1
+
+
+def test_the_sdxl_refiner_finishes_an_inpaint_and_the_rest_is_still_the_input(engine):
+    image, mask = picture(seed=13), rectangle_mask(box=(8, 8, 56, 32))
+    image_hash, mask_hash = stored(engine, image, mask)
+    part = ImageInput(image_hash, mode="inpaint", mask=mask_hash, mask_blur_x=0, mask_blur_y=0)
+    info = run(engine, model="tiny-sdxl", refiner="tiny-sdxl-refiner", refiner_switch=0.5, seed=3, input=part, **COMMON)
+    assert info.state is JobState.FINISHED, info.error
+    alone = run(engine, model="tiny-sdxl", seed=3, save_images=False, input=part, **COMMON)
+    inside, outside = split(info.result.images[0].image, mask)
+    assert_images_equal(outside, split(image, mask)[1])
+    assert (inside != split(alone.result.images[0].image, mask)[0]).mean() > 0.5  # the refiner did the last steps
+    assert info.result.images[0].params.refiner == "tiny-sdxl-refiner"
