@@ -19,6 +19,7 @@ from pipelines.about import APP_NAME, __version__
 from pipelines.errors import EaselError, ImageSkipped, InvalidRequest
 from pipelines.generation.hires import plan_hires
 from pipelines.generation.image_input import InputModes, InputPlan, plan_input, prepare
+from pipelines.generation.masking import job_model, masked_input, with_inpaint_prompt
 from pipelines.generation.passes import final_pass, hires_metadata, input_metadata, upscale_params
 from pipelines.generation.quality import QualityControls
 from pipelines.generation.refiner import RefinerStage, check_request, find_refiner, refiner_name
@@ -176,7 +177,7 @@ class PipelineManager:
         self.prompts.plan(request)
         if request.prompt_expansion:
             request = request.replace(prompt_expansion=self.expander.find(request.prompt_expansion).name)
-        check_request(request, self.registry, self.default_model)
+        check_request(job_model(request), self.registry, self.default_model)
         if vae_name(request) is not None:
             find_vae(self.registry, vae_name(request))
         if request.performance:
@@ -191,18 +192,35 @@ class PipelineManager:
             self.input_plan(self.performance.settings(request))
         if request.hires is not None:
             plan_hires(self.performance.settings(request), self.upscalers, self.samplers)
+            self.check_hires_model(request)
         return request
+
+    def check_hires_model(self, request: GenerationRequest) -> None:
+        """The hires fix's second pass is an img2img of the whole picture, which an inpainting checkpoint has no pipeline for."""
+        try:
+            record = self.registry.find(ModelKind.CHECKPOINT, request.model) if request.model else self.default_record()
+        except EaselError:
+            return  # the job itself reports a missing model
+        if record.inpainting:
+            raise InvalidRequest(f"The hires fix needs a normal checkpoint; {record.name} is an inpainting one.", field="hires")
 
     def input_plan(self, request: GenerationRequest) -> InputPlan:
         """The plan of a request's input image (it must be in the input store); InvalidRequest naming the field."""
         assert request.input is not None
         size = self.inputs.size(request.input.image)
+        if request.input.mask is not None:
+            self.inputs.size(request.input.mask, field="input.mask")
+        if request.input.masked and request.input.inpaint_model:
+            record = self.registry.find(ModelKind.CHECKPOINT, request.input.inpaint_model)
+            if not record.usable:
+                raise InvalidRequest(f"{record.name} cannot be used: {record.note}.", field="input.inpaint_model")
         return plan_input(request, size, self.input_modes, self.performance, self.upscalers)
 
     def architecture_of(self, request: GenerationRequest) -> Architecture:
         """The architecture of the model a request will use, as far as known before loading it."""
+        model = job_model(request).model
         try:
-            record = self.registry.find(ModelKind.CHECKPOINT, request.model) if request.model else self.default_record()
+            record = self.registry.find(ModelKind.CHECKPOINT, model) if model else self.default_record()
         except EaselError:
             return Architecture.UNKNOWN  # the job itself reports a missing model
         return record.architecture
@@ -212,9 +230,10 @@ class PipelineManager:
         result = control.result
 
         # 1. The request was checked and its names settled at submit (JobQueue's prepare step, `validate`);
-        #    the performance mode sets steps, guidance and sampler.
+        #    the performance mode sets steps, guidance and sampler; an inpaint runs on its inpaint model if one
+        #    was picked, its additional prompt before the prompt.
         request = control.request
-        generation = self.performance.settings(request)
+        generation = self.performance.settings(with_inpaint_prompt(job_model(request)))
         choice = self.samplers.resolve(generation.sampler, generation.scheduler)
         if choice.note:
             control.emit(JobStatus(control.job_id, choice.note))
@@ -262,11 +281,10 @@ class PipelineManager:
         shown = generation.replace(width=input_plan.width, height=input_plan.height) if input_plan else generation
         if input_plan is not None:
             shown = shown.replace(steps=input_plan.steps)
-        unwatched = latent_preview(model.architecture) if preview is not None else None  # free, for unwatched jobs
         # CPU Turbo's approximations: the tiny decoder for the final image when one is installed (not with a refiner)
-        final = self.previews.final_decoder(model.architecture, model.pipe.device, model.pipe.unet.dtype)
-        final = final if generation.fast_decode and refiner is None else None
-        extra.update(step_cache=generation.step_cache if generation.step_cache > 1 else 0, fast_decode=final is not None)
+        fast = self.previews.final_decoder(model.architecture, model.pipe.device, model.pipe.unet.dtype)
+        fast = fast if generation.fast_decode and refiner is None else None
+        extra.update(step_cache=generation.step_cache if generation.step_cache > 1 else 0, fast_decode=fast is not None)
         with self.loras.activate(model, generation.loras, generation.skip_invalid_loras) as active:
             for note in active.notes:
                 control.emit(JobStatus(control.job_id, note))
@@ -291,7 +309,7 @@ class PipelineManager:
                     init,
                     hires,
                     controls=controls,
-                    final_decoder=final,
+                    final_decoder=fast,
                     **({"vae_tile_pixels": self.vae_tile_pixels} if self.vae_tile_pixels else {}),
                 )
                 try:
@@ -395,6 +413,9 @@ class PipelineManager:
             return None, None
         plan = self.input_plan(request)
         image = self.inputs.get(request.input.image)
+        if plan.mask is not None:
+            mask = self.inputs.get_mask(plan.mask.mask) if plan.mask.mask else None
+            return plan, masked_input(plan.mask, image, mask, (plan.width, plan.height), plan.resize)
         if plan.upscaler is not None:
             control.emit(JobStatus(control.job_id, f"Upscaling with {plan.upscaler} to {plan.width}x{plan.height}"))
         part = request.input

@@ -70,6 +70,7 @@ class ModelRecord:
     config_dir: Path | None = None  # a diffusers config folder beside a single file (non-standard sizes)
     note: str = ""  # why a file is unusable, shown in the UI
     family: str = ""  # an upscaler's network family as spandrel names it (ESRGAN, RealESRGAN Compact, SwinIR, ...)
+    inpainting: bool = False  # an inpainting checkpoint (a UNet that also takes the mask and the masked image)
 
     @property
     def usable(self) -> bool:
@@ -96,8 +97,9 @@ class ImageInput:
     """The input-image part of a request: an image to start from and what to do with it.
 
     The image is a reference, the sha256 of a file stored by `InputStore` (requests stay JSON). `mode` names a
-    row of tables/input_modes.yaml (Vary, Upscale, A1111's img2img); `denoise` and `scale` override the mode's.
-    Inpainting (part 2) adds its mask reference and mask settings here, and the same task modules use them.
+    row of tables/input_modes.yaml (Vary, Upscale, Inpaint, A1111's img2img); `denoise` and `scale` override the
+    mode's. A mask (stored the same way, white = change) or outpaint sides make it an inpaint; the mask fields
+    are A1111's (images/masks.py, images/regions.py say what each does), None meaning the mode's own.
     """
 
     image: str  # sha256 of the stored input image (output_dir/inputs/<sha256>.png)
@@ -109,6 +111,26 @@ class ImageInput:
     upscaler_2: str | None = None  # A1111 extras' second upscaler, blended in at upscaler_2_visibility
     upscaler_2_visibility: float = 0.0
     source: str | None = None  # the result it was made from (its file), for History's click-through
+    mask: str | None = None  # sha256 of the stored mask ("L", 255 = change); None: no mask
+    mask_blur_x: int = 4  # A1111's mask_blur_x / _y: Gaussian sigma in pixels along x and y (0: a hard edge)
+    mask_blur_y: int = 4
+    invert_mask: bool = False  # change what is not painted (A1111's inpainting_mask_invert)
+    inpaint_fill: str | None = None  # masked content: fill, original, latent_noise, latent_nothing; None: the mode's
+    only_masked: bool | None = None  # work on the masked region with `only_masked_padding` around it; None: the mode's
+    only_masked_padding: int = 32
+    outpaint: tuple[str, ...] = ()  # sides the canvas grows on: left, right, top, bottom
+    outpaint_fraction: float = 0.3  # of the picture's width (left, right) or height (top, bottom), per side
+    noise_multiplier: float = 1.0  # A1111's initial_noise_multiplier
+    inpaint_prompt: str = ""  # Fooocus's additional inpaint prompt, put before the prompt
+    inpaint_model: str | None = None  # the checkpoint an inpaint runs on (an inpainting one); None: the job's model
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outpaint", tuple(self.outpaint or ()))  # JSON brings a list back
+
+    @property
+    def masked(self) -> bool:
+        """An inpaint: a mask or outpaint sides."""
+        return self.mask is not None or bool(self.outpaint)
 
     def replace(self, **changes: Any) -> ImageInput:
         return dataclasses.replace(self, **changes)
@@ -282,6 +304,15 @@ class ImageParams:
     expansion_model: str | None = None
     step_cache: int = 0  # step caching interval used (0: off)
     fast_decode: bool = False  # True when the final image was decoded by TAESD, not the full VAE
+    mask_image: str | None = None  # sha256 of the inpainting mask (white = changed) in the input store
+    mask_blur_x: int | None = None  # A1111's Mask blur (x and y)
+    mask_blur_y: int | None = None
+    masked_content: str | None = None  # A1111's words: fill, original, latent noise, latent nothing
+    inpaint_padding: int | None = None  # only masked: the padding (A1111's Masked area padding); None: whole picture
+    mask_inverted: bool = False  # A1111's Mask mode: Inpaint not masked
+    outpaint: str | None = None  # the sides grown, "Left, Top", and by how much: outpaint_fraction
+    outpaint_fraction: float | None = None
+    noise_multiplier: float | None = None  # A1111's Noise multiplier, when not 1
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))

@@ -41,6 +41,8 @@ TINY_SD15_NAME = "tiny-sd15"
 TINY_SDXL_NAME = "tiny-sdxl"
 TINY_SDXL_REFINER_NAME = "tiny-sdxl-refiner"
 TINY_SDXL_REFINER_SEED = 1  # not the base's seed: its VAE and text encoder must differ from the base's
+TINY_SD15_INPAINTING_NAME = "tiny-sd15-inpainting"
+TINY_SD15_INPAINTING_SEED = 2  # not the base's seed either: a test must tell which model inpainted
 USER_MODEL_FOLDERS = ("checkpoints", "loras", "vae", "embeddings")
 
 
@@ -150,6 +152,36 @@ def tiny_models_dir(
     checkpoints/tiny-sdxl-refiner.safetensors (+ .config.json); loras/, vae/, embeddings/ empty.
     """
     return tiny_models_root
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15_inpainting_reference():
+    """The in-memory tiny SD1.5 inpainting pipeline (a 9-channel UNet, seed 2) written to disk."""
+    from tests.support.layout import laid_out_as_loaded
+    from tests.support.tiny_models import tiny_sd15_inpainting_pipeline
+
+    return laid_out_as_loaded(tiny_sd15_inpainting_pipeline(seed=TINY_SD15_INPAINTING_SEED))
+
+
+@pytest.fixture(scope="session")
+def inpaint_models_dir(tiny_models_dir: Path, tiny_sd15_inpainting_reference, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder with tiny-sd15, tiny-sdxl, its refiner (linked) and `checkpoints/tiny-sd15-inpainting.ckpt`: the inpainting
+    model as sd-v1-5-inpainting.ckpt is published, a pickled {"state_dict": ...} in the original LDM layout whose
+    first UNet convolution takes 9 channels. Its sidecar describes the tiny SD1.5 architecture with 4 input
+    channels, as the bundled configs describe the full-size one: the loader must read the 9 from the tensors."""
+    import json
+
+    from pipelines.loading.configs import sidecar_path
+    from tests.support.ckpt_export import save_single_file
+    from tests.support.live_app import link_checkpoints
+
+    root = tmp_path_factory.mktemp("inpaint-models")
+    link_checkpoints(tiny_models_dir, root, (TINY_SD15_NAME, TINY_SDXL_NAME, TINY_SDXL_REFINER_NAME))
+    path = save_single_file(tiny_sd15_inpainting_reference, root / "checkpoints" / f"{TINY_SD15_INPAINTING_NAME}.ckpt")
+    sidecar = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+    sidecar["unet"]["in_channels"] = 4
+    sidecar_path(path).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return root
 
 
 @pytest.fixture(scope="module")

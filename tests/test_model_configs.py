@@ -274,3 +274,16 @@ def test_unparsable_sidecar_names_the_file(tmp_path):
     sidecar_path(ckpt).write_text("{not json")
     with pytest.raises(ModelLoadError, match="broken.config.json"):
         config_dir_for(Architecture.SD1, ckpt, tmp_path / "cache")
+
+
+def test_an_inpainting_checkpoint_gets_the_bundled_configs_with_9_input_channels(tmp_path):
+    ckpt = tmp_path / "sd-v1-5-inpainting.ckpt"
+    assert config_dir_for(Architecture.SD1, ckpt, tmp_path / "cache", unet_in_channels=4) == bundled_config_dir(Architecture.SD1)
+    for arch in (Architecture.SD1, Architecture.SDXL):
+        folder = config_dir_for(arch, ckpt, tmp_path / "cache", unet_in_channels=9)
+        bundled = _json(bundled_config_dir(arch) / "unet" / "config.json")
+        assert _json(folder / "unet" / "config.json") == {**bundled, "in_channels": 9}
+    # a sidecar's own UNet config is the one patched
+    sidecar_path(ckpt).write_text(json.dumps({"unet": {"_class_name": "UNet2DConditionModel", "sample_size": 8}}))
+    folder = config_dir_for(Architecture.SD1, ckpt, tmp_path / "cache", unet_in_channels=9)
+    assert _json(folder / "unet" / "config.json") == {"_class_name": "UNet2DConditionModel", "sample_size": 8, "in_channels": 9}

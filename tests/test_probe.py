@@ -117,9 +117,18 @@ def test_key_layouts(keys, kind, arch):
     assert (result.kind, result.architecture) == (kind, arch)
 
 
+def test_inpainting_checkpoints_are_usable_and_marked():
+    conv_in = "model.diffusion_model.input_blocks.0.0.weight"
+    sd15 = probe_keys({conv_in: [320, 9, 3, 3], "cond_stage_model.transformer.x": [1]})
+    assert (sd15.architecture, sd15.note, sd15.inpainting) == (Architecture.SD1, "", True)
+    sdxl = probe_keys({conv_in: [320, 9, 3, 3], "conditioner.embedders.1.model.x": [1]})
+    assert (sdxl.architecture, sdxl.note, sdxl.inpainting) == (Architecture.SDXL, "", True)
+    assert not probe_keys({conv_in: [320, 4, 3, 3], "cond_stage_model.transformer.x": [1]}).inpainting
+
+
 def test_unusable_checkpoints_say_why():
-    inpaint = probe_keys({"model.diffusion_model.input_blocks.0.0.weight": [320, 9, 3, 3], "cond_stage_model.transformer.x": [1]})
-    assert "inpainting" in inpaint.note
+    pix2pix = probe_keys({"model.diffusion_model.input_blocks.0.0.weight": [320, 8, 3, 3], "cond_stage_model.transformer.x": [1]})
+    assert "8 input channels" in pix2pix.note and not pix2pix.inpainting
     assert "not supported" in probe_keys({"model.diffusion_model.x": [1], "cond_stage_model.model.x": [1]}).note
 
 

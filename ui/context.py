@@ -37,7 +37,8 @@ def describe_record(record: ModelRecord) -> str:
         if record.size_bytes >= 1024**3
         else (f", {record.size_bytes / 1024**2:.0f} MB" if record.size_bytes else "")
     )
-    return f"{record.architecture.label} · {kind}{size}"
+    inpainting = " inpainting" if record.inpainting else ""
+    return f"{record.architecture.label}{inpainting} · {kind}{size}"
 
 
 def lora_mismatch(record: ModelRecord, architecture: Architecture) -> str | None:

@@ -14,10 +14,11 @@ from ui.api import gradio_endpoint as gradio_api
 from ui.context import UIContext
 from ui.errors import readable_errors, user_message
 from ui.form.fields import request_from_form
+from ui.form.inpaint_parts import INPAINT_TAB
 from ui.page import send_to_input, speed, wiring
 from ui.page.binding import Page
 from ui.page.streaming import follow, progress_html, queue_text
-from ui.tabs import advanced, generate, history, models, setting, styles
+from ui.tabs import advanced, generate, history, inpaint, models, setting, styles
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
         def on_generate(values: dict, request: gr.Request) -> Iterator[dict]:
             form = page.form_of(values)
             try:
-                image, source = input_picture(ctx, form, values[main.inputs.image], values[main.inputs.source])
-                req = request_from_form(form, ctx.tables, input_image=image, input_source=source)
+                image, source, mask = input_picture(ctx, form, values, main.inputs)
+                req = request_from_form(form, ctx.tables, input_image=image, input_source=source, input_mask=mask)
                 jid = ctx.services.queue.submit(req, owner=getattr(request, "session_hash", None))
             except Exception as exc:  # noqa: BLE001 - shown in the page, never as a traceback
                 if not isinstance(exc, (EaselError, ValueError)):
@@ -89,6 +90,7 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
                 main.restore: gr.update(interactive=False),
                 main.to_vary: gr.update(interactive=False),
                 main.to_upscale: gr.update(interactive=False),
+                main.to_inpaint: gr.update(interactive=False),
             }
             view = None
             for view, changed in follow(ctx.services.queue, jid):
@@ -116,6 +118,7 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
             main.restore,
             main.to_vary,
             main.to_upscale,
+            main.to_inpaint,
             main.job_id,
             setting_tab.seed,
         ]
@@ -125,7 +128,13 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
         # makes the device exclusive (concurrency_limit=None).
         generation = main.generate.click(
             on_generate,
-            inputs={*page.inputs, main.inputs.image, main.inputs.source},
+            inputs={
+                *page.inputs,
+                main.inputs.image,
+                main.inputs.source,
+                main.inputs.inpaint.editor,
+                main.inputs.inpaint.mask_upload,
+            },
             outputs=job_outputs,
             concurrency_limit=None,
             preprocess=False,
@@ -171,12 +180,22 @@ def build_ui(ctx: UIContext) -> gr.Blocks:
     return demo
 
 
-def input_picture(ctx: UIContext, form: dict, image: Any, source: str | None) -> tuple[str | None, str | None]:
-    """The Input Image panel's picture stored in the engine's input store: (its sha256, the result it came from)."""
-    if not form.get("input_enabled") or not image:
-        return None, None
+def input_picture(ctx: UIContext, form: dict, values: dict, panel: Any) -> tuple[str | None, str | None, str | None]:
+    """The Input Image panel's picture (and, on the Inpaint tab, its mask) stored in the engine's input store:
+    (the picture's sha256, the result it came from, the mask's sha256)."""
+    if not form.get("input_enabled"):
+        return None, None, None
+    source = values[panel.source]
+    if form.get("input_tab") == INPAINT_TAB:
+        image, mask = inpaint.stored(ctx, values[panel.inpaint.editor], values[panel.inpaint.mask_upload])
+        if source and ctx.services.inputs.digest_of(source) != image:  # another picture was dropped in since
+            source = None
+        return image, source, mask
+    image = values[panel.image]
+    if not image:
+        return None, None, None
     path = image.get("path") if isinstance(image, dict) else str(image)
-    return ctx.services.inputs.put_file(path, field="input_image").sha256, source
+    return ctx.services.inputs.put_file(path, field="input_image").sha256, source, None
 
 
 @readable_errors

@@ -5,6 +5,8 @@ Modes with a `scale` (Vary, Upscale) make the input's own size times the scale, 
 img2img makes the request's width x height, framed by its resize mode. Steps: a mode whose steps come from
 the performance mode runs that mode's `input_steps` (Fooocus's count of steps run), so the schedule is made
 long enough that `denoise` of it is that many steps; otherwise the request's steps are the schedule (A1111).
+A mask (or outpaint sides) makes the job an inpaint, planned by masking.py: the result is the picture's own size
+(grown by the outpaint) for the Inpaint modes, the request's for A1111's img2img.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from PIL import Image
 
 from pipelines.errors import InvalidRequest
 from pipelines.generation.img2img import schedule_length
+from pipelines.generation.masking import MaskPlan, canvas_size, plan_mask
 from pipelines.generation.upscale import UpscalerLibrary
 from pipelines.images.resize import ResizeMode, lanczos, multiple_of_8, resize_image
 from pipelines.performance import PerformanceTable
@@ -27,6 +30,7 @@ from pipelines.validation import LIMITS
 
 TABLE_PATH = Path(__file__).parent.parent / "tables" / "input_modes.yaml"
 SCALE = (1.0, 8.0)
+NOISE_MULTIPLIER = (0.0, 1.5)  # A1111's "Noise multiplier for img2img"
 MAX_PLAIN_UPSCALE = 8192  # an upscale without a diffusion pass (Fast 2x, A1111's extras) may go beyond the models' 4096
 
 
@@ -37,7 +41,10 @@ class InputMode:
     denoise: float
     scale: float | None  # None: the request's size (A1111's img2img)
     upscaler: bool
-    steps_from: str  # "input_steps" or "request"
+    steps_from: str  # "input_steps", "request" or "steps_run"
+    mask: str = "none"  # "none", "optional" or "required"
+    fill: str = "fill"  # the masked content of an inpaint
+    only_masked: bool = False
 
 
 class InputModes:
@@ -45,8 +52,10 @@ class InputModes:
         table = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         self._modes = {}
         for key, row in (table.get("modes") or {}).items():
-            if row.get("steps_from") not in ("input_steps", "request"):
-                raise ValueError(f"input_modes.yaml: {key}: steps_from must be input_steps or request")
+            if row.get("steps_from") not in ("input_steps", "request", "steps_run"):
+                raise ValueError(f"input_modes.yaml: {key}: steps_from must be input_steps, request or steps_run")
+            if row.get("mask", "none") not in ("none", "optional", "required"):
+                raise ValueError(f"input_modes.yaml: {key}: mask must be none, optional or required")
             scale = row.get("scale")
             self._modes[key] = InputMode(
                 key,
@@ -55,6 +64,9 @@ class InputModes:
                 None if scale is None else float(scale),
                 bool(row.get("upscaler")),
                 row["steps_from"],
+                row.get("mask", "none"),
+                str(row.get("fill", "fill")),
+                bool(row.get("only_masked", False)),
             )
 
     def keys(self) -> list[str]:
@@ -81,6 +93,8 @@ class InputPlan:
     resize: ResizeMode
     upscaler: str | None  # the upscaler of an upscaling mode, resolved
     scale: float | None
+    mask: MaskPlan | None = None  # an inpaint's mask settings; None: no mask
+    noise_multiplier: float = 1.0  # A1111's initial noise multiplier: the start noise scaled
 
     @property
     def diffusion(self) -> bool:
@@ -104,13 +118,24 @@ def plan_input(
     part: ImageInput = request.input  # type: ignore[assignment]
     mode = modes.get(part.mode)
     denoise = _number(mode.denoise if part.denoise is None else part.denoise, "input.denoise", 0.0, 1.0)
+    mask = _mask_plan(part, mode, denoise)
+    if mask is not None and mask.outpaint:
+        denoise = 1.0  # the new area is made from nothing: full strength, as Fooocus outpaints
     try:
         resize = ResizeMode(part.resize_mode)
     except ValueError as exc:
         known = ", ".join(m.value for m in ResizeMode)
         raise InvalidRequest(f"Unknown resize mode {part.resize_mode!r}. Known: {known}.", field="input.resize_mode") from exc
     scale = mode.scale if part.scale is None else _number(part.scale, "input.scale", *SCALE)
-    if scale is None:
+    if mask is not None and scale is not None:  # an Inpaint mode: the picture's own size, grown by the outpaint
+        if scale != 1.0:
+            raise InvalidRequest(f"input.scale: {mode.label} keeps the picture's size; leave the scale out.", field="input.scale")
+        width, height = canvas_size(mask, *image_size)
+        if max(width, height) > LIMITS["width"][1]:
+            raise InvalidRequest(
+                f"The outpaint would make {width}x{height}; the largest side is {LIMITS['width'][1]:g}.", field="input.outpaint"
+            )
+    elif scale is None:
         width, height = request.width, request.height
     else:  # a diffusion pass needs multiples of 8 within the model's limits; a plain upscale does not
         width, height = image_size[0] * scale, image_size[1] * scale
@@ -122,7 +147,9 @@ def plan_input(
             )
         width, height = multiple_of_8(width, height) if denoise > 0 else (max(1, round(width)), max(1, round(height)))
     steps = request.steps
-    if mode.steps_from == "input_steps" and request.performance:
+    if mode.steps_from == "steps_run" and denoise > 0:
+        steps = schedule_length(request.steps, denoise)
+    elif mode.steps_from == "input_steps" and request.performance:
         run = performance.get(request.performance).input_steps
         if run:
             steps = schedule_length(run, denoise) if denoise > 0 else run
@@ -132,7 +159,24 @@ def plan_input(
     if part.upscaler_2 is not None:
         upscalers.resolve(part.upscaler_2, field="input.upscaler_2", latent=False)
         _number(part.upscaler_2_visibility, "input.upscaler_2_visibility", 0.0, 1.0)
-    return InputPlan(mode, denoise, int(width), int(height), int(steps), resize, upscaler, scale)
+    multiplier = _number(part.noise_multiplier, "input.noise_multiplier", *NOISE_MULTIPLIER)
+    return InputPlan(mode, denoise, int(width), int(height), int(steps), resize, upscaler, scale, mask, multiplier)
+
+
+def _mask_plan(part: ImageInput, mode: InputMode, denoise: float) -> MaskPlan | None:
+    """The inpaint settings of a request with a mask or outpaint sides (or of a mode that needs one)."""
+    if not part.masked:
+        if mode.mask == "required":
+            raise InvalidRequest(
+                f"{mode.label} needs a mask: paint the part to change, upload a mask, or choose an outpaint side.",
+                field="input.mask",
+            )
+        return None
+    if mode.mask == "none":
+        raise InvalidRequest(f"{mode.label} takes no mask; use Inpaint or Image to image.", field="input.mask")
+    if denoise <= 0:
+        raise InvalidRequest("input.denoise must be above 0 for an inpaint.", field="input.denoise")
+    return plan_mask(part, mode.label, mode.fill, mode.only_masked, framed=mode.scale is None)
 
 
 def prepare(

@@ -32,13 +32,42 @@ TILED_VAE_PIXELS = 1280 * 1280  # above this the VAE works in tiles: SDXL's 1024
 
 
 class _CpuNoise:
-    """prepare_latents with the start noise drawn in fp32 (on the generator's device, the CPU), then cast."""
+    """prepare_latents with the start noise drawn in fp32 (on the generator's device, the CPU), then cast, and
+    scaled by A1111's initial noise multiplier (`start_noise`)."""
+
+    _easel_noise_multiplier: float = 1.0
 
     def prepare_latents(self, image, timestep, batch_size, num_images_per_prompt, dtype, device, generator=None, *args, **kwargs):
-        latents = super().prepare_latents(  # type: ignore[misc]
-            image.float(), timestep, batch_size, num_images_per_prompt, torch.float32, device, generator, *args, **kwargs
-        )
+        with _scaled_noise(self.scheduler, self._easel_noise_multiplier):  # type: ignore[attr-defined]
+            latents = super().prepare_latents(  # type: ignore[misc]
+                image.float(), timestep, batch_size, num_images_per_prompt, torch.float32, device, generator, *args, **kwargs
+            )
         return latents.to(dtype)
+
+
+@contextlib.contextmanager
+def _scaled_noise(scheduler: Any, multiplier: float) -> Iterator[None]:
+    """The scheduler's add_noise with the noise scaled, for the start latents only (an instance attribute that
+    hides the method, removed afterwards)."""
+    if multiplier == 1.0:
+        yield
+        return
+    add_noise = scheduler.add_noise
+    scheduler.add_noise = lambda original, noise, timesteps: add_noise(original, noise * multiplier, timesteps)
+    try:
+        yield
+    finally:
+        del scheduler.add_noise
+
+
+@contextlib.contextmanager
+def start_noise(task: Any, multiplier: float) -> Iterator[None]:
+    """A1111's initial noise multiplier for one call of an img2img task pipeline."""
+    task._easel_noise_multiplier = multiplier
+    try:
+        yield
+    finally:
+        task._easel_noise_multiplier = 1.0
 
 
 @functools.cache

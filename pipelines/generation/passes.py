@@ -1,6 +1,7 @@
 """What the final pass of a job is (the one the refiner joins), and what the metadata records of the passes
 before it, in A1111's words: Denoising strength, Hires upscale/resize/steps/upscaler/prompt/sampler,
-Postprocess upscale by/upscaler, plus the input image's hash and source for our JSON and History."""
+Postprocess upscale by/upscaler, Mask blur, Masked content, Inpaint area, plus the input image's and the mask's
+hashes and the input's source for our JSON and History."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from pipelines.about import APP_NAME, __version__
 from pipelines.generation.hires import HiresPlan
 from pipelines.generation.image_input import InputPlan
+from pipelines.generation.masking import MaskPlan
 from pipelines.samplers import SamplerChoice
 from pipelines.types import GenerationRequest, ImageParams
 
@@ -45,7 +47,25 @@ def input_metadata(request: GenerationRequest, plan: InputPlan | None) -> dict[s
     if plan.upscaler is not None:
         out["postprocess_scale"] = plan.scale
         out["postprocess_upscaler"] = plan.upscaler
+    if plan.mask is not None:
+        out.update(mask_metadata(plan.mask))
+    if plan.diffusion and plan.noise_multiplier != 1.0:
+        out["noise_multiplier"] = plan.noise_multiplier
     return out
+
+
+def mask_metadata(mask: MaskPlan) -> dict[str, Any]:
+    """ImageParams fields of an inpaint: the mask's hash and A1111's Mask blur, Masked content, Inpaint area ..."""
+    return {
+        "mask_image": mask.mask,
+        "mask_blur_x": mask.blur_x,
+        "mask_blur_y": mask.blur_y,
+        "masked_content": mask.fill.label,
+        "inpaint_padding": mask.padding if mask.only_masked else None,
+        "mask_inverted": mask.invert,
+        "outpaint": ", ".join(side.title() for side in mask.outpaint) or None,
+        "outpaint_fraction": mask.fraction if mask.outpaint else None,
+    }
 
 
 def hires_metadata(request: GenerationRequest, plan: HiresPlan | None) -> dict[str, Any]:

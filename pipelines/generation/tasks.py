@@ -1,5 +1,6 @@
 """One image, from noise or from an image: text to image, image to image (Vary, Upscale, A1111's img2img),
-or text to image with the hires fix. Each ends in one final pass, which hands over to the refiner when
+inpaint and outpaint (a mask, inpaint.py and masking.py), or text to image with the hires fix. An inpainting
+checkpoint runs every pass through its inpaint pipeline (the whole picture masked where no mask is given). Each ends in one final pass, which hands over to the refiner when
 there is one; every pass reports to the image's one step callback, so progress, previews, stop/skip and
 prompt editing ([a:b:when] counts the steps of all passes together) work the same in all of them.
 """
@@ -15,7 +16,9 @@ from PIL import Image
 from pipelines.generation.guidance import applied as sampling_controls
 from pipelines.generation.hires import HiresPlan
 from pipelines.generation.image_input import InputPlan
-from pipelines.generation.img2img import TILED_VAE_PIXELS, encode, img2img_pipe, pixels, run_steps, tiled_vae
+from pipelines.generation.img2img import TILED_VAE_PIXELS, encode, img2img_pipe, pixels, run_steps, start_noise, tiled_vae
+from pipelines.generation.inpaint import blank, full_mask, inpaint_pipe, is_inpainting, latent_fill, mask_tensor
+from pipelines.generation.masking import Fill, MaskedInput
 from pipelines.generation.quality import QualityControls
 from pipelines.generation.refiner import RefinerStage, StageCallback
 from pipelines.generation.upscale import UpscalerLibrary
@@ -87,7 +90,7 @@ class ImageContext:
     refiner: RefinerStage | None = None
     vae: LoadedVae | None = None
     input_plan: InputPlan | None = None
-    init: Image.Image | None = None  # the input image prepared by image_input.prepare
+    init: Image.Image | MaskedInput | None = None  # the input prepared by image_input.prepare or masking.masked_input
     hires: HiresPlan | None = None
     controls: QualityControls = field(default_factory=QualityControls)  # Fooocus's sampling controls (off: none)
     final_decoder: Any = None  # CPU Turbo's fast decode: decodes the final latents instead of the VAE (no refiner)
@@ -115,7 +118,11 @@ class ImageContext:
 def make_image(ctx: ImageContext) -> tuple[Image.Image, tuple[ModelRecord, ...]]:
     """The image and the textual inversions its prompts used."""
     generator = torch.Generator("cpu").manual_seed(ctx.seed)
-    task = img2img_pipe(ctx.model) if ctx.input_plan is not None or ctx.hires is not None else None
+    task = None
+    if isinstance(ctx.init, MaskedInput) or is_inpainting(ctx.model):
+        task = inpaint_pipe(ctx.model)
+    elif ctx.input_plan is not None or ctx.hires is not None:
+        task = img2img_pipe(ctx.model)
     pipes = [ctx.model.pipe, task, ctx.refiner.pipe if ctx.refiner else None]
     # The VAE override is swapped in for this image only, step caching (CPU Turbo) is on for it only; the
     # checkpoint's own state comes back whatever happens.
@@ -125,6 +132,13 @@ def make_image(ctx: ImageContext) -> tuple[Image.Image, tuple[ModelRecord, ...]]
         schedule = ctx.schedule(ctx.prompt, ctx.negative)
         if ctx.hires is not None:
             return hires_fix(ctx, task, schedule, generator), schedule.embeddings
+        if task is not None:  # an inpainting checkpoint: a blank picture, all masked (A1111's txt2img on one)
+            picture, mask = blank(ctx.request.width, ctx.request.height)
+            size = {"width": ctx.request.width, "height": ctx.request.height}
+            image = image_to_image(
+                ctx, task, picture, ctx.request.steps, 1.0, ctx.choice, schedule, generator, mask_image=mask, **size
+            )
+            return image, schedule.embeddings
         return text_to_image(ctx, schedule, generator, final=True), schedule.embeddings
 
 
@@ -164,14 +178,16 @@ def text_to_image(
 def image_to_image(
     ctx: ImageContext,
     task: Any,
-    latents: torch.Tensor,
+    latents: Any,
     steps: int,
     strength: float,
     choice: SamplerChoice,
     schedule: ConditioningSchedule,
     generator: torch.Generator,
+    **inputs: Any,
 ) -> Image.Image:
-    """The final pass from an image's latents: `strength` of a `steps`-long schedule, then the refiner if any."""
+    """The final pass from an image's latents (or, for the inpaint pipelines, its picture and `inputs`: mask_image,
+    width, height): `strength` of a `steps`-long schedule, then the refiner if any."""
     offset = ctx.callback.steps_done  # this pass's step i is step offset + i of the image
     task.scheduler = ctx.samplers.make(ctx.model.scheduler_config, choice, seed=ctx.seed)
     refiner = ctx.refiner  # from an image, the refiner takes over `separate`ly (the manager asks for that)
@@ -185,6 +201,7 @@ def image_to_image(
             generator=generator,
             callback_on_step_end=PromptSwitch(StageCallback(ctx.callback, offset), schedule, offset),
             callback_on_step_end_tensor_inputs=tensor_inputs(schedule),
+            **inputs,
             **(refiner.base_kwargs() if refiner else {"output_type": "latent" if ctx.final_decoder else "pil"}),
         )
         if refiner is not None:
@@ -206,16 +223,58 @@ def from_image(ctx: ImageContext, task: Any, generator: torch.Generator) -> tupl
     """Vary, Upscale or img2img: the prepared input encoded and denoised at the plan's strength."""
     plan, init = ctx.input_plan, ctx.init
     assert plan is not None and init is not None
+    if isinstance(init, MaskedInput):
+        return masked_image(ctx, task, init, generator)
     if not plan.diffusion:  # Upscale (Fast 2x), or a denoise of 0: the prepared image is the result
         return init, ()
+    if is_inpainting(ctx.model):  # the whole picture masked, at the plan's size
+        with tiled_vae(task.vae, plan.width, plan.height, ctx.vae_tile_pixels):
+            schedule = ctx.schedule(ctx.prompt, ctx.negative)
+            size = {"width": plan.width, "height": plan.height}
+            mask = full_mask(plan.width, plan.height)
+            with latent_fill(task, Fill.ORIGINAL, None, plan.noise_multiplier):
+                image = image_to_image(
+                    ctx, task, init, plan.steps, plan.denoise, ctx.choice, schedule, generator, mask_image=mask, **size
+                )
+        return image, schedule.embeddings
     with tiled_vae(task.vae, max(init.width, plan.width), max(init.height, plan.height), ctx.vae_tile_pixels):
         latents = encode(task, pixels(task, init), generator)
         if plan.resize is ResizeMode.LATENT and plan.scale is None:  # A1111: the latents resized, bilinear
             size = (plan.height // task.vae_scale_factor, plan.width // task.vae_scale_factor)
             latents = torch.nn.functional.interpolate(latents, size=size, mode="bilinear")
         schedule = ctx.schedule(ctx.prompt, ctx.negative)
-        image = image_to_image(ctx, task, latents, plan.steps, plan.denoise, ctx.choice, schedule, generator)
+        with start_noise(task, plan.noise_multiplier):
+            image = image_to_image(ctx, task, latents, plan.steps, plan.denoise, ctx.choice, schedule, generator)
     return image, schedule.embeddings
+
+
+def masked_image(
+    ctx: ImageContext, task: Any, masked: MaskedInput, generator: torch.Generator
+) -> tuple[Image.Image, tuple[ModelRecord, ...]]:
+    """Inpaint or outpaint: the picture and mask at the size the model works at (the region, or the whole picture),
+    denoised through the inpaint pipeline, then laid back over the input through the blurred mask."""
+    plan = ctx.input_plan
+    assert plan is not None and plan.mask is not None
+    native = task.unet.config.sample_size * task.vae_scale_factor
+    width, height = masked.work_size(native)
+    image, mask = masked.work_pair((width, height), plan.mask.fill)
+    with tiled_vae(task.vae, width, height, ctx.vae_tile_pixels):
+        with latent_fill(task, plan.mask.fill, mask_tensor(mask), plan.noise_multiplier):
+            schedule = ctx.schedule(ctx.prompt, ctx.negative)
+            out = image_to_image(
+                ctx,
+                task,
+                image,
+                plan.steps,
+                plan.denoise,
+                ctx.choice,
+                schedule,
+                generator,
+                mask_image=mask,
+                width=width,
+                height=height,
+            )
+    return masked.paste_back(out), schedule.embeddings
 
 
 def hires_fix(ctx: ImageContext, task: Any, schedule: ConditioningSchedule, generator: torch.Generator) -> Image.Image:

@@ -40,6 +40,11 @@ class StoredInput:
 
 def open_checked(data: bytes, max_pixels: int, field: str = "image") -> Image.Image:
     """Decode `data` into a plain RGB image, or raise InvalidRequest(field) saying what is wrong with it."""
+    return to_rgb(decode_checked(data, max_pixels, field))
+
+
+def decode_checked(data: bytes, max_pixels: int, field: str = "image") -> Image.Image:
+    """Decode `data` as it is (its mode and transparency kept), or raise InvalidRequest(field)."""
     if not data:
         raise InvalidRequest(f"{field}: no image data was given.", field=field)
     try:
@@ -61,7 +66,7 @@ def open_checked(data: bytes, max_pixels: int, field: str = "image") -> Image.Im
         image.load()
     except (OSError, ValueError, SyntaxError) as exc:
         raise InvalidRequest(f"{field}: the image data is truncated or damaged ({exc}).", field=field) from exc
-    return to_rgb(image)
+    return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -81,6 +86,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
+def _encoded(image: Image.Image) -> tuple[bytes, str]:
+    out = io.BytesIO()
+    image.save(out, "PNG")  # no text chunks: an input carries no generation settings of its own
+    data = out.getvalue()
+    return data, hashlib.sha256(data).hexdigest()
+
+
 class InputStore:
     """Input images under `output_dir/inputs/`, addressed by the sha256 of the stored PNG file."""
 
@@ -92,19 +104,39 @@ class InputStore:
         """Check, normalise and store uploaded bytes (InvalidRequest naming `field` when they cannot be used)."""
         return self.put_image(open_checked(data, self.max_pixels, field))
 
-    def put_file(self, path: Path | str, field: str = "image") -> StoredInput:
+    def put_file(self, path: Path | str, field: str = "image", mask: bool = False) -> StoredInput:
+        """An uploaded file stored as an input image, or as a mask when `mask`."""
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
             raise InvalidRequest(f"{field}: {path} cannot be read ({exc.strerror}).", field=field) from exc
-        return self.put(data, field)
+        return self.put_mask(data, field) if mask else self.put(data, field)
 
     def put_image(self, image: Image.Image) -> StoredInput:
         """Store an image that is already RGB (a result sent back in); the same pixels give the same file."""
-        out = io.BytesIO()
-        to_rgb(image).save(out, "PNG")  # no text chunks: an input carries no generation settings of its own
-        data = out.getvalue()
-        digest = hashlib.sha256(data).hexdigest()
+        return self._store(to_rgb(image))
+
+    def put_mask(self, data: bytes, field: str = "mask") -> StoredInput:
+        """Check and store an inpainting mask (white or opaque = change), made binary ("L", 0 and 255)."""
+        from pipelines.images.masks import binary_mask
+
+        return self._store(binary_mask(ImageOps.exif_transpose(decode_checked(data, self.max_pixels, field))))
+
+    def put_mask_image(self, image: Image.Image) -> StoredInput:
+        """Store a mask made in memory (a brush layer, a test's drawing), made binary."""
+        from pipelines.images.masks import binary_mask
+
+        return self._store(binary_mask(image))
+
+    def digest_of(self, path: Path | str) -> str | None:
+        """The sha256 the picture in `path` would be stored under (nothing is written); None if it is unreadable."""
+        try:
+            return _encoded(open_checked(Path(path).read_bytes(), self.max_pixels))[1]
+        except (OSError, InvalidRequest):
+            return None
+
+    def _store(self, image: Image.Image) -> StoredInput:
+        data, digest = _encoded(image)
         path = self.path(digest)
         if not path.exists():
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -116,21 +148,29 @@ class InputStore:
             os.replace(temp, path)
         return StoredInput(digest, path, image.width, image.height)
 
-    def path(self, sha256: str) -> Path:
+    def path(self, sha256: str, field: str = "input.image") -> Path:
         if not _HASH.match(str(sha256)):
-            raise InvalidRequest(f"input.image must be the sha256 of a stored input image, got {sha256!r}.", field="input.image")
+            raise InvalidRequest(f"{field} must be the sha256 of a stored input image, got {sha256!r}.", field=field)
         return self.folder / f"{sha256}.png"
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
 
-    def size(self, sha256: str) -> tuple[int, int]:
-        """(width, height) of a stored input, from its header; InvalidRequest (input.image) when it is not there."""
+    def size(self, sha256: str, field: str = "input.image") -> tuple[int, int]:
+        """(width, height) of a stored input, from its header; InvalidRequest (`field`) when it is not there."""
         try:
-            with Image.open(self.path(sha256)) as image:
+            with Image.open(self.path(sha256, field)) as image:
                 return image.size
         except (OSError, ValueError) as exc:
-            raise InvalidRequest(f"The input image {sha256[:12]} is not in {self.folder}.", field="input.image") from exc
+            raise InvalidRequest(f"The input {sha256[:12]} is not in {self.folder}.", field=field) from exc
+
+    def get_mask(self, sha256: str) -> Image.Image:
+        """A stored mask as "L" (0 and 255); InvalidRequest (field input.mask) when it is not there."""
+        try:
+            with Image.open(self.path(sha256, "input.mask")) as image:
+                return image.convert("L")
+        except (OSError, ValueError) as exc:
+            raise InvalidRequest(f"The mask {sha256[:12]} is not in {self.folder} (or unreadable).", field="input.mask") from exc
 
     def get(self, sha256: str) -> Image.Image:
         """The stored image as RGB; InvalidRequest (field input.image) when it is not there."""

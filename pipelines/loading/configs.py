@@ -10,7 +10,9 @@ checkpoints load with no network at all:
         str(checkpoint), config=str(config_dir), local_files_only=True, **tokenizer_kwargs(arch))
 
 Checkpoints of a non-standard size (tiny test models, odd fine-tunes) carry a sidecar `foo.config.json`
-beside `foo.safetensors` whose component configs replace the bundled ones.
+beside `foo.safetensors` whose component configs replace the bundled ones. Inpainting checkpoints (a UNet with
+9 input channels: latents, mask, masked picture) load with the same configs, the UNet's input channels set from
+the file's tensors.
 """
 
 from __future__ import annotations
@@ -126,28 +128,33 @@ def read_sidecar(path: Path, arch: Architecture) -> dict[str, dict[str, Any]]:
     return data
 
 
-def _content_key(arch: Architecture, bundled: Path, sidecar_bytes: bytes) -> str:
+def _content_key(arch: Architecture, bundled: Path, overrides: bytes) -> str:
     """Hash of everything the materialized folder is made of, so it is rebuilt only when one changes."""
     digest = hashlib.sha256(_arch_dir_name(arch).encode())
     for file in sorted(p for p in bundled.rglob("*") if p.is_file()):
         digest.update(file.relative_to(bundled).as_posix().encode())
         digest.update(file.read_bytes())
-    digest.update(sidecar_bytes)
+    digest.update(overrides)
     return digest.hexdigest()[:16]
 
 
-def config_dir_for(arch: Architecture, checkpoint: Path | None, cache_root: Path) -> Path:
-    """The config folder to load `checkpoint` with: the bundled one, or a cached copy patched by its sidecar.
+def config_dir_for(arch: Architecture, checkpoint: Path | None, cache_root: Path, unet_in_channels: int | None = None) -> Path:
+    """The config folder to load `checkpoint` with: the bundled one, or a cached copy patched by its sidecar and,
+    for an inpainting checkpoint (`unet_in_channels` 9, read from its tensors), by the UNet's input channels.
 
     The copy lives in `cache_root/<arch>-<hash>` and is written atomically (temp folder, then rename), so
     concurrent loaders and interrupted runs never see a half-written folder.
     """
     bundled = bundled_config_dir(arch)
     sidecar = sidecar_path(checkpoint) if checkpoint is not None else None
-    if sidecar is None or not sidecar.is_file():
+    overrides = read_sidecar(sidecar, arch) if sidecar is not None and sidecar.is_file() else {}
+    if unet_in_channels is not None:
+        unet = overrides.get("unet") or json.loads((bundled / "unet" / "config.json").read_text(encoding="utf-8"))
+        if unet.get("in_channels", 4) != unet_in_channels:
+            overrides = {**overrides, "unet": {**unet, "in_channels": unet_in_channels}}
+    if not overrides:
         return bundled
-    overrides = read_sidecar(sidecar, arch)
-    key = _content_key(arch, bundled, sidecar.read_bytes())
+    key = _content_key(arch, bundled, json.dumps(overrides, sort_keys=True).encode())
     target = Path(cache_root) / f"{_arch_dir_name(arch)}-{key}"
     if (target / "model_index.json").is_file():
         return target

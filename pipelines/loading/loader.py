@@ -20,7 +20,13 @@ from pipelines.loading import configs as arch_configs
 from pipelines.loading import hub
 from pipelines.loading.hashing import HashCache
 from pipelines.loading.optimize import optimize_for_device
-from pipelines.loading.probe import PICKLE_SUFFIXES, load_pickle_state_dict, probe_diffusers_folder, read_safetensors_header
+from pipelines.loading.probe import (
+    PICKLE_SUFFIXES,
+    load_pickle_state_dict,
+    probe_diffusers_folder,
+    read_safetensors_header,
+    unet_in_channels,
+)
 from pipelines.loading.text_encoders import rootless_text_encoders
 from pipelines.types import Architecture, ModelFormat, ModelRecord
 
@@ -60,6 +66,10 @@ def pipeline_class(arch: Architecture):
     if arch is Architecture.SDXL_REFINER:  # no text-to-image of its own: it refines the base model's latents
         return diffusers.StableDiffusionXLImg2ImgPipeline
     raise ModelLoadError(f"{arch.label} models are not supported; use an SD 1.x or SDXL checkpoint.")
+
+
+def header_shapes(header: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.get("shape", ()) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
 
 
 def module_bytes(pipe: Any) -> int:
@@ -103,11 +113,15 @@ class ModelLoader:
         state = None
         if record.path.suffix.lower() in PICKLE_SUFFIXES:
             state = load_pickle_state_dict(record.path)  # refuses pickles with code before diffusers touches them
-        keys = state.keys() if state is not None else read_safetensors_header(record.path).keys()
-        status(f"Loading {record.name} ({arch.label})", None)
-        config_dir = arch_configs.config_dir_for(arch, record.path, self.cache_dir / "configs")
+        header = read_safetensors_header(record.path) if state is None else {}
+        keys = state.keys() if state is not None else header.keys()
+        shapes = {k: tuple(getattr(v, "shape", ())) for k, v in state.items()} if state is not None else header_shapes(header)
+        status(f"Loading {record.name} ({arch.label}{', inpainting' if record.inpainting else ''})", None)
+        # an inpainting UNet takes 9 channels where the bundled configs say 4: the file's tensors decide
+        channels = unet_in_channels(shapes)
+        config_dir = arch_configs.config_dir_for(arch, record.path, self.cache_dir / "configs", unet_in_channels=channels)
         built = rootless_text_encoders(record.path, keys, config_dir, self.plan.dtype, state)
-        del state, keys  # diffusers reads the file again: do not hold a second copy meanwhile
+        del state, keys, shapes  # diffusers reads the file again: do not hold a second copy meanwhile
         pipe = cls.from_single_file(
             str(record.path),
             config=str(config_dir),

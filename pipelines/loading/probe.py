@@ -25,7 +25,9 @@ MODEL_SUFFIXES = SAFETENSORS_SUFFIXES | PICKLE_SUFFIXES
 _UNET = "model.diffusion_model."
 
 # Bumped whenever the rules below change, so results cached by the registry from older rules are redone.
-PROBE_RULES = 2
+PROBE_RULES = 3  # 3: inpainting checkpoints are usable
+INPAINT_CHANNELS = 9  # an inpainting UNet's input: latents (4), mask (1), masked picture's latents (4)
+CONV_IN = "input_blocks.0.0.weight"
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class ProbeResult:
     architecture: Architecture
     note: str = ""  # non-empty: the file cannot be used, and this says why
     family: str = ""  # upscalers: the network family spandrel detected (ESRGAN, RealESRGAN Compact, SwinIR, ...)
+    inpainting: bool = False  # checkpoints: an inpainting UNet (sd-v1-5-inpainting, SDXL inpainting)
 
 
 def read_safetensors_header(path: Path) -> dict[str, dict]:
@@ -143,10 +146,10 @@ def upscaler_family(keys: Iterable[str]) -> str:
 
 def _probe_checkpoint(keys: list[str], shapes: Mapping[str, object]) -> ProbeResult:
     has = lambda prefix: any(k.startswith(prefix) for k in keys)  # noqa: E731
-    in_ch = _shape(shapes, _UNET + "input_blocks.0.0.weight")
+    channels = unet_in_channels(shapes)
     note = ""
-    if in_ch and len(in_ch) == 4 and in_ch[1] != 4:
-        note = f"an inpainting/edit model ({in_ch[1]} input channels): not usable for text-to-image"
+    if channels not in (4, INPAINT_CHANNELS):
+        note = f"an edit model ({channels} input channels, as instruct-pix2pix): not supported"
     if has("conditioner.embedders.1."):
         arch = Architecture.SDXL
     elif has("conditioner.embedders.0.model."):
@@ -161,7 +164,13 @@ def _probe_checkpoint(keys: list[str], shapes: Mapping[str, object]) -> ProbeRes
         note = note or "SD 2.x checkpoints are not supported (use an SD 1.x or SDXL checkpoint)"
     elif arch is Architecture.UNKNOWN:
         note = note or "a UNet without a text encoder this app recognizes"
-    return ProbeResult(ModelKind.CHECKPOINT, arch, note)
+    return ProbeResult(ModelKind.CHECKPOINT, arch, note, inpainting=channels == INPAINT_CHANNELS)
+
+
+def unet_in_channels(shapes: Mapping[str, object]) -> int:
+    """The UNet's input channels, from its first convolution (4 when the file does not say)."""
+    shape = _shape(shapes, _UNET + CONV_IN)
+    return int(shape[1]) if len(shape) == 4 else 4
 
 
 def _arch_from_unet(keys: Iterable[str], shapes: Mapping[str, object]) -> Architecture:
@@ -270,17 +279,19 @@ def probe_diffusers_folder(path: Path) -> ProbeResult:
     except (OSError, json.JSONDecodeError) as exc:
         return ProbeResult(ModelKind.UNKNOWN, Architecture.UNKNOWN, f"model_index.json unreadable: {exc}")
     cls = index.get("_class_name", "")
+    try:
+        unet = json.loads((path / "unet" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        unet = {}
+    inpainting = unet.get("in_channels") == INPAINT_CHANNELS
     if "XL" in cls:
         has_te1 = (index.get("text_encoder") or [None])[0] is not None
-        return ProbeResult(ModelKind.CHECKPOINT, Architecture.SDXL if has_te1 else Architecture.SDXL_REFINER)
+        arch = Architecture.SDXL if has_te1 else Architecture.SDXL_REFINER
+        return ProbeResult(ModelKind.CHECKPOINT, arch, inpainting=inpainting)
     if cls.startswith("StableDiffusion"):
-        try:
-            unet = json.loads((path / "unet" / "config.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            unet = {}
         if unet.get("cross_attention_dim") == 1024:
             return ProbeResult(ModelKind.CHECKPOINT, Architecture.SD2, "SD 2.x models are not supported")
-        return ProbeResult(ModelKind.CHECKPOINT, Architecture.SD1)
+        return ProbeResult(ModelKind.CHECKPOINT, Architecture.SD1, inpainting=inpainting)
     return ProbeResult(ModelKind.CHECKPOINT, Architecture.UNKNOWN, f"unsupported pipeline class {cls or '(none)'}")
 
 

@@ -140,6 +140,7 @@ class ModelRegistry:
             config_dir=sidecar if sidecar is not None and sidecar.exists() else None,
             note=probe.note,
             family=probe.family,
+            inpainting=probe.inpainting,
         )
 
     def _probe_cached(self, path: Path) -> ProbeResult:
@@ -148,7 +149,13 @@ class ModelRegistry:
         stamp = [stat.st_size, stat.st_mtime_ns, PROBE_RULES]
         hit = self._probe_cache.get(key)
         if hit and hit.get("stamp") == stamp:
-            return ProbeResult(ModelKind(hit["kind"]), Architecture(hit["arch"]), hit.get("note", ""), hit.get("family", ""))
+            return ProbeResult(
+                ModelKind(hit["kind"]),
+                Architecture(hit["arch"]),
+                hit.get("note", ""),
+                hit.get("family", ""),
+                bool(hit.get("inpainting")),
+            )
         result = probe_file(path)
         self._probe_cache[key] = {
             "stamp": stamp,
@@ -156,6 +163,7 @@ class ModelRegistry:
             "arch": result.architecture.value,
             "note": result.note,
             "family": result.family,
+            "inpainting": result.inpainting,
         }
         return result
 

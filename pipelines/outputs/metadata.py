@@ -27,6 +27,7 @@ from pipelines.about import APP_NAME
 from pipelines.about import __version__
 from pipelines.errors import InvalidRequest
 from pipelines.outputs.fooocus_controls import control_fields
+from pipelines.outputs.inpaint_fields import mask_fields
 from pipelines.types import GenerationRequest, ImageParams
 
 EASEL_KEY = "easel"  # PNG text chunk holding our JSON
@@ -123,6 +124,7 @@ def infotext_fields(params: ImageParams) -> dict[str, str]:
         fields.update({"VAE hash": (params.vae_hash or "")[:10], "VAE": params.vae})
     if params.denoising_strength is not None:
         fields["Denoising strength"] = _num(params.denoising_strength)
+    fields.update(mask_fields(params))
     if params.clip_skip > 1:
         fields["Clip skip"] = _num(params.clip_skip)
     fields.update(_second_pass_fields(params))

@@ -21,7 +21,12 @@ from __future__ import annotations
 import copy
 
 import torch
-from diffusers import StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+from diffusers import (
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
+)
 
 from pipelines.types import Architecture
 
@@ -196,6 +201,20 @@ def tiny_sdxl_refiner_pipeline(seed: int = 0, dtype: torch.dtype = torch.float32
     """A tiny SDXL refiner pipeline. Give it another seed than the base it is tested with: with the same seed
     its VAE and text encoder would equal the base's, and a test could not tell which model did the work."""
     return build_pipeline(Architecture.SDXL_REFINER, tiny_sdxl_refiner_configs(), seed=seed, dtype=dtype)
+
+
+def tiny_sd15_inpainting_configs() -> ComponentConfigs:
+    """The tiny SD1.5 model as an inpainting one (sd-v1-5-inpainting's shape): a UNet of 9 input channels,
+    the noisy latents, the mask and the masked picture's latents."""
+    configs = tiny_sd15_configs()
+    configs["unet"]["in_channels"] = 9
+    return configs
+
+
+def tiny_sd15_inpainting_pipeline(seed: int = 0, dtype: torch.dtype = torch.float32) -> StableDiffusionInpaintPipeline:
+    """A tiny SD1.5 inpainting pipeline (StableDiffusionInpaintPipeline over a 9-channel UNet)."""
+    base = build_pipeline(Architecture.SD1, tiny_sd15_inpainting_configs(), seed=seed, dtype=dtype)
+    return StableDiffusionInpaintPipeline(**base.components, requires_safety_checker=False)
 
 
 def tiny_vae(seed: int, arch: Architecture = Architecture.SDXL, dtype: torch.dtype = torch.float32):

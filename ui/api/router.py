@@ -206,11 +206,14 @@ def build_api_router(services: Services, credentials: Credentials = ()) -> APIRo
     @router.post("/img2img", response_model=ImageToImageResponse)
     async def img2img(payload: Img2ImgRequest) -> ImageToImageResponse:
         """Make images from an image (init_images, base64) and the prompt; denoising_strength says how much is
-        re-made. Same queue, progress, interrupt and skip as txt2img. A mask answers 422 (no inpainting yet)."""
+        re-made. With a mask (white = re-make), an inpaint: mask_blur, inpainting_fill, inpaint_full_res (+ padding),
+        inpainting_mask_invert as A1111. Same queue, progress, interrupt and skip as txt2img."""
         try:
             if not payload.init_images:
                 raise InvalidRequest("init_images: at least one image is needed.", field="init_images")
-            request = request_from_img2img(payload, services, options, decode_image(payload.init_images[0], "init_images"))
+            image = decode_image(payload.init_images[0], "init_images")
+            mask = decode_image(payload.mask, "mask") if payload.mask else None
+            request = request_from_img2img(payload, services, options, image, mask)
             job_id = queue.submit(request, owner="api")
         except EaselError as exc:
             raise http_error(exc) from exc

@@ -150,8 +150,8 @@ class Txt2ImgRequest(ProcessingRequest):
 
 
 class Img2ImgRequest(ProcessingRequest):
-    """A1111's StableDiffusionProcessingImg2Img. A mask (inpainting) is refused until inpainting exists; the inpaint
-    fields clients send with their defaults (mask_blur, inpainting_fill, ...) are accepted and mean nothing without one."""
+    """A1111's StableDiffusionProcessingImg2Img. With a `mask` it is an inpaint: the masked (white) part is re-made
+    and the rest kept as it was, with A1111's mask blur, masked content, "only masked" and invert."""
 
     init_images: list[str] | None = Field(None, description="The image to start from, base64 (a data: URL prefix is fine).")
     resize_mode: Int = Field(0, ge=0, le=3, description="0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale.")
@@ -159,18 +159,26 @@ class Img2ImgRequest(ProcessingRequest):
         0.75, ge=0, le=1, allow_inf_nan=False, description="How much of the image is re-made, 0 to 1."
     )
     image_cfg_scale: Float | None = None
-    mask: str | None = Field(None, description="Inpainting mask: not available yet (422).")
-    mask_blur_x: Int = 4
-    mask_blur_y: Int = 4
-    mask_blur: Int | None = None
+    mask: str | None = Field(
+        None, description="Inpainting mask, base64: white (or opaque) is re-made; another size is resized to the image."
+    )
+    mask_blur_x: Int = Field(4, ge=0, description="Mask blur along x (Gaussian sigma, pixels).")
+    mask_blur_y: Int = Field(4, ge=0, description="Mask blur along y.")
+    mask_blur: Int | None = Field(None, ge=0, description="Mask blur along both; when given, it sets mask_blur_x and _y.")
     mask_round: bool = True
-    inpainting_fill: Int = 0
-    inpaint_full_res: bool | int = True
-    inpaint_full_res_padding: Int = 0
-    inpainting_mask_invert: Int = 0
-    initial_noise_multiplier: Float | None = None
+    inpainting_fill: Int = Field(
+        0, ge=0, le=3, description="Masked content: 0 fill, 1 original, 2 latent noise, 3 latent nothing."
+    )
+    inpaint_full_res: bool | int = Field(
+        True, description="Only masked: the masked region (with padding) is worked at width x height and pasted back."
+    )
+    inpaint_full_res_padding: Int = Field(0, ge=0, description="Only masked: pixels of context around the mask.")
+    inpainting_mask_invert: Int = Field(0, ge=0, le=1, description="1: re-make what is not masked.")
+    initial_noise_multiplier: Float | None = Field(
+        None, allow_inf_nan=False, description="The start noise scaled (A1111's Noise multiplier for img2img); default 1."
+    )
     latent_mask: str | None = None
-    include_init_images: bool = Field(False, description="Send init_images back in `parameters`.")
+    include_init_images: bool = Field(False, description="Send init_images and mask back in `parameters`.")
 
 
 class TextToImageResponse(BaseModel):

@@ -53,6 +53,12 @@ A1111_FIELD = {
     "input.upscaler": "upscaler_1",
     "input.upscaler_2": "upscaler_2",
     "input.upscaler_2_visibility": "extras_upscaler_2_visibility",
+    "input.mask": "mask",
+    "input.mask_blur_x": "mask_blur_x",
+    "input.mask_blur_y": "mask_blur_y",
+    "input.inpaint_fill": "inpainting_fill",
+    "input.only_masked_padding": "inpaint_full_res_padding",
+    "input.noise_multiplier": "initial_noise_multiplier",
     "hires.scale": "hr_scale",
     "hires.resize_x": "hr_resize_x",
     "hires.resize_y": "hr_resize_y",
@@ -70,6 +76,7 @@ A1111_FIELD = {
     "freeu": "freeu_enabled",
 }
 RESIZE_MODES = ("just_resize", "crop_and_resize", "resize_and_fill", "latent_upscale")  # A1111's resize_mode 0-3
+INPAINTING_FILL = ("fill", "original", "latent_noise", "latent_nothing")  # A1111's inpainting_fill 0-3
 _SAME = ("", "use same sampler", "use same scheduler", "none")  # A1111's words for "as the first pass"
 
 # A1111 features Easel does not implement: field -> the values that mean "off". A request that turns one
@@ -84,6 +91,8 @@ UNSUPPORTED_WHEN_NOT: dict[str, tuple[Any, ...]] = {
     "script_args": ([],),
     "alwayson_scripts": ({},),
     "firstpass_image": (None, ""),
+    "latent_mask": (None, ""),  # a second mask for the latent blend: the mask itself is used
+    "mask_round": (True,),  # masks are always made binary at 128
     "eta": (None, 1, 1.0),  # A1111's default eta for ancestral samplers, which diffusers uses too
     "s_churn": (None, 0, 0.0),
     "s_noise": (None, 1, 1.0),
@@ -139,14 +148,38 @@ def request_from_txt2img(payload: Txt2ImgRequest, services: Services, options: A
     return request.replace(hires=hires)
 
 
-def request_from_img2img(payload: Img2ImgRequest, services: Services, options: ApiOptions, image: bytes) -> GenerationRequest:
-    """The request an img2img payload means, its first init image stored in the input store (checked there)."""
-    if payload.mask:
-        raise InvalidRequest("mask: inpainting is not available yet; send img2img without a mask.", field="mask")
+def request_from_img2img(
+    payload: Img2ImgRequest, services: Services, options: ApiOptions, image: bytes, mask: bytes | None = None
+) -> GenerationRequest:
+    """The request an img2img payload means, its first init image (and its mask) stored in the input store, which
+    checks them and names the field of one that is not an image. A mask makes it an inpaint, in A1111's terms."""
     denoise = 0.75 if payload.denoising_strength is None else payload.denoising_strength
+    request = base_request(payload, services, options)
     stored = services.inputs.put(image, field="init_images")
-    part = ImageInput(stored.sha256, mode="img2img", denoise=denoise, resize_mode=RESIZE_MODES[payload.resize_mode])
-    return base_request(payload, services, options).replace(input=part)
+    multiplier = 1.0 if payload.initial_noise_multiplier is None else payload.initial_noise_multiplier
+    part = ImageInput(
+        stored.sha256,
+        mode="img2img",
+        denoise=denoise,
+        resize_mode=RESIZE_MODES[payload.resize_mode],
+        noise_multiplier=multiplier,
+    )
+    if mask is not None:
+        blur_x, blur_y = (
+            (payload.mask_blur, payload.mask_blur)
+            if payload.mask_blur is not None
+            else (payload.mask_blur_x, payload.mask_blur_y)
+        )
+        part = part.replace(
+            mask=services.inputs.put_mask(mask, field="mask").sha256,
+            mask_blur_x=blur_x,
+            mask_blur_y=blur_y,
+            inpaint_fill=INPAINTING_FILL[payload.inpainting_fill],
+            only_masked=bool(payload.inpaint_full_res),
+            only_masked_padding=payload.inpaint_full_res_padding,
+            invert_mask=bool(payload.inpainting_mask_invert),
+        )
+    return request.replace(input=part)
 
 
 def base_request(payload: ProcessingRequest, services: Services, options: ApiOptions) -> GenerationRequest:

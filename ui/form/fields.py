@@ -173,11 +173,12 @@ def request_from_form(
     defaults: GenerationRequest = REQUEST_DEFAULTS,
     input_image: str | None = None,
     input_source: str | None = None,
+    input_mask: str | None = None,
 ) -> GenerationRequest:
     """Build the request the form describes. Range checks are the engine's (manager.validate).
 
     `input_image` is the sha256 of the Input Image panel's picture in the engine's input store (the page stores
-    it), `input_source` the result it was sent from."""
+    it), `input_source` the result it was sent from, `input_mask` the Inpaint tab's mask in the store."""
     data = defaults.to_dict()
     for name, value in values.items():
         if name in REQUEST_FIELDS and name not in _SPECIAL:
@@ -212,7 +213,7 @@ def request_from_form(
         data["seed"] = -1
     else:
         data["seed"] = _coerce("seed", values.get("seed"), defaults.seed)
-    data.update(parts_from_form(values, input_image, input_source))
+    data.update(parts_from_form(values, input_image, input_source, input_mask))
     return GenerationRequest.from_dict(data)
 
 

@@ -4,7 +4,8 @@ Form fields: input_enabled, input_mode (a key of the engine's input modes), inpu
 (-1: the mode's own, Fooocus's "forced overwrite" sliders), input_upscaler ("Automatic": the engine's
 default); hires_enabled, hires_scale, hires_upscaler, hires_steps, hires_denoise, hires_prompt, hires_sampler.
 The image itself is no form field: the page stores the uploaded file in the engine's input store and hands
-its sha256 over, so remembered settings and restored forms never carry a stale file path.
+its sha256 over, so remembered settings and restored forms never carry a stale file path. The Inpaint tab's
+fields are inpaint_parts.py's; `input_tab` says which tab the job uses.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from pipelines import HiresFix, ImageInput, InvalidRequest
+from ui.form.inpaint_parts import INPAINT_DEFAULTS, INPAINT_TAB, UOV_TAB, form_from_inpaint, inpaint_part
 
 MODE_OWN = -1.0  # input_denoise / input_scale: use the mode's value
 AUTOMATIC = "Automatic"  # input_upscaler: the first upscaler model installed, else Lanczos
@@ -29,6 +31,7 @@ PART_DEFAULTS: dict[str, Any] = {
     "hires_denoise": 0.7,
     "hires_prompt": "",
     "hires_sampler": SAME_SAMPLER,
+    **INPAINT_DEFAULTS,
 }
 PART_FIELDS = tuple(PART_DEFAULTS)
 
@@ -41,14 +44,20 @@ def _number(values: Mapping[str, Any], name: str) -> float:
         raise InvalidRequest(f"{name}: {value!r} is not a number.", field=name) from exc
 
 
-def parts_from_form(values: Mapping[str, Any], image: str | None, source: str | None = None) -> dict[str, Any]:
-    """{"input": ImageInput | None, "hires": HiresFix | None} for the form; `image` is the stored input's sha256."""
+def parts_from_form(
+    values: Mapping[str, Any], image: str | None, source: str | None = None, mask: str | None = None
+) -> dict[str, Any]:
+    """{"input": ImageInput | None, "hires": HiresFix | None} for the form; `image` is the stored input's sha256,
+    `mask` the stored mask's (the Inpaint tab's painted and uploaded masks together)."""
     out: dict[str, Any] = {"input": None, "hires": None}
     if values.get("input_enabled"):
         if not image:
             raise InvalidRequest(
                 "Input Image is on, but no image was given: drop or paste one, or untick it.", field="input_image"
             )
+        if values.get("input_tab") == INPAINT_TAB:
+            out["input"] = inpaint_part(values, image, mask, source)
+            return out
         denoise, scale = _number(values, "input_denoise"), _number(values, "input_scale")
         upscaler = str(values.get("input_upscaler") or AUTOMATIC)
         out["input"] = ImageInput(
@@ -79,7 +88,10 @@ def form_from_parts(fields: Mapping[str, Any]) -> dict[str, Any]:
         part = fields["input"]
         part = part if isinstance(part, dict) or part is None else vars(part)
         out["input_enabled"] = part is not None
-        if part:
+        out["input_tab"] = UOV_TAB
+        if part and (part.get("mask") or part.get("outpaint")):
+            out.update(form_from_inpaint(part))
+        elif part:
             out["input_mode"] = part.get("mode") or PART_DEFAULTS["input_mode"]
             out["input_denoise"] = MODE_OWN if part.get("denoise") is None else float(part["denoise"])
             out["input_scale"] = MODE_OWN if part.get("scale") is None else float(part["scale"])

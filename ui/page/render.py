@@ -14,6 +14,7 @@ from ui.context import UIContext, describe_record
 from ui.form import modes
 from ui.form.fields import AUTOMATIC_VAE, LORA_SLOTS, NO_LORA, NO_REFINER, slot_names
 from ui.tabs import image_settings
+from ui.tabs import inpaint as inpaint_view
 from ui.tabs import models as models_view
 from ui.tabs import quality as quality_view
 from ui.tabs import styles as styles_view
@@ -54,6 +55,7 @@ def render_form(values: Mapping[str, Any], ctx: UIContext) -> dict[str, dict[str
     out["styles"] = {"choices": styles_view.choices(ctx, styles), "value": styles}
     out.update(styles_view.summary(ctx, str(values.get("prompt", "")), str(values.get("negative_prompt", "")), styles))
     out.update(image_settings.widgets(ctx, values))
+    out.update(inpaint_view.widgets(ctx, values))
     out["input_panel"] = {"visible": bool(values.get("input_enabled"))}
     out.update(quality_view.widgets(ctx, values))  # Fooocus's controls greyed where they do not act; expansion models
     return out

@@ -32,6 +32,7 @@ class GenerateColumn:
     inputs: InputPanel
     to_vary: gr.Button  # send the selected result to Input Image
     to_upscale: gr.Button
+    to_inpaint: gr.Button
 
     def fields(self) -> dict[str, Any]:
         return {"prompt": self.prompt, **self.inputs.fields()}
@@ -57,7 +58,7 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> GenerateColumn:
         stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1, min_width=64)
         skip = gr.Button("Skip", elem_id="skip", scale=1, min_width=64)
     toggle = build_toggle(initial)
-    inputs = build_panel(toggle, initial)
+    inputs = build_panel(ctx, toggle, initial)
     status = gr.HTML(idle_html(), elem_id="status")
     speed = gr.HTML("", elem_id="estimate")
     optimizing = gr.HTML("", elem_id="optimizing")
@@ -88,6 +89,7 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> GenerateColumn:
             restore = gr.Button("Use these settings", elem_id="restore-selected", size="sm", interactive=False)
             to_vary = gr.Button("Vary", elem_id="to-vary", size="sm", interactive=False)
             to_upscale = gr.Button("Upscale", elem_id="to-upscale", size="sm", interactive=False)
+            to_inpaint = gr.Button("Inpaint", elem_id="to-inpaint", size="sm", interactive=False)
     shown = gr.State([])
     selected = gr.State(None)
     job_id = gr.State(None)
@@ -96,14 +98,14 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> GenerateColumn:
         index = evt.index if isinstance(evt.index, int) else None
         if index is None or not 0 <= index < len(images):
             off = gr.update(interactive=False)
-            return gr.skip(), None, off, gr.skip(), off, off
+            return gr.skip(), None, off, gr.skip(), off, off, off
         on = gr.update(interactive=True)
-        return images[index]["infotext"], index, on, gr.update(open=True), on, on
+        return images[index]["infotext"], index, on, gr.update(open=True), on, on, on
 
     gallery.select(
         on_select,
         shown,
-        [parameters, selected, restore, box, to_vary, to_upscale],
+        [parameters, selected, restore, box, to_vary, to_upscale, to_inpaint],
         show_progress="hidden",
         api_visibility="private",
     )
@@ -126,4 +128,5 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> GenerateColumn:
         inputs,
         to_vary,
         to_upscale,
+        to_inpaint,
     )

@@ -41,6 +41,7 @@ class HistoryTab:
     restore: gr.Button
     to_vary: gr.Button  # send the selected image to Input Image
     to_upscale: gr.Button
+    to_inpaint: gr.Button
     to_source: gr.Button  # show the image the selected one was made from
     page: gr.State  # 0-based page number
     entry_ids: gr.State  # history entry id of each gallery item
@@ -99,7 +100,8 @@ def entry_details(ctx: UIContext, entry_id: int) -> tuple[str, dict | None]:
     text = f"{infotext(entry.params)}\n\nSaved {when}: {entry.path}"
     origin = entry.params.input_source
     if entry.params.input_mode:
-        text += f"\n{entry.params.input_mode} of {origin or 'an uploaded image'} (input {entry.params.input_image or ''})"
+        text += f"\n{entry.params.input_mode} of {origin or 'an uploaded image'} (input {entry.params.input_image or ''}"
+        text += f", mask {entry.params.mask_image})" if entry.params.mask_image else ")"
     found = {"fields": fields_from_record(entry.params, entry.request), "source": "history", "path": str(entry.path)}
     return text, {**found, "input_source": origin}
 
@@ -163,6 +165,7 @@ def build(ctx: UIContext) -> HistoryTab:
         restore = gr.Button("Restore these settings", variant="primary", elem_id="history-restore", interactive=False)
         to_vary = gr.Button("Vary", elem_id="history-to-vary", interactive=False)
         to_upscale = gr.Button("Upscale", elem_id="history-to-upscale", interactive=False)
+        to_inpaint = gr.Button("Inpaint", elem_id="history-to-inpaint", interactive=False)
         to_source = gr.Button("Made from…", elem_id="history-source", visible=False)
     page, entry_ids, pending = gr.State(0), gr.State([]), gr.State(None)
 
@@ -183,9 +186,9 @@ def build(ctx: UIContext) -> HistoryTab:
         usable = gr.update(interactive=found is not None)
         has_image = gr.update(interactive=bool(found and found.get("path")))
         origin = gr.update(visible=bool(found and found.get("input_source")))
-        return text, found, usable, has_image, has_image, origin
+        return text, found, usable, has_image, has_image, has_image, origin
 
-    entry_outputs = [details, pending, restore, to_vary, to_upscale, to_source]
+    entry_outputs = [details, pending, restore, to_vary, to_upscale, to_inpaint, to_source]
 
     @readable_errors
     def on_select(ids: list[int], evt: gr.SelectData):
@@ -224,6 +227,7 @@ def build(ctx: UIContext) -> HistoryTab:
         restore,
         to_vary,
         to_upscale,
+        to_inpaint,
         to_source,
         page,
         entry_ids,
