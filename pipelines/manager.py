@@ -7,15 +7,12 @@ pipelines it drives. It owns no threads and no UI; what it needs is handed in by
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from pipelines.about import APP_NAME, __version__
 from pipelines.errors import EaselError, ImageSkipped, InvalidRequest
 from pipelines.generation.hires import plan_hires
 from pipelines.generation.image_input import InputModes, InputPlan, plan_input, prepare
@@ -35,15 +32,15 @@ from pipelines.loading.loader import LoadedModel, ModelLoader
 from pipelines.loading.registry import ModelRegistry
 from pipelines.loading.upscalers import UpscalerLoader
 from pipelines.loading.vae import LoadedVae, VaeLoader, find_vae, vae_name
-from pipelines.loras.patching import LoraActivation, LoraManager
+from pipelines.loras.patching import LoraManager
 from pipelines.outputs.history import History
-from pipelines.outputs.metadata import infotext
+from pipelines.outputs.keeping import ImageKeeper
 from pipelines.outputs.store import ImageStore
 from pipelines.performance import PerformanceTable
 from pipelines.prompts.conditioning import Conditioning, PromptEncoder
-from pipelines.prompts.embeddings import embedding_word
-from pipelines.prompts.expansion import PromptExpander, joined, tidy
-from pipelines.prompts.plan import PromptPlanner, wildcard_seed
+from pipelines.prompts.expansion import PromptExpander
+from pipelines.prompts.image_plans import ImagePlan, ImagePlanner, plan_seeds
+from pipelines.prompts.plan import PromptPlanner
 from pipelines.samplers import SamplerChoice, SamplerTable
 from pipelines.speed.compiler import UNetCompiler
 from pipelines.speed.timing import StepTimes
@@ -51,45 +48,14 @@ from pipelines.types import (
     Architecture,
     GenerationRequest,
     GenerationResult,
-    ImageParams,
-    ImageResult,
     ModelKind,
     ModelRecord,
-    SeedBehavior,
-    UsedEmbedding,
 )
 from pipelines.validation import validate
 
-__all__ = ["ImagePlan", "PipelineManager", "initial_latents", "plan_seeds"]
+__all__ = ["ImagePlan", "PipelineManager", "initial_latents", "plan_seeds"]  # plans: re-exported
 
 log = logging.getLogger(__name__)
-
-MAX_SEED = 2**32 - 1  # random seeds stay in A1111's range so other tools can reuse them
-
-
-def plan_seeds(seed: int, count: int, behavior: SeedBehavior, rng: random.Random | None = None) -> list[int]:
-    """Seed of each image: -1 draws one at random; image i then gets seed+i (A1111), a fresh one, or the same."""
-    rng = rng or random.SystemRandom()
-    base = rng.randint(0, MAX_SEED) if seed == -1 else seed
-    if behavior is SeedBehavior.RANDOM:
-        return [base] + [rng.randint(0, MAX_SEED) for _ in range(count - 1)]
-    if behavior is SeedBehavior.FIXED:
-        return [base] * count
-    return [base + i for i in range(count)]
-
-
-@dataclass
-class ImagePlan:
-    """What image i of a job will be made from, after styles and wildcards."""
-
-    index: int
-    seed: int
-    prompt: str
-    negative_prompt: str
-    expansion: str = ""  # with prompt expansion: the expanded prompt, as Fooocus records it
-
-    def metadata(self) -> dict[str, Any]:
-        return {"prompt_expansion": self.expansion} if self.expansion else {}
 
 
 class PipelineManager:
@@ -134,6 +100,8 @@ class PipelineManager:
         self.expander = expander or PromptExpander(registry)
         self.compiler = compiler
         self.step_times = step_times or StepTimes(None)
+        self.planner = ImagePlanner(prompts, self.expander)
+        self.keeper = ImageKeeper(store, history, loader.hashes)
         self._preloaded = False
         self._default_lock = threading.Lock()
         self._default_model = default_model
@@ -240,7 +208,7 @@ class PipelineManager:
 
         # 2. Seeds and prompts of every image: styles, <lora:…> tags into the LoRA list, wildcards by seed,
         #    the prompt expansion's words by seed.
-        generation, plans = self.plan_images(generation, self._status(control))
+        generation, plans = self.planner.plan(generation, self._status(control))
 
         # 3. An input image: its plan (mode, strength, size, steps) and the image made ready once for all images
         #    (upscaled, resized or framed); a hires fix: its plan. An upscale without a diffusion pass needs no model.
@@ -318,17 +286,9 @@ class PipelineManager:
                 except ImageSkipped:
                     result.skipped += 1
                     continue
-                item = self.finish_image(
-                    control,
-                    model,
-                    request,
-                    shown,
-                    choice,
-                    plan,
-                    image,
-                    active,
-                    {**extra, "embeddings": self.embedding_refs(embeddings), **plan.metadata()},
-                )
+                used = {"embeddings": self.keeper.embedding_refs(embeddings), **plan.metadata()}
+                params = self.keeper.params(model, request, shown, choice, plan, active, {**extra, **used})
+                item = self.keeper.keep(control.job_id, request, params, image)
                 result.images.append(item)
                 control.emit(ImageReady(control.job_id, plan.index, item))
                 self.record_time(model, generation, callback)
@@ -433,7 +393,7 @@ class PipelineManager:
     ) -> GenerationResult:
         """Upscale (Fast 2x) and A1111's extras: the upscaled input is the result, no model is loaded."""
         params = upscale_params(generation, plan, plans[0].seed, plans[0].prompt, plans[0].negative_prompt)
-        item = self.keep(control, request, params, image)
+        item = self.keeper.keep(control.job_id, request, params, image)
         control.result.images.append(item)
         control.emit(ImageReady(control.job_id, 0, item))
         control.result.seconds = time.perf_counter() - started
@@ -445,76 +405,3 @@ class PipelineManager:
             return None
         control.emit(JobStatus(control.job_id, f"Loading VAE {vae_name(request)}"))
         return self.vaes.for_request(request, self.registry, model)
-
-    def plan_images(self, request: GenerationRequest, status: Any = None) -> tuple[GenerationRequest, list[ImagePlan]]:
-        """The request with the prompt's <lora:…> tags in its LoRA list, and each image's seed and final prompts.
-
-        Prompt expansion continues what the user typed (its wildcards chosen by the image's seed, no styles)
-        with words drawn by the image's seed, and the words go after the styled prompt, as Fooocus does."""
-        prompts = self.prompts.plan(request)
-        request = request.replace(loras=prompts.loras)
-        plans = []
-        for i, seed in enumerate(plan_seeds(request.seed, request.image_count, request.seed_behavior)):
-            choices = wildcard_seed(seed, i, request.seed_behavior)
-            prompt, negative = self.prompts.for_image(prompts, choices)
-            plan = ImagePlan(i, seed, prompt, negative)
-            if request.prompt_expansion:
-                if status is not None:
-                    status(f"Prompt expansion ({request.prompt_expansion}), image {i + 1}")
-                typed = tidy(self.prompts.wildcards.expand(request.prompt, choices, "prompt"))
-                words = self.expander.expand(request.prompt_expansion, typed, seed)
-                if words:
-                    plan = ImagePlan(i, seed, joined(prompt, words), negative, joined(typed, words))
-            plans.append(plan)
-        return request, plans
-
-    def embedding_refs(self, records: tuple[ModelRecord, ...]) -> tuple[UsedEmbedding, ...]:
-        """Names and file hashes of the textual inversions used, for A1111's `TI hashes`."""
-        hashes = self.loader.hashes
-        return tuple(UsedEmbedding(embedding_word(r), hashes.model_hash(r.path)) for r in records if r.path is not None)
-
-    def finish_image(
-        self,
-        control: JobControl,
-        model: LoadedModel,
-        request: GenerationRequest,
-        generation: GenerationRequest,
-        choice: SamplerChoice,
-        plan: ImagePlan,
-        image: Any,
-        loras: LoraActivation | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> ImageResult:
-        """Metadata from what was really done (`generation`: the mode applied); the file keeps the user's request."""
-        params = ImageParams(
-            prompt=plan.prompt,
-            negative_prompt=plan.negative_prompt,
-            steps=generation.steps,
-            sampler=choice.sampler,
-            scheduler=choice.schedule,
-            cfg_scale=generation.cfg_scale,
-            seed=plan.seed,
-            width=generation.width,
-            height=generation.height,
-            model=model.name,
-            model_hash=model.short_hash,
-            architecture=model.architecture.value,
-            prompt_template=request.prompt if request.prompt != plan.prompt else "",
-            negative_template=request.negative_prompt if request.negative_prompt != plan.negative_prompt else "",
-            styles=request.styles,
-            loras=tuple(loras.applied) if loras else (),
-            clip_skip=request.clip_skip,
-            performance=generation.performance,
-            batch_index=plan.index,
-            version=f"{APP_NAME} {__version__}",
-            **(extra or {}),  # refiner and VAE override: names, hashes, switch
-        )
-        return self.keep(control, request, params, image)
-
-    def keep(self, control: JobControl, request: GenerationRequest, params: ImageParams, image: Any) -> ImageResult:
-        """The image saved with its metadata and indexed (when the request asks for it), as a result."""
-        path = None
-        if request.save_images:
-            path = self.store.save(image, params, request, request.output_format)
-            self.history.add(path, params, request, control.job_id, time.time())
-        return ImageResult(path=path, params=params, infotext=infotext(params), image=image)
