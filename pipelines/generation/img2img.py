@@ -71,27 +71,29 @@ def start_noise(task: Any, multiplier: float) -> Iterator[None]:
 
 
 @functools.cache
-def _task_class(base: type) -> type:
-    """diffusers' task pipeline with the CPU-noise prepare_latents (one class per base, made once)."""
-    return type(f"Easel{base.__name__}", (_CpuNoise, base), {})
+def _task_class(mixin: type, base: type) -> type:
+    """diffusers' task pipeline `base` with Easel's `mixin` in front (one class per pair, made once)."""
+    return type(f"Easel{base.__name__}", (mixin, base), {})
+
+
+def task_pipe(model: LoadedModel, mixin: type, sd_class: str, sdxl_class: str) -> Any:
+    """The model's diffusers task pipeline (`sd_class` or `sdxl_class`, with `mixin`) over its own modules:
+    shared with the text-to-image pipeline, not copied."""
+    import diffusers
+
+    sdxl = model.architecture in (Architecture.SDXL, Architecture.SDXL_REFINER)
+    pipe = model.pipe
+    if isinstance(pipe, mixin):
+        return pipe
+    # from_pipe casts the shared modules to its torch_dtype (float32 by default): keep theirs.
+    task = _task_class(mixin, getattr(diffusers, sdxl_class if sdxl else sd_class)).from_pipe(pipe, torch_dtype=pipe.unet.dtype)
+    task.set_progress_bar_config(disable=True)
+    return task
 
 
 def img2img_pipe(model: LoadedModel) -> Any:
-    """The model's img2img pipeline over its own modules (shared with the text-to-image pipeline, not copied)."""
-    import diffusers
-
-    base = (
-        diffusers.StableDiffusionXLImg2ImgPipeline
-        if model.architecture in (Architecture.SDXL, Architecture.SDXL_REFINER)
-        else diffusers.StableDiffusionImg2ImgPipeline
-    )
-    pipe = model.pipe
-    if isinstance(pipe, _CpuNoise):
-        return pipe
-    # from_pipe casts the shared modules to its torch_dtype (float32 by default): keep theirs.
-    task = _task_class(base).from_pipe(pipe, torch_dtype=pipe.unet.dtype)
-    task.set_progress_bar_config(disable=True)
-    return task
+    """The model's img2img pipeline, with the CPU-noise prepare_latents."""
+    return task_pipe(model, _CpuNoise, "StableDiffusionImg2ImgPipeline", "StableDiffusionXLImg2ImgPipeline")
 
 
 @contextlib.contextmanager

@@ -22,7 +22,6 @@ nothing" zeros. A1111's initial noise multiplier scales the start noise.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,10 +29,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.generation.img2img import encode
+from pipelines.generation.img2img import encode, task_pipe
 from pipelines.generation.masking import Fill
 from pipelines.loading.loader import LoadedModel
-from pipelines.types import Architecture
 
 INPAINT_CHANNELS = 9  # latents (4) + mask (1) + masked picture's latents (4)
 
@@ -108,26 +106,9 @@ class _MaskedStart:
         )
 
 
-@functools.cache
-def _task_class(base: type) -> type:
-    return type(f"Easel{base.__name__}", (_MaskedStart, base), {})
-
-
 def inpaint_pipe(model: LoadedModel) -> Any:
-    """The model's inpaint pipeline over its own modules (shared with the text-to-image pipeline, not copied)."""
-    import diffusers
-
-    base = (
-        diffusers.StableDiffusionXLInpaintPipeline
-        if model.architecture in (Architecture.SDXL, Architecture.SDXL_REFINER)
-        else diffusers.StableDiffusionInpaintPipeline
-    )
-    pipe = model.pipe
-    if isinstance(pipe, _MaskedStart):
-        return pipe
-    task = _task_class(base).from_pipe(pipe, torch_dtype=pipe.unet.dtype)  # keep the modules' dtype
-    task.set_progress_bar_config(disable=True)
-    return task
+    """The model's inpaint pipeline, with the CPU draws and A1111's latent fills."""
+    return task_pipe(model, _MaskedStart, "StableDiffusionInpaintPipeline", "StableDiffusionXLInpaintPipeline")
 
 
 def is_inpainting(model: LoadedModel) -> bool:
