@@ -79,10 +79,11 @@ class AppConfig:
         "else a fast colour approximation), approx, or off.",
     )
     compile: bool = setting(
-        True,
-        "On a CPU, compile the UNet (torch.compile) for faster steps: the first images on a machine are made "
-        "uncompiled while it compiles in the background (minutes, once); later starts load it from the cache "
-        "folder in seconds. --no-compile turns it off.",
+        False,
+        "On a CPU, compile the UNet (torch.compile): the first images on a machine are made uncompiled while it "
+        "compiles in the background (minutes, once); later starts load it from the cache folder. Off by default: "
+        "with the weights left as graph inputs (so LoRAs patch them in place) it measured no faster than the "
+        "eager UNet (bench/cpu_full_size.py).",
     )
     cache_dir: Path | None = setting(
         None, "Folder for derived files (materialized configs, hashes); default output_dir/.cache.", Path

@@ -66,7 +66,7 @@ class Services:
         parts = [self.plan.precision]
         if self.plan.device.type == "cpu":
             parts.append("channels-last")
-            parts.append(self.compiler.summary() if self.compiler else "UNet uncompiled (--no-compile)")
+            parts.append(self.compiler.summary() if self.compiler else "UNet eager (--compile compiles it)")
         return ", ".join(parts)
 
     def compile_status(self):

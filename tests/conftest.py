@@ -48,9 +48,9 @@ USER_MODEL_FOLDERS = ("checkpoints", "loras", "vae", "embeddings")
 
 @pytest.fixture(scope="session", autouse=True)
 def compiling_off_unless_asked() -> Iterator[None]:
-    """Engines built by tests do not compile their UNet in the background (`--compile` is on by default on a
-    CPU): a compile of minutes beside every test engine would slow the suite and add nothing to what those
-    tests check. tests/test_compile.py turns it back on with `compiling_on`."""
+    """Engines built by tests do not compile their UNet in the background, even those that ask for `--compile`:
+    a compile of minutes beside every test engine would slow the suite and add nothing to what those tests
+    check. tests/test_compile.py turns it back on with `compiling_on`."""
     from pipelines import services
     from pipelines.speed.compiler import UNetCompiler
 
