@@ -64,15 +64,8 @@ _SURFACE: dict[str, tuple[str, ...]] = {
     "pipelines.generation.quality": ("CONTROL_FIELDS", "page_defaults", "swap_methods"),
     "pipelines.prompts.expansion": ("where_to_get_one",),
     "pipelines.outputs.fooocus_controls": ("FOOOCUS_V2", "control_request_fields", "record_request_fields"),
-    "pipelines.outputs.metadata": (
-        "EXTENSIONS",
-        "ImageMetadata",
-        "encode_image",
-        "infotext",
-        "normalize_format",
-        "parse_name_list",
-        "read_metadata",
-    ),
+    "pipelines.outputs.metadata": ("EXTENSIONS", "encode_image", "infotext", "normalize_format"),
+    "pipelines.outputs.reading": ("ImageMetadata", "parse_name_list", "read_metadata"),
 }
 _WHERE = {name: module for module, names in _SURFACE.items() for name in names}
 

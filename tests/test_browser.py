@@ -23,7 +23,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from pipelines.config import REPO_ROOT, AppConfig
-from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.reading import read_metadata
 from pipelines.performance import TABLE_PATH, PerformanceTable
 from pipelines.services import build_services
 from pipelines.types import Architecture, JobState, ModelKind

@@ -158,7 +158,7 @@ def test_jobs_record_the_embeddings_used_as_a1111s_ti_hashes(models, tiny_sd15_f
     import hashlib
 
     from pipelines.config import AppConfig
-    from pipelines.outputs.metadata import read_metadata
+    from pipelines.outputs.reading import read_metadata
     from pipelines.services import build_services
     from pipelines.types import GenerationRequest, ImageParams, JobState, UsedEmbedding
     from tests.support.paths import link_or_copy

@@ -15,7 +15,7 @@ from PIL import Image
 from pipelines.config import AppConfig
 from pipelines.errors import InvalidRequest, ModelNotFound
 from pipelines.jobs.events import ImageReady, JobProgress, JobStatus
-from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.reading import read_metadata
 from pipelines.services import build_services
 from pipelines.types import GenerationRequest, ImageParams, JobState, SeedBehavior
 from tests.support.compare import assert_images_equal

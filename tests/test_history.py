@@ -13,7 +13,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from pipelines.outputs.history import History, params_from_metadata
-from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.reading import read_metadata
 from pipelines.outputs.store import ImageStore
 from pipelines.types import AppliedLora, GenerationRequest, ImageParams
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from pipelines.errors import InvalidRequest
 from pipelines.outputs import store as image_store
-from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.reading import read_metadata
 from pipelines.outputs.store import ImageStore, iter_images, time_from_name
 from pipelines.types import GenerationRequest, ImageParams
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.reading import read_metadata
 from pipelines.types import GenerationRequest, ImageInput, ImageParams, JobState
 from tests.support.compare import assert_images_equal
 from tests.support.engine import run

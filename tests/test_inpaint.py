@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.reading import read_metadata
 from pipelines.types import GenerationRequest, ImageInput, ImageParams, JobState, ModelKind
 from tests.conftest import TINY_SD15_INPAINTING_NAME
 from tests.support.compare import assert_images_equal

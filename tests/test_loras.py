@@ -20,7 +20,7 @@ from pipelines.errors import InvalidRequest, LoraError
 from pipelines.jobs.events import JobProgress, JobStatus
 from pipelines.loading.configs import sidecar_path
 from pipelines.loras.patching import LoraManager
-from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.reading import read_metadata
 from pipelines.services import build_services
 from pipelines.types import Architecture, GenerationRequest, ImageParams, JobState, LoraRef
 from tests.support.compare import assert_images_equal, assert_images_match

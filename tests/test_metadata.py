@@ -12,10 +12,9 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from pipelines.errors import InvalidRequest
-from pipelines.outputs.metadata import (
+from pipelines.outputs.metadata import encode_image, infotext
+from pipelines.outputs.reading import (
     decode_user_comment,
-    encode_image,
-    infotext,
     parse_infotext,
     parse_name_list,
     read_metadata,

@@ -15,7 +15,7 @@ import torch
 from pipelines.errors import InvalidRequest
 from pipelines.jobs.events import JobStatus
 from pipelines.loading.configs import sidecar_path
-from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.reading import read_metadata
 from pipelines.performance import PerformanceTable
 from pipelines.samplers import SamplerTable
 from pipelines.types import Architecture, GenerationRequest, JobState, ModelKind

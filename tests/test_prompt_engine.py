@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pipelines.errors import InvalidRequest
-from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.reading import read_metadata
 from pipelines.types import GenerationRequest, ImageParams, JobState, SeedBehavior
 from tests.support.compare import assert_images_equal
 from tests.support.engine import SIZE, running_engine

@@ -15,7 +15,7 @@ import pytest
 
 from pipelines.errors import InvalidRequest
 from pipelines.loading.configs import clip_tokenizer
-from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.reading import read_metadata
 from pipelines.types import ImageParams, JobState, ModelKind
 from tests.support.compare import assert_images_equal
 from tests.support.engine import run as run_job

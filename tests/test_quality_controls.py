@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.reading import read_metadata
 from pipelines.types import ImageParams, JobState
 from tests.support.compare import assert_images_equal
 from tests.support.engine import SIZE, run

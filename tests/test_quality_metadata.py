@@ -10,7 +10,8 @@ import json
 import pytest
 
 from pipelines.outputs.fooocus_controls import control_request_fields
-from pipelines.outputs.metadata import infotext, parse_infotext, read_metadata
+from pipelines.outputs.metadata import infotext
+from pipelines.outputs.reading import parse_infotext, read_metadata
 from pipelines.types import ImageParams
 from tests.test_metadata import FOOOCUS_A1111, FOOOCUS_JSON, FOOOCUS_LABELS, png_with_text
 

@@ -19,7 +19,8 @@ from pipelines.config import AppConfig
 from pipelines.errors import ImageSkipped, InvalidRequest, JobInterrupted
 from pipelines.generation.refiner import refiner_name, split_steps
 from pipelines.jobs.events import ImageReady, JobProgress
-from pipelines.outputs.metadata import infotext, read_metadata
+from pipelines.outputs.metadata import infotext
+from pipelines.outputs.reading import read_metadata
 from pipelines.samplers import SamplerTable
 from pipelines.services import build_services
 from pipelines.types import GenerationRequest, GenerationResult, ImageParams, JobState

@@ -150,7 +150,7 @@ def test_turbo_images_are_made_again_exactly_from_their_metadata(engine):
 
 
 def test_the_infotext_alone_restores_the_switches(engine):
-    from pipelines.outputs.metadata import request_fields_from_infotext
+    from pipelines.outputs.reading import request_fields_from_infotext
 
     image = run(engine, **JOB, step_cache=3).result.images[0]
     fields = request_fields_from_infotext(image.infotext)

@@ -8,7 +8,8 @@ import pytest
 
 from pipelines.config import REPO_ROOT
 from pipelines.errors import InvalidRequest
-from pipelines.outputs.metadata import encode_image, read_metadata
+from pipelines.outputs.metadata import encode_image
+from pipelines.outputs.reading import read_metadata
 from pipelines.performance import PerformanceTable
 from pipelines.prompts.styles import StyleLibrary
 from pipelines.samplers import SamplerTable

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from pipelines.config import AppConfig
-from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.reading import read_metadata
 from pipelines.services import build_services
 from pipelines.types import Architecture, GenerationRequest, JobState
 from tests.support.expansion_model import TINY_EXPANSION, add_expansion_models

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from pipelines.errors import InvalidRequest
-from pipelines.outputs.metadata import read_metadata, request_fields_from_infotext
+from pipelines.outputs.reading import read_metadata, request_fields_from_infotext
 from pipelines.types import GenerationRequest, HiresFix, ImageInput, JobState
 from tests.support.compare import assert_images_equal
 from tests.support.engine import SIZE, running_engine

@@ -20,7 +20,7 @@ from pipelines.errors import InvalidRequest, JobInterrupted
 from pipelines.jobs.events import JobFailed
 from pipelines.loading.optimize import optimize_module
 from pipelines.loading.vae import find_vae, swapped_vae, vae_name
-from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.reading import read_metadata
 from pipelines.services import build_services
 from pipelines.types import Architecture, GenerationRequest, GenerationResult, JobState, ModelFormat, ModelKind
 from tests.support.ckpt_export import save_vae_file

@@ -17,6 +17,7 @@ from typing import Any
 
 from pipelines.prompts.expansion import FOOOCUS_V2
 from pipelines.types import ImageParams
+
 EXPANSION_KEY = "Fooocus V2 Expansion"
 FOOOCUS_ADAPTIVE_CFG = 7.0  # what Fooocus leaves out of its metadata
 _PARAM_LINE_KEYS = ("Steps", "Sampler", "Seed", "CFG scale", "Size-1")

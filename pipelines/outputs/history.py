@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import InvalidRequest
+from pipelines.outputs.reading import ImageMetadata, parse_name_list, read_metadata, request_fields_from_params, split_hashed_name
 from pipelines.outputs.store import iter_images, time_from_name
-from pipelines.outputs.metadata import ImageMetadata, parse_name_list, read_metadata, request_fields_from_params, split_hashed_name
 from pipelines.types import AppliedLora, GenerationRequest, ImageParams
 
 SCHEMA_VERSION = 1

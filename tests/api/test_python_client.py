@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import webuiapi
 
-from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.reading import read_metadata
 from pipelines.types import JobState
 
 

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 
-from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.reading import read_metadata
 from tests.api.test_txt2img import SMALL, decode, pixels
 from ui.api import PREFIX
 

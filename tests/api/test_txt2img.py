@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.outputs.metadata import read_metadata
+from pipelines.outputs.reading import read_metadata
 from ui.api import PREFIX
 
 SMALL = {"width": 64, "height": 64}
