@@ -191,7 +191,7 @@ def test_no_drift_after_any_sequence_of_lora_jobs(engine, monkeypatch, tiny_sd15
     assert engine.queue.status(job).state is JobState.CANCELLED
     # failed mid-job (after the first image was made), and failed before any patching (a bad LoRA in the set)
     with monkeypatch.context() as patch:
-        patch.setattr(engine.manager, "finish_image", lambda *args, **kwargs: 1 / 0)
+        patch.setattr(engine.manager.keeper, "keep", lambda *args, **kwargs: 1 / 0)
         failed = run(engine, model="tiny-sd15", loras=(a, c))
     assert failed.state is JobState.FAILED and "ZeroDivisionError" in failed.error
     assert run(engine, model="tiny-sd15", loras=(a, LoraRef("xl-a", 1.0))).state is JobState.FAILED
