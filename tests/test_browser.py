@@ -510,11 +510,15 @@ def test_issue_scenario_two_styles_a_mode_generate_restore_from_history(app, ope
     # and Stop during a long job: the page says so and keeps the images already made (none yet)
     pick_radio(page, "performance", "Long")
     record_status_changes(page)
-    page.click("#generate")
-    page.wait_for_function("document.querySelector('#status').innerText.includes('Step ')")
-    assert re.match(r"Step \d+/150", status(page)[1]), list(dict.fromkeys(page.evaluate("window.__statuses")))
-    shot(page, "18-long-job-running")
-    page.click("#stop")
+    # held at step 2 until the Stop has reached the engine: on a busy machine the 150 steps could end first
+    with StepGate(services.queue, lambda request: request.performance == "Long", step=2) as gate:
+        page.click("#generate")
+        gate.wait()
+        page.wait_for_function("document.querySelector('#status').innerText.includes('Step ')")
+        assert re.match(r"Step \d+/150", status(page)[1]), list(dict.fromkeys(page.evaluate("window.__statuses")))
+        shot(page, "18-long-job-running")
+        page.click("#stop")
+        wait_until(lambda: services.queue.running().cancel_requested)
     assert wait_state(page, "stopped", "failed") == "Stopped (0 images kept)"
     assert services.history.count("lighthouse keeper") == 1
 
