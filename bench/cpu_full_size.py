@@ -1,20 +1,22 @@
-"""Full-size SD1.5 at 512x512 on this machine's CPU: the app (compiled, CPU Turbo) against plain diffusers at its best.
+"""Full-size SD1.5 at 512x512 on this machine's CPU: the app (default, CPU Turbo) against plain diffusers at its best.
 
 Speed depends on the architecture, not on what the weights learned, so random-weight stand-ins of the real
 sizes are used (written once under bench/.cache/): the SD1.5 checkpoint, the LCM LoRA CPU Turbo applies
 (kohya layout, rank 64), and TAESD. Reported in one run:
 
 - the machine: CPU, threads, bf16 and fp32 matmul TFLOP/s measured now;
-- the compile: the one-time compile of each graph (CFG and no-CFG) as the app does it in the background,
+- plain diffusers runs in a process of its own, as users run it (its own malloc settings: the app's
+  memory reuse, pipelines/speed/allocator.py, is process-wide); the app runs in this one;
+- with --compile: the one-time compile of each graph (CFG and no-CFG) as the app does it in the background,
   and a warm start (a fresh process with the cache present) until the compiled UNet is loaded;
-- one UNet step (CFG batch): plain best, app eager, app compiled; each as % of the matmul peak; the
-  compiled step's deviation from eager;
+- one UNet step (CFG batch) and one VAE decode: plain best, app eager (and app compiled with --compile); each
+  step as % of the matmul peak; the compiled step's deviation from eager;
 - CPU Turbo's switches: the saving and the image deviation of each (CFG 1, step caching, TAESD decode);
 - whole images through the HTTP API (/sdapi/v1/txt2img) in the default faithful setting and in CPU Turbo,
   alternating with plain diffusers in its best CPU setting (bf16 + channels-last where the CPU has native
   bf16, else fp32), median of --rounds, and the ratios against the targets.
 
-    python bench/cpu_full_size.py [--rounds 3] [--steps 4] [--size 512] [--cold]
+    python bench/cpu_full_size.py [--rounds 3] [--steps 4] [--size 512] [--compile [--cold]]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,7 +44,7 @@ from pipelines.config import AppConfig  # noqa: E402
 from pipelines.devices import choose  # noqa: E402
 from pipelines.loading.configs import bundled_config_dir, tokenizer_kwargs  # noqa: E402
 from pipelines.services import build_services  # noqa: E402
-from pipelines.speed.runner import unet_module  # noqa: E402
+from pipelines.speed.runner import UNetRunner, unet_module  # noqa: E402
 from pipelines.speed.step_cache import shallow_forward  # noqa: E402
 from pipelines.types import Architecture, GenerationRequest, JobState  # noqa: E402
 
@@ -78,6 +81,12 @@ def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def kernel_time(before: resource.struct_rusage) -> dict:
+    """This process's page faults and kernel time since `before`: where memory that was handed back is paid for."""
+    now = resource.getrusage(resource.RUSAGE_SELF)
+    return {"faults": now.ru_minflt - before.ru_minflt, "sys": now.ru_stime - before.ru_stime}
 
 
 def best_of(fn, n: int = 3) -> float:
@@ -129,6 +138,60 @@ def plain_pipeline(precision: str):
     return pipe
 
 
+def plain_child(precision: str, size: int, steps: int) -> None:
+    """Plain diffusers in a process of its own: prints its step and decode times, then one line per image asked on stdin."""
+    pipe = plain_pipeline(precision)
+    latents = torch.randn(1, 4, size // 8, size // 8).to(pipe.unet.dtype)
+    with torch.inference_mode():
+        step = best_of(lambda: pipe.unet(**unet_inputs(pipe, size)))
+        vae = best_of(lambda: pipe.vae.decode(latents / pipe.vae.config.scaling_factor))
+    print(json.dumps({"step": step, "vae": vae}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "image":
+            break
+
+        def image():
+            with torch.inference_mode():
+                pipe(
+                    PROMPT,
+                    negative_prompt=NEGATIVE,
+                    num_inference_steps=steps,
+                    width=size,
+                    height=size,
+                    guidance_scale=7.5,
+                    generator=torch.Generator().manual_seed(1),
+                )
+
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        seconds = timed(image)
+        print(json.dumps({"seconds": seconds, **kernel_time(before)}), flush=True)
+
+
+class PlainProcess:
+    """The parent's handle on plain_child."""
+
+    def __init__(self, precision: str, size: int, steps: int):
+        command = [sys.executable, __file__, "--plain-child", precision, "--size", str(size), "--steps", str(steps)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        self.parts = self._answer()
+
+    def _answer(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the plain diffusers process ended (exit code {self.process.wait()})")
+        return json.loads(line)
+
+    def image(self) -> dict:
+        """One image: its seconds, page faults and kernel seconds."""
+        self.process.stdin.write("image\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
 def warm_start_child(cache_dir: str, started: float) -> None:
     """A fresh process: the app's services on a warm cache, until the compiled UNet of the default model is loaded."""
     imported = time.time() - started
@@ -163,14 +226,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--cold", action="store_true", help="start from an empty compile cache (measures the compile)")
+    parser.add_argument(
+        "--compile", action="store_true", help="also measure --compile: the compile, the warm start, the compiled step"
+    )
+    parser.add_argument(
+        "--cold", action="store_true", help="with --compile, start from an empty compile cache (measures the compile)"
+    )
     parser.add_argument("--warm-start-child", help=argparse.SUPPRESS)
+    parser.add_argument("--plain-child", help=argparse.SUPPRESS)
     parser.add_argument("--started", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
     if args.warm_start_child:
         warm_start_child(args.warm_start_child, args.started)
+        return
+    if args.plain_child:
+        plain_child(args.plain_child, args.size, args.steps)
         return
     ensure_files()
     precision = choose("cpu", "auto").precision
@@ -186,7 +258,8 @@ def main() -> None:
 
     cache_dir = Path(tempfile.mkdtemp(prefix="easel-compile-")) if args.cold else CACHE / "compile"
     out = Path(tempfile.mkdtemp(prefix="easel-bench-out-"))
-    cfg = AppConfig(models_dir=MODELS, output_dir=out, device="cpu", cache_dir=cache_dir, port=7999, compile=True)
+    cfg = AppConfig(models_dir=MODELS, output_dir=out, device="cpu", cache_dir=cache_dir, port=7999, compile=args.compile)
+    plain = PlainProcess(precision, args.size, args.steps)  # before the app's threads: a process of its own
     from pipelines import services as services_module
     from pipelines.speed.compiler import UNetCompiler
 
@@ -216,64 +289,76 @@ def main() -> None:
         assert info.state is JobState.FINISHED, info.error
         return info
 
-    # -- 1. the one-time compile, as the app does it: first jobs eager, the graphs compiled in the background
+    # -- 1. the first jobs; with --compile, the one-time compile as the app does it (graphs compiled in the background)
     first = timed(lambda: job(**faithful))
     job(**turbo)
-    while services.compiler.working:
-        time.sleep(1)
-    manifest = services.compiler.manifest()
-    compile_s = {json.loads(v["spec"])["sample"]["shape"][0]: v["seconds"] for v in manifest.values()}
-    print(
-        f"\nfirst job (model load; eager unless the graphs were cached): {first:.1f} s; compile (background child process): "
-        + ", ".join(f"batch {b}: {s:.0f} s" for b, s in sorted(compile_s.items(), reverse=True))
-        + ("" if args.cold else " (from earlier runs: --cold measures it now)")
-    )
-    services.manager.idle()  # load the compiled graphs now rather than in the first timed job
-    started = time.time()
-    child = subprocess.run(
-        [sys.executable, __file__, "--warm-start-child", str(cache_dir), "--started", str(started)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    warm = json.loads(child.stdout.strip().splitlines()[-1]) if child.returncode == 0 else {"ready": float("nan")}
-    print(
-        f"warm start (fresh process, cache present) until the compiled CFG graph is loaded: {warm['ready']:.1f} s "
-        f"(target <= 15 s); imports {warm.get('imports', float('nan')):.1f} s, model loaded at "
-        f"{warm.get('model') or float('nan'):.1f} s, then re-trace + cached kernels + one step; all "
-        f"{warm.get('graphs', 0)} graphs at {warm.get('all', float('nan')):.1f} s"
-    )
+    print(f"\nfirst job (model load; eager unless compiled graphs were cached): {first:.1f} s")
+    if args.compile:
+        while services.compiler.working:
+            time.sleep(1)
+        manifest = services.compiler.manifest()
+        compile_s = {json.loads(v["spec"])["sample"]["shape"][0]: v["seconds"] for v in manifest.values()}
+        print(
+            "compile (background child process): "
+            + ", ".join(f"batch {b}: {s:.0f} s" for b, s in sorted(compile_s.items(), reverse=True))
+            + ("" if args.cold else " (from earlier runs: --cold measures it now)")
+        )
+        services.manager.idle()  # load the compiled graphs now rather than in the first timed job
+        started = time.time()
+        child = subprocess.run(
+            [sys.executable, __file__, "--warm-start-child", str(cache_dir), "--started", str(started)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        warm = json.loads(child.stdout.strip().splitlines()[-1]) if child.returncode == 0 else {"ready": float("nan")}
+        print(
+            f"warm start (fresh process, cache present) until the compiled CFG graph is loaded: {warm['ready']:.1f} s "
+            f"(target <= 15 s); imports {warm.get('imports', float('nan')):.1f} s, model loaded at "
+            f"{warm.get('model') or float('nan'):.1f} s, then re-trace + cached kernels + one step; all "
+            f"{warm.get('graphs', 0)} graphs at {warm.get('all', float('nan')):.1f} s"
+        )
 
-    # -- 2. one UNet step (CFG batch of 2): plain best, app eager, app compiled
+    # -- 2. one UNet step (CFG batch of 2) and one VAE decode: plain best (its own process), app eager, app compiled
     [model] = services.cache.loaded()
-    runner = unet_module(model.pipe.unet).forward
-    plain = plain_pipeline(precision)
-    # the app's own calls as the pipeline made them (the compiled graphs are keyed by their structure)
-    specs = {spec.batch: spec for key, spec in runner.seen.items() if key in runner.ready}
-    x, x1 = specs[2].example(), specs[1].example()
+    runner = UNetRunner.attach(model.pipe.unet)
+    if args.compile:  # the app's own calls as the pipeline made them (the compiled graphs are keyed by their structure)
+        specs = {spec.batch: spec for key, spec in runner.seen.items() if key in runner.ready}
+        x, x1 = specs[2].example(), specs[1].example()
+    else:
+        x, x1 = unet_inputs(model.pipe, args.size), unet_inputs(model.pipe, args.size, batch=1)
     with torch.inference_mode():
         from torch.utils.flop_counter import FlopCounterMode
 
         with FlopCounterMode(display=False) as flops:
             runner.eager(**x)
         gflop = flops.get_total_flops() / 1e9
-        eager_out = runner.eager(**x)[0]
-        compiled_out = model.pipe.unet(**x)[0]
-        t_plain = best_of(lambda: plain.unet(**unet_inputs(plain, args.size)))
         t_eager = best_of(lambda: runner.eager(**x))
-        t_comp = best_of(lambda: model.pipe.unet(**x))
-        t_comp1 = best_of(lambda: model.pipe.unet(**x1))
+        t_step1 = best_of(lambda: runner.eager(**x1))
+        if args.compile:
+            eager_out = runner.eager(**x)[0]
+            compiled_out = model.pipe.unet(**x)[0]
+            t_comp = best_of(lambda: model.pipe.unet(**x))
+            t_step1 = best_of(lambda: model.pipe.unet(**x1))
         runner.eager(**x1)
         t_shallow = best_of(lambda: shallow_forward(runner.unet, runner.deep, **x1))
         latents = torch.randn(1, 4, args.size // 8, args.size // 8).to(model.pipe.unet.dtype)
         t_vae = best_of(lambda: model.pipe.vae.decode(latents / model.pipe.vae.config.scaling_factor))
         tiny = services.manager.previews.final_decoder(model.architecture, torch.device("cpu"), model.pipe.unet.dtype)
         t_taesd = best_of(lambda: tiny(latents))
+    t_plain = plain.parts["step"]
     pct = lambda s: 100 * gflop / s / 1000 / peak[precision]  # noqa: E731
     print(f"\nUNet step, CFG batch ({gflop:.0f} GFLOP):   s      % of {precision} matmul peak")
-    for name, s in (("plain best", t_plain), ("app eager", t_eager), ("app compiled", t_comp)):
+    steps = [("plain best", t_plain), ("app eager", t_eager)] + ([("app compiled", t_comp)] if args.compile else [])
+    for name, s in steps:
         print(f"  {name:<14}{s:8.2f}  {pct(s):6.1f} %")
-    print(f"  compiled vs eager: {t_comp / t_eager:.3f}x, deviation {deviation(compiled_out, eager_out):.2%} of the output std")
+    print(f"  app eager vs plain: {t_eager / t_plain:.3f}x")
+    if args.compile:
+        print(
+            f"  compiled vs eager: {t_comp / t_eager:.3f}x, deviation {deviation(compiled_out, eager_out):.2%} of the output std"
+        )
+    t_step = t_comp if args.compile else t_eager
+    print(f"VAE decode: plain {plain.parts['vae']:.2f} s, app {t_vae:.2f} s ({t_vae / plain.parts['vae']:.3f}x)")
 
     # -- 3. CPU Turbo's switches: saving and deviation, on whole images (engine) and parts
     def image(**fields):
@@ -321,9 +406,9 @@ def main() -> None:
         }
     )
     print("\nCPU Turbo switches               saving            deviation (image, of its std)")
-    print(f"  CFG 1 (no-CFG batch)        step {t_comp:.2f} -> {t_comp1:.2f} s    needs the LCM LoRA (the model changes)")
+    print(f"  CFG 1 (no-CFG batch)        step {t_step:.2f} -> {t_step1:.2f} s    needs the LCM LoRA (the model changes)")
     print(
-        f"  step caching (interval 2)   step {t_comp1:.2f} -> {t_shallow:.2f} s on cached steps; image "
+        f"  step caching (interval 2)   step {t_step1:.2f} -> {t_shallow:.2f} s on cached steps; image "
         f"{no_cache[0]:.2f} -> {same_on[0]:.2f} s   {deviation(same_on[1], no_cache[1]):.2%}"
     )
     print(
@@ -355,35 +440,36 @@ def main() -> None:
     turbo_api = dict(prompt=PROMPT, width=args.size, height=args.size, seed=1, performance="CPU Turbo")
     client = httpx.Client(timeout=3600)
 
-    def plain_image():
-        with torch.inference_mode():
-            plain(
-                PROMPT,
-                negative_prompt=NEGATIVE,
-                num_inference_steps=args.steps,
-                width=args.size,
-                height=args.size,
-                guidance_scale=7.5,
-                generator=torch.Generator().manual_seed(1),
-            )
+    def app_image(payload: dict) -> dict:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        return {"seconds": http_image(client, url, payload), **kernel_time(before)}
 
-    runs = {"plain": [], "app": [], "turbo": []}
-    plain_image()
-    for _ in range(args.rounds):
-        runs["plain"].append(timed(plain_image))
-        runs["app"].append(http_image(client, url, api))
-        runs["turbo"].append(http_image(client, url, turbo_api))
-    med = {k: statistics.median(v) for k, v in runs.items()}
+    runs: dict[str, list[dict]] = {"plain": [], "app": [], "turbo": []}
+    plain.image()
+    for _ in range(args.rounds):  # alternated, so that the machine's slow and fast spells fall on all three
+        runs["plain"].append(plain.image())
+        runs["app"].append(app_image(api))
+        runs["turbo"].append(app_image(turbo_api))
+    med = {k: {m: statistics.median(r[m] for r in v) for m in ("seconds", "faults", "sys")} for k, v in runs.items()}
+    best = {k: min(r["seconds"] for r in v) for k, v in runs.items()}
+    ratio = lambda k: f"ratio {med[k]['seconds'] / med['plain']['seconds']:.3f} (best {best[k] / best['plain']:.3f})"  # noqa: E731
+    kernel = lambda k: f"page faults {med[k]['faults']:,.0f}, kernel {med[k]['sys']:.2f} s"  # noqa: E731
     print(f"\nwhole image, median of {args.rounds} alternated rounds (load average now {os.getloadavg()[0]:.2f}):")
-    print(f"  plain diffusers best ({precision}{', channels-last' if precision == 'bf16' else ''}): {med['plain']:.2f} s")
-    print(f"  app default, compiled, HTTP API: {med['app']:.2f} s  ratio {med['app'] / med['plain']:.3f} (target <= 0.75)")
     print(
-        f"  app CPU Turbo, HTTP API:          {med['turbo']:.2f} s  ratio {med['turbo'] / med['plain']:.3f} "
-        f"(targets <= 0.30 and <= 6 s)"
+        f"  plain diffusers best ({precision}{', channels-last' if precision == 'bf16' else ''}): "
+        f"{med['plain']['seconds']:.2f} s; {kernel('plain')}"
     )
-    print("  rounds: " + "; ".join(f"{k} " + ", ".join(f"{s:.2f}" for s in v) for k, v in runs.items()))
+    print(
+        f"  app default{', compiled' if args.compile else ''}, HTTP API: {med['app']['seconds']:.2f} s  {ratio('app')} "
+        f"(target <= 0.75); {kernel('app')}"
+    )
+    print(
+        f"  app CPU Turbo, HTTP API: {med['turbo']['seconds']:.2f} s  {ratio('turbo')} (targets <= 0.30 and <= 6 s); {kernel('turbo')}"
+    )
+    print("  rounds (s): " + "; ".join(f"{k} " + ", ".join(f"{r['seconds']:.2f}" for r in v) for k, v in runs.items()))
     server.stop()
     services.close()
+    plain.close()
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from pipelines.prompts.plan import PromptPlanner
 from pipelines.prompts.styles import StyleLibrary
 from pipelines.prompts.wildcards import Wildcards
 from pipelines.samplers import SamplerTable
+from pipelines.speed.allocator import keep_freed_memory
 from pipelines.speed.compiler import UNetCompiler
 from pipelines.speed.timing import StepTimes
 
@@ -60,12 +61,14 @@ class Services:
     inputs: InputStore  # input images, stored by content: the UI and the API put uploads here
     upscalers: UpscalerLibrary
     compiler: UNetCompiler | None = None
+    memory: str | None = None  # what speed.allocator did, where it did something
 
     def optimizations(self) -> str:
-        """One line for the start: precision, layout and whether the UNet is compiled (and cached)."""
+        """One line for the start: precision, layout, memory reuse and whether the UNet is compiled (and cached)."""
         parts = [self.plan.precision]
         if self.plan.device.type == "cpu":
             parts.append("channels-last")
+            parts.append(self.memory or "freed memory handed back (--reuse-memory keeps it)")
             parts.append(self.compiler.summary() if self.compiler else "UNet eager (--compile compiles it)")
         return ", ".join(parts)
 
@@ -98,6 +101,8 @@ def cache_budgets(cfg: AppConfig, plan: DevicePlan) -> tuple[int, int]:
 def build_services(cfg: AppConfig, start_worker: bool = True) -> Services:
     plan = devices.choose(cfg.device, cfg.precision)
     log.info("device: %s (%s)", plan.label, plan.reason)
+    # before any thread allocates: glibc picks a thread's arena at its first allocation
+    memory = keep_freed_memory() if plan.device.type == "cpu" and cfg.reuse_memory else None
     cache_dir = cfg.resolved_cache_dir
     registry = ModelRegistry(cfg.models_dir, cache_dir, hub_model=cfg.hub_model)
     registry.ensure_folders()
@@ -156,4 +161,5 @@ def build_services(cfg: AppConfig, start_worker: bool = True) -> Services:
         inputs,
         upscalers,
         compiler,
+        memory,
     )

@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 import torch
 
 from pipelines.loading.loader import LoadedModel, module_bytes
+from pipelines.speed.allocator import release_freed_memory
 from pipelines.types import ModelRecord
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class ModelCache:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+        release_freed_memory()  # the host's counterpart: a model's RAM goes back to the system
 
 
 __all__ = ["ModelCache", "record_key", "module_bytes"]
