@@ -86,7 +86,11 @@ def timed(fn) -> float:
 def kernel_time(before: resource.struct_rusage) -> dict:
     """This process's page faults and kernel time since `before`: where memory that was handed back is paid for."""
     now = resource.getrusage(resource.RUSAGE_SELF)
-    return {"faults": now.ru_minflt - before.ru_minflt, "sys": now.ru_stime - before.ru_stime}
+    return {
+        "faults": now.ru_minflt - before.ru_minflt,
+        "sys": now.ru_stime - before.ru_stime,
+        "user": now.ru_utime - before.ru_utime,
+    }
 
 
 def best_of(fn, n: int = 3) -> float:
@@ -139,31 +143,37 @@ def plain_pipeline(precision: str):
 
 
 def plain_child(precision: str, size: int, steps: int) -> None:
-    """Plain diffusers in a process of its own: prints its step and decode times, then one line per image asked on stdin."""
+    """Plain diffusers in a process of its own: once loaded it says so, then times what stdin asks, one line each
+    (`step`: one UNet step with CFG, `vae`: one decode, `image`: a whole image with its page faults and kernel time)."""
     pipe = plain_pipeline(precision)
     latents = torch.randn(1, 4, size // 8, size // 8).to(pipe.unet.dtype)
-    with torch.inference_mode():
-        step = best_of(lambda: pipe.unet(**unet_inputs(pipe, size)))
-        vae = best_of(lambda: pipe.vae.decode(latents / pipe.vae.config.scaling_factor))
-    print(json.dumps({"step": step, "vae": vae}), flush=True)
+
+    def image():
+        pipe(
+            PROMPT,
+            negative_prompt=NEGATIVE,
+            num_inference_steps=steps,
+            width=size,
+            height=size,
+            guidance_scale=7.5,
+            generator=torch.Generator().manual_seed(1),
+        )
+
+    work = {
+        "step": lambda: pipe.unet(**unet_inputs(pipe, size)),
+        "vae": lambda: pipe.vae.decode(latents / pipe.vae.config.scaling_factor),
+        "image": image,
+    }
+    with torch.inference_mode():  # warm: the first call of each pays one-time costs
+        work["step"]()
+        work["vae"]()
+    print(json.dumps({"loaded": True}), flush=True)
     for line in sys.stdin:
-        if line.strip() != "image":
+        if line.strip() not in work:
             break
-
-        def image():
-            with torch.inference_mode():
-                pipe(
-                    PROMPT,
-                    negative_prompt=NEGATIVE,
-                    num_inference_steps=steps,
-                    width=size,
-                    height=size,
-                    guidance_scale=7.5,
-                    generator=torch.Generator().manual_seed(1),
-                )
-
         before = resource.getrusage(resource.RUSAGE_SELF)
-        seconds = timed(image)
+        with torch.inference_mode():
+            seconds = timed(work[line.strip()])
         print(json.dumps({"seconds": seconds, **kernel_time(before)}), flush=True)
 
 
@@ -173,7 +183,7 @@ class PlainProcess:
     def __init__(self, precision: str, size: int, steps: int):
         command = [sys.executable, __file__, "--plain-child", precision, "--size", str(size), "--steps", str(steps)]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        self.parts = self._answer()
+        self._answer()
 
     def _answer(self) -> dict:
         line = self.process.stdout.readline()
@@ -181,9 +191,9 @@ class PlainProcess:
             raise RuntimeError(f"the plain diffusers process ended (exit code {self.process.wait()})")
         return json.loads(line)
 
-    def image(self) -> dict:
-        """One image: its seconds, page faults and kernel seconds."""
-        self.process.stdin.write("image\n")
+    def ask(self, what: str) -> dict:
+        """`what` once ("step", "vae" or "image"): its seconds, page faults and kernel seconds."""
+        self.process.stdin.write(what + "\n")
         self.process.stdin.flush()
         return self._answer()
 
@@ -333,7 +343,6 @@ def main() -> None:
         with FlopCounterMode(display=False) as flops:
             runner.eager(**x)
         gflop = flops.get_total_flops() / 1e9
-        t_eager = best_of(lambda: runner.eager(**x))
         t_step1 = best_of(lambda: runner.eager(**x1))
         if args.compile:
             eager_out = runner.eager(**x)[0]
@@ -343,10 +352,17 @@ def main() -> None:
         runner.eager(**x1)
         t_shallow = best_of(lambda: shallow_forward(runner.unet, runner.deep, **x1))
         latents = torch.randn(1, 4, args.size // 8, args.size // 8).to(model.pipe.unet.dtype)
-        t_vae = best_of(lambda: model.pipe.vae.decode(latents / model.pipe.vae.config.scaling_factor))
         tiny = services.manager.previews.final_decoder(model.architecture, torch.device("cpu"), model.pipe.unet.dtype)
         t_taesd = best_of(lambda: tiny(latents))
-    t_plain = plain.parts["step"]
+    # the step and the decode alternated with plain diffusers' (the machine's speed drifts): best of --rounds each
+    t_plain = t_eager = t_plain_vae = t_vae = float("inf")
+    for _ in range(args.rounds):
+        t_plain = min(t_plain, plain.ask("step")["seconds"])
+        with torch.inference_mode():
+            t_eager = min(t_eager, timed(lambda: runner.eager(**x)))
+        t_plain_vae = min(t_plain_vae, plain.ask("vae")["seconds"])
+        with torch.inference_mode():
+            t_vae = min(t_vae, timed(lambda: model.pipe.vae.decode(latents / model.pipe.vae.config.scaling_factor)))
     pct = lambda s: 100 * gflop / s / 1000 / peak[precision]  # noqa: E731
     print(f"\nUNet step, CFG batch ({gflop:.0f} GFLOP):   s      % of {precision} matmul peak")
     steps = [("plain best", t_plain), ("app eager", t_eager)] + ([("app compiled", t_comp)] if args.compile else [])
@@ -358,7 +374,7 @@ def main() -> None:
             f"  compiled vs eager: {t_comp / t_eager:.3f}x, deviation {deviation(compiled_out, eager_out):.2%} of the output std"
         )
     t_step = t_comp if args.compile else t_eager
-    print(f"VAE decode: plain {plain.parts['vae']:.2f} s, app {t_vae:.2f} s ({t_vae / plain.parts['vae']:.3f}x)")
+    print(f"VAE decode: plain {t_plain_vae:.2f} s, app {t_vae:.2f} s ({t_vae / t_plain_vae:.3f}x)")
 
     # -- 3. CPU Turbo's switches: saving and deviation, on whole images (engine) and parts
     def image(**fields):
@@ -445,9 +461,9 @@ def main() -> None:
         return {"seconds": http_image(client, url, payload), **kernel_time(before)}
 
     runs: dict[str, list[dict]] = {"plain": [], "app": [], "turbo": []}
-    plain.image()
+    plain.ask("image")
     for _ in range(args.rounds):  # alternated, so that the machine's slow and fast spells fall on all three
-        runs["plain"].append(plain.image())
+        runs["plain"].append(plain.ask("image"))
         runs["app"].append(app_image(api))
         runs["turbo"].append(app_image(turbo_api))
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("seconds", "faults", "sys")} for k, v in runs.items()}

@@ -229,8 +229,8 @@ class PipelineManager:
         # 5. The mode's acceleration LoRA for this architecture (downloaded on first use).
         generation = self.performance.apply(generation, model.architecture, self._status(control))
 
-        # 6. LoRAs patched in for the whole job (restored exactly afterwards, also on cancel or error);
-        #    the images are made one by one, so each is shown and saved as soon as it is done.
+        # 6. LoRAs patched in for the whole job (restored exactly before a job with another set, or none; kept for
+        #    the next job with the same set); the images are made one by one, each shown and saved when done.
         timer = StepTimer()
         preview = self.previews.for_model(model.architecture, model.pipe.device, model.pipe.unet.dtype)
         unwatched = latent_preview(model.architecture) if preview is not None else None  # free, for unwatched jobs
@@ -253,7 +253,7 @@ class PipelineManager:
         fast = self.previews.final_decoder(model.architecture, model.pipe.device, model.pipe.unet.dtype)
         fast = fast if generation.fast_decode and refiner is None else None
         extra.update(step_cache=generation.step_cache if generation.step_cache > 1 else 0, fast_decode=fast is not None)
-        with self.loras.activate(model, generation.loras, generation.skip_invalid_loras) as active:
+        with self.loras.activate(model, generation.loras, generation.skip_invalid_loras, keep=True) as active:
             for note in active.notes:
                 control.emit(JobStatus(control.job_id, note))
             for plan in plans:
@@ -365,6 +365,8 @@ class PipelineManager:
         record = find_refiner(self.registry, name)
         status = self._status(control)
         loaded = self.prepared(self.cache.get(record, lambda: self.loader.load(record, status), keep=[model.record]))
+        if loaded is not model:  # a model kept with LoRAs by an earlier job refines without them
+            self.loras.restore(loaded)
         return RefinerStage.prepare(model, loaded, request, choice, self.samplers, strength)
 
     def input_for(self, request: GenerationRequest, control: JobControl) -> tuple[InputPlan | None, Any]:

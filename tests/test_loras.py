@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import shutil
 
 import numpy as np
 import pytest
@@ -196,9 +197,9 @@ def test_no_drift_after_any_sequence_of_lora_jobs(engine, monkeypatch, tiny_sd15
     assert failed.state is JobState.FAILED and "ZeroDivisionError" in failed.error
     assert run(engine, model="tiny-sd15", loras=(a, LoraRef("xl-a", 1.0))).state is JobState.FAILED
 
+    after = image_of(run(engine, model="tiny-sd15"))  # a job without LoRAs runs on the loaded weights, exactly
     [model] = [m for m in engine.cache.loaded() if m.name == "tiny-sd15"]
     assert_same_weights(model.pipe, tiny_sd15_reference)
-    after = image_of(run(engine, model="tiny-sd15"))
     assert np.array_equal(before, after)
     # and the same as a freshly loaded model in a new app
     fresh = build_services(AppConfig(models_dir=lora_models[0], output_dir=tmp_path, device="cpu", precision="fp32"))
@@ -226,6 +227,56 @@ def test_the_same_request_gives_the_same_bytes_after_lora_jobs_and_model_switche
     for info in (again, reloaded):
         assert_images_equal(image_of(info), image_of(first))
         assert info.result.images[0].path.read_bytes() == first.result.images[0].path.read_bytes()
+
+
+def test_a_set_used_by_consecutive_jobs_stays_patched_and_each_job_gets_exactly_its_own(engine, lora_models, tmp_path):
+    """As in A1111: the same LoRA set job after job is patched in once; any other set (or none) restores the
+    loaded weights first, so what a job gets never depends on what ran before it."""
+    a, b = (LoraRef("style-a", 0.9),), (LoraRef("style-b", -0.6), LoraRef("peft-c", 1.1))
+    fresh = {}
+    for name, refs in (("a", a), ("b", b), ("none", ())):  # each set from the loaded weights
+        run(engine, model="tiny-sd15")
+        fresh[name] = image_of(run(engine, model="tiny-sd15", loras=refs))
+    patches = engine.loras.patches
+    first, again = run(engine, model="tiny-sd15", loras=a), run(engine, model="tiny-sd15", loras=a)
+    assert engine.loras.patches == patches + 1  # the second job found the set patched in
+    assert np.array_equal(image_of(first), fresh["a"]) and np.array_equal(image_of(again), fresh["a"])
+    assert np.array_equal(image_of(run(engine, model="tiny-sd15", loras=b)), fresh["b"])  # b right after a
+    half = (LoraRef("style-a", 0.5),)
+    assert np.array_equal(
+        image_of(run(engine, model="tiny-sd15", loras=half)), image_of(run(engine, model="tiny-sd15", loras=half))
+    )
+    assert engine.loras.patches == patches + 3  # another weight is another set (patched once for its two jobs)
+    assert np.array_equal(image_of(run(engine, model="tiny-sd15")), fresh["none"])
+    # a LoRA file replaced on disk (same name, other tensors) is another set too
+    path = lora_models[0] / "loras" / "style-a.safetensors"
+    original = path.read_bytes()
+    try:
+        run(engine, model="tiny-sd15", loras=a)
+        kohya_lora(loaded(engine, "tiny-sd15").pipe, Architecture.SD1, path, rank=4, seed=99)
+        changed = image_of(run(engine, model="tiny-sd15", loras=a))
+        assert not np.array_equal(changed, fresh["a"])
+    finally:
+        path.write_bytes(original)
+    assert np.array_equal(image_of(run(engine, model="tiny-sd15", loras=a)), fresh["a"])
+
+
+def test_a_model_kept_with_loras_refines_another_model_without_them(engine, lora_models, tiny_sdxl_file):
+    """A checkpoint left with a LoRA set by a job of its own serves the next job as its refiner: the refiner stage
+    runs on its loaded weights, as the LoRAs are the base's."""
+    folder = lora_models[0] / "checkpoints"
+    for file in (tiny_sdxl_file, sidecar_path(tiny_sdxl_file)):  # the same file under a second name: another model
+        shutil.copyfile(file, folder / file.name.replace("tiny-sdxl", "tiny-sdxl-second"))
+    engine.registry.refresh()
+    try:
+        refined = dict(model="tiny-sdxl", refiner="tiny-sdxl-second", refiner_switch=0.5, steps=4)
+        expected = image_of(run(engine, **refined))
+        assert run(engine, model="tiny-sdxl-second", loras=(LoraRef("xl-a", 1.5),)).state is JobState.FINISHED
+        assert np.array_equal(image_of(run(engine, **refined)), expected)
+    finally:
+        for link in folder.glob("tiny-sdxl-second*"):
+            link.unlink()
+        engine.registry.refresh()
 
 
 def test_five_loras_at_once_and_limits(engine):
@@ -358,7 +409,7 @@ def test_bf16_model_is_restored_bit_for_bit(lora_models, tmp_path, tiny_sd15_ref
                 assert module.weight.dtype == torch.bfloat16
                 torch.testing.assert_close(module.weight.float(), weight, rtol=2**-7, atol=1e-3)
         assert run(services, model="tiny-sd15", loras=tuple(refs)).state is JobState.FINISHED
-        assert all(torch.equal(v, originals[k]) for k, v in model.pipe.unet.state_dict().items())
         assert np.array_equal(image_of(run(services, model="tiny-sd15")), before)
+        assert all(torch.equal(v, originals[k]) for k, v in model.pipe.unet.state_dict().items())
     finally:
         services.close()

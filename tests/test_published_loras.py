@@ -263,6 +263,7 @@ def test_published_lora_changes_the_image_by_exactly_its_weights(engine, lora_mo
                     assert torch.equal(value, theirs[key]), f"{component}.{key}"
     with_lora = picture(engine, model_name, (LoraRef(lora_name, WEIGHT),))
     assert np.abs(with_lora.astype(int) - without.astype(int)).mean() > 1, "the LoRA did not change the picture"
+    assert np.array_equal(picture(engine, model_name), without)  # the next job without it runs on the loaded weights
     for component in ("unet", "text_encoder", "text_encoder_2"):  # restored bit for bit
         if getattr(reference, component, None) is not None:
             theirs = getattr(reference, component).state_dict()
