@@ -6,9 +6,9 @@ back to the kernel, and a thread's arena releases a heap as soon as it is empty;
 the same size then faults every page in afresh, and the kernel zeroes each one. Measured on this project's
 2-core AMX Xeon (full-size SD1.5, bf16, 512x512, generation on a worker thread as in the app): a VAE decode
 took ~800,000 page faults and 2 s of kernel time, a UNet step ~130,000; with the settings below both fall
-to zero after the first image, the decode is ~22 % faster and a step ~5 % (`python bench/cpu_full_size.py`
-prints the whole-image effect against plain diffusers). The same kernels run on the same bits: images are
-unchanged.
+to zero after the first image. A whole image took 0.80x and 0.96x the time in two runs of
+`python bench/memory_reuse.py` (the engine with and without, alternated): what the faults cost depends on
+the state glibc's adaptive thresholds reach. The same kernels run on the same bits: images are unchanged.
 
 The settings are process-wide glibc knobs (`mallopt`): one arena for all threads (a thread's arena can hold
 no block above 64 MB and drops empty heaps), no mmap-backed blocks, and no automatic trimming. What is
