@@ -84,6 +84,11 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def cpu_name() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    return next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), "?")
+
+
 def kernel_time(before: resource.struct_rusage) -> dict:
     """This process's page faults and kernel time since `before`: where memory that was handed back is paid for."""
     now = resource.getrusage(resource.RUSAGE_SELF)
@@ -178,29 +183,45 @@ def plain_child(precision: str, size: int, steps: int) -> None:
         print(json.dumps({"seconds": seconds, **kernel_time(before)}), flush=True)
 
 
-class PlainProcess:
-    """The parent's handle on plain_child."""
+class Asked:
+    """A bench child process that says once when it is ready, then answers one JSON line per word on stdin."""
 
-    def __init__(self, precision: str, size: int, steps: int):
-        command = [sys.executable, __file__, "--plain-child", precision, "--size", str(size), "--steps", str(steps)]
+    def __init__(self, command: list[str]):
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        self._answer()
+        self.ready = self._answer()
 
     def _answer(self) -> dict:
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"the plain diffusers process ended (exit code {self.process.wait()})")
+            raise RuntimeError(f"a bench process ended (exit code {self.process.wait()}): {self.process.args}")
         return json.loads(line)
 
     def ask(self, what: str) -> dict:
-        """`what` once ("step", "vae" or "image"): its seconds, page faults and kernel seconds."""
+        """`what` once (plain_child: "step", "vae" or "image"): its seconds, page faults and kernel seconds."""
         self.process.stdin.write(what + "\n")
         self.process.stdin.flush()
         return self._answer()
 
     def close(self) -> None:
         self.process.stdin.close()
-        self.process.wait(timeout=60)
+        self.process.wait(timeout=120)
+
+
+def faithful_request(steps: int = 4, size: int = 512) -> dict:
+    """The default (faithful) image both benches ask the app for: Euler, CFG 7.5, seed 1, not saved."""
+    return dict(
+        model="sd15-random",
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE,
+        steps=steps,
+        width=size,
+        height=size,
+        sampler="Euler",
+        scheduler="Automatic",
+        cfg_scale=7.5,
+        seed=1,
+        save_images=False,
+    )
 
 
 def warm_start_child(cache_dir: str, started: float) -> None:
@@ -257,9 +278,7 @@ def main() -> None:
         return
     ensure_files()
     precision = choose("cpu", "auto").precision
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line), "?"
-    )
+    cpu = cpu_name()
     peak = {name: matmul_tflops(dtype) for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
     print(f"CPU: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}")
     print(
@@ -270,7 +289,8 @@ def main() -> None:
     cache_dir = Path(tempfile.mkdtemp(prefix="easel-compile-")) if args.cold else CACHE / "compile"
     out = Path(tempfile.mkdtemp(prefix="easel-bench-out-"))
     cfg = AppConfig(models_dir=MODELS, output_dir=out, device="cpu", cache_dir=cache_dir, port=7999, compile=args.compile)
-    plain = PlainProcess(precision, args.size, args.steps)  # before the app's threads: a process of its own
+    # before the app's threads: a process of its own
+    plain = Asked([sys.executable, __file__, "--plain-child", precision, "--size", str(args.size), "--steps", str(args.steps)])
     from pipelines import services as services_module
     from pipelines.speed.compiler import UNetCompiler
 
@@ -278,19 +298,7 @@ def main() -> None:
     services_module.UNetCompiler = lambda cache_dir: UNetCompiler(cache_dir, niceness=0)
     services = build_services(cfg)
     print(f"app: {services.optimizations()}")
-    faithful = dict(
-        model="sd15-random",
-        prompt=PROMPT,
-        negative_prompt=NEGATIVE,
-        steps=args.steps,
-        width=args.size,
-        height=args.size,
-        sampler="Euler",
-        scheduler="Automatic",
-        cfg_scale=7.5,
-        seed=1,
-        save_images=False,
-    )
+    faithful = faithful_request(args.steps, args.size)
     turbo = dict(
         model="sd15-random", prompt=PROMPT, width=args.size, height=args.size, seed=1, performance="CPU Turbo", save_images=False
     )
@@ -344,12 +352,13 @@ def main() -> None:
         with FlopCounterMode(display=False) as flops:
             runner.eager(**x)
         gflop = flops.get_total_flops() / 1e9
-        t_step1 = best_of(lambda: runner.eager(**x1))
         if args.compile:
             eager_out = runner.eager(**x)[0]
             compiled_out = model.pipe.unet(**x)[0]
             t_comp = best_of(lambda: model.pipe.unet(**x))
             t_step1 = best_of(lambda: model.pipe.unet(**x1))
+        else:
+            t_step1 = best_of(lambda: runner.eager(**x1))
         runner.eager(**x1)
         t_shallow = best_of(lambda: shallow_forward(runner.unet, runner.deep, **x1))
         latents = torch.randn(1, 4, args.size // 8, args.size // 8).to(model.pipe.unet.dtype)

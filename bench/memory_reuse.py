@@ -16,30 +16,11 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-MODELS = ROOT / "bench" / ".cache" / "models"
-REQUEST = dict(
-    model="sd15-random",
-    prompt="a lighthouse on a cliff at dusk, dramatic sky",
-    negative_prompt="blurry",
-    steps=4,
-    width=512,
-    height=512,
-    sampler="Euler",
-    scheduler="Automatic",
-    cfg_scale=7.5,
-    seed=1,
-    save_images=False,
-)
+from cpu_full_size import MODELS, Asked, cpu_name, faithful_request, kernel_time, timed
 
 
 def engine_child(reuse: bool) -> None:
@@ -52,16 +33,13 @@ def engine_child(reuse: bool) -> None:
     services = build_services(cfg)
 
     def image() -> dict:
-        before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        info = services.queue.wait(services.queue.submit(GenerationRequest(**REQUEST)), timeout=3600)
-        assert info.state is JobState.FINISHED, info.error
-        seconds, now = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
-        return {
-            "seconds": seconds,
-            "faults": now.ru_minflt - before.ru_minflt,
-            "sys": now.ru_stime - before.ru_stime,
-            "user": now.ru_utime - before.ru_utime,
-        }
+        def job():
+            info = services.queue.wait(services.queue.submit(GenerationRequest(**faithful_request())), timeout=3600)
+            assert info.state is JobState.FINISHED, info.error
+
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        seconds = timed(job)
+        return {"seconds": seconds, **kernel_time(before)}
 
     image()  # the model load and the first image's one-time costs
     print(json.dumps({"line": services.optimizations()}), flush=True)
@@ -70,28 +48,6 @@ def engine_child(reuse: bool) -> None:
             break
         print(json.dumps(image()), flush=True)
     services.close()
-
-
-class Side:
-    def __init__(self, reuse: bool):
-        command = [sys.executable, __file__, "--engine-child", "on" if reuse else "off"]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        self.line = self._answer()["line"]
-
-    def _answer(self) -> dict:
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"an engine process ended (exit code {self.process.wait()})")
-        return json.loads(line)
-
-    def image(self) -> dict:
-        self.process.stdin.write("image\n")
-        self.process.stdin.flush()
-        return self._answer()
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(timeout=120)
 
 
 def main() -> None:
@@ -104,16 +60,17 @@ def main() -> None:
         return
     if not (MODELS / "checkpoints" / "sd15-random.safetensors").exists():
         sys.exit("run bench/cpu_full_size.py once first: it writes the full-size random SD1.5 checkpoint")
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln), "?")
-    print(f"CPU: {cpu}; load average at start {os.getloadavg()[0]:.2f}")
-    sides = {"reuse": Side(True), "hand back": Side(False)}  # loaded one after the other, then alternated
+    print(f"CPU: {cpu_name()}; load average at start {os.getloadavg()[0]:.2f}")
+    sides = {  # loaded one after the other, then alternated
+        name: Asked([sys.executable, __file__, "--engine-child", flag]) for name, flag in (("reuse", "on"), ("hand back", "off"))
+    }
     for name, side in sides.items():
-        print(f"  {name}: {side.line}")
+        print(f"  {name}: {side.ready['line']}")
     runs: dict[str, list[dict]] = {name: [] for name in sides}
     for turn in range(args.rounds):
         order = list(sides) if turn % 2 == 0 else list(reversed(sides))  # neither side always goes first
         for name in order:
-            runs[name].append(sides[name].image())
+            runs[name].append(sides[name].ask("image"))
     print(f"\nwhole image, {args.rounds} rounds alternated (load average now {os.getloadavg()[0]:.2f}):")
     for name, rows in runs.items():
         med = {m: statistics.median(r[m] for r in rows) for m in ("seconds", "faults", "sys", "user")}

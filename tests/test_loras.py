@@ -229,7 +229,7 @@ def test_the_same_request_gives_the_same_bytes_after_lora_jobs_and_model_switche
         assert info.result.images[0].path.read_bytes() == first.result.images[0].path.read_bytes()
 
 
-def test_a_set_used_by_consecutive_jobs_stays_patched_and_each_job_gets_exactly_its_own(engine, lora_models, tmp_path):
+def test_a_set_used_by_consecutive_jobs_stays_patched_and_each_job_gets_exactly_its_own(engine, lora_models, tiny_sd15_reference):
     """As in A1111: the same LoRA set job after job is patched in once; any other set (or none) restores the
     loaded weights first, so what a job gets never depends on what ran before it."""
     a, b = (LoraRef("style-a", 0.9),), (LoraRef("style-b", -0.6), LoraRef("peft-c", 1.1))
@@ -253,7 +253,7 @@ def test_a_set_used_by_consecutive_jobs_stays_patched_and_each_job_gets_exactly_
     original = path.read_bytes()
     try:
         run(engine, model="tiny-sd15", loras=a)
-        kohya_lora(loaded(engine, "tiny-sd15").pipe, Architecture.SD1, path, rank=4, seed=99)
+        kohya_lora(tiny_sd15_reference, Architecture.SD1, path, rank=4, seed=99)
         changed = image_of(run(engine, model="tiny-sd15", loras=a))
         assert not np.array_equal(changed, fresh["a"])
     finally:
@@ -274,8 +274,8 @@ def test_a_model_kept_with_loras_refines_another_model_without_them(engine, lora
         assert run(engine, model="tiny-sdxl-second", loras=(LoraRef("xl-a", 1.5),)).state is JobState.FINISHED
         assert np.array_equal(image_of(run(engine, **refined)), expected)
     finally:
-        for link in folder.glob("tiny-sdxl-second*"):
-            link.unlink()
+        for copy_ in folder.glob("tiny-sdxl-second*"):
+            copy_.unlink()
         engine.registry.refresh()
 
 

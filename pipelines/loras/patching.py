@@ -170,8 +170,7 @@ class LoraManager:
         if keep and kept is not None and kept.key == tuple(key):
             yield activation  # the same set is in the weights already
             return
-        if kept is not None:
-            self._restore(self._kept.pop(model.pipe).saved)
+        self.restore(model)  # another set, or none: the loaded weights first
         if not planned:
             yield activation
             return

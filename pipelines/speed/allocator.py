@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ M_ARENA_MAX = -8
 INT_MAX = 2**31 - 1
 
 
+@functools.cache  # find_library runs `ldconfig -p`; the answer is the process's for its whole life
 def _glibc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     if not name:
