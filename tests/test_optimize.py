@@ -30,11 +30,16 @@ def image(pipe) -> np.ndarray:
 def test_cpu_models_are_channels_last_and_the_picture_is_the_same_within_a_rounding():
     pipe = tiny_sd15_pipeline(seed=0)
     before = image(pipe)
-    assert optimize_for_device(pipe, choose("cpu", "fp32")) == ["unet: channels-last", "vae: channels-last"]
+    assert optimize_for_device(pipe, choose("cpu", "fp32")) == [
+        "unet: channels-last",
+        "vae: channels-last, 3 upsamplers as transposed convolutions",
+    ]
     assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert pipe.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     after = image(pipe)
-    assert_images_match(after, before, why="oneDNN runs other convolution kernels on channels-last tensors")
+    assert_images_match(
+        after, before, why="oneDNN runs other convolution kernels on channels-last tensors; the upsamplers' taps are summed"
+    )
 
 
 def test_the_engine_loads_models_channels_last(tiny_models_dir, tmp_path):
@@ -49,6 +54,9 @@ def test_the_engine_loads_models_channels_last(tiny_models_dir, tmp_path):
         )
         [loaded] = services.cache.loaded()
         assert loaded.pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+        decode = aten_ops(lambda: loaded.pipe.vae.decode(torch.randn(1, 4, 8, 8)))
+        transposed = [op for op in decode if op[0] == "aten.convolution.default" and "True" in op[1]]
+        assert len(transposed) == 3  # the decoder's upsamplers (pipelines/speed/upsampling.py)
     finally:
         services.close()
 
