@@ -11,7 +11,8 @@ sizes are used (written once under bench/.cache/): the SD1.5 checkpoint, the LCM
   and a warm start (a fresh process with the cache present) until the compiled UNet is loaded;
 - one UNet step (CFG batch) and one VAE decode: plain best, app eager (and app compiled with --compile); each
   step as % of the matmul peak; the compiled step's deviation from eager;
-- CPU Turbo's switches: the saving and the image deviation of each (CFG 1, step caching, TAESD decode);
+- CPU Turbo's switches: the saving and the image deviation of each (CFG 1, step caching, token merging, TAESD
+  decode);
 - whole images through the HTTP API (/sdapi/v1/txt2img) in the default faithful setting and in CPU Turbo
   (after a default job, and again right after, with its LoRA kept), alternating with plain diffusers in its
   best CPU setting (bf16 + channels-last where the CPU has native bf16, else fp32), median and best of
@@ -47,11 +48,13 @@ from pipelines.loading.configs import bundled_config_dir, tokenizer_kwargs  # no
 from pipelines.services import build_services  # noqa: E402
 from pipelines.speed.runner import UNetRunner, unet_module  # noqa: E402
 from pipelines.speed.step_cache import shallow_forward  # noqa: E402
+from pipelines.speed.token_merging import TokenMerging  # noqa: E402
 from pipelines.types import Architecture, GenerationRequest, JobState  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
 MODELS = CACHE / "models"
 CHECKPOINT = MODELS / "checkpoints" / "sd15-random.safetensors"
+MERGE_RATIO = 0.5  # tomesd's suggested ratio, and the one issue 16 measured
 PROMPT, NEGATIVE = "a lighthouse on a cliff at dusk, dramatic sky", "blurry"
 
 
@@ -361,6 +364,10 @@ def main() -> None:
             t_step1 = best_of(lambda: runner.eager(**x1))
         runner.eager(**x1)
         t_shallow = best_of(lambda: shallow_forward(runner.unet, runner.deep, **x1))
+        merging = TokenMerging(runner.unet, MERGE_RATIO, seed=0)
+        t_step1_merged = best_of(lambda: runner.eager(**x1))
+        t_shallow_merged = best_of(lambda: shallow_forward(runner.unet, runner.deep, **x1))
+        merging.remove()
         latents = torch.randn(1, 4, args.size // 8, args.size // 8).to(model.pipe.unet.dtype)
         tiny = services.manager.previews.final_decoder(model.architecture, torch.device("cpu"), model.pipe.unet.dtype)
         t_taesd = best_of(lambda: tiny(latents))
@@ -418,6 +425,20 @@ def main() -> None:
             "loras": (),
         }
     )
+    merged = image(
+        **{
+            **turbo,
+            "performance": None,
+            "steps": 4,
+            "cfg_scale": 1.0,
+            "sampler": "LCM",
+            "scheduler": "Automatic",
+            "step_cache": 2,
+            "token_merging": MERGE_RATIO,
+            "fast_decode": True,
+            "loras": (),
+        }
+    )
     full_vae = image(
         **{
             **turbo,
@@ -436,6 +457,10 @@ def main() -> None:
     print(
         f"  step caching (interval 2)   step {t_step1:.2f} -> {t_shallow:.2f} s on cached steps; image "
         f"{no_cache[0]:.2f} -> {same_on[0]:.2f} s   {deviation(same_on[1], no_cache[1]):.2%}"
+    )
+    print(
+        f"  token merging {MERGE_RATIO}          step {t_step1:.2f} -> {t_step1_merged:.2f} s, cached step {t_shallow:.2f} -> "
+        f"{t_shallow_merged:.2f} s; image {same_on[0]:.2f} -> {merged[0]:.2f} s   {deviation(merged[1], same_on[1]):.2%}"
     )
     print(
         f"  TAESD final decode          decode {t_vae:.2f} -> {t_taesd:.2f} s; image {full_vae[0]:.2f} -> {same_on[0]:.2f} s"

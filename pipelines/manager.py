@@ -252,7 +252,11 @@ class PipelineManager:
         # CPU Turbo's approximations: the tiny decoder for the final image when one is installed (not with a refiner)
         fast = self.previews.final_decoder(model.architecture, model.pipe.device, model.pipe.unet.dtype)
         fast = fast if generation.fast_decode and refiner is None else None
-        extra.update(step_cache=generation.step_cache if generation.step_cache > 1 else 0, fast_decode=fast is not None)
+        extra.update(
+            step_cache=generation.step_cache if generation.step_cache > 1 else 0,
+            token_merging=generation.token_merging,
+            fast_decode=fast is not None,
+        )
         with self.loras.activate(model, generation.loras, generation.skip_invalid_loras, keep=True) as active:
             for note in active.notes:
                 control.emit(JobStatus(control.job_id, note))
@@ -333,6 +337,7 @@ class PipelineManager:
             generation.image_count,
             generation.cfg_scale > 1.0,
             generation.step_cache,
+            generation.token_merging,
         )
 
     # -- steps ------------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ class PerformanceMode:
     input_steps: int | None = None  # steps run by Vary/Upscale passes (Fooocus's steps_uov)
     controls: dict[str, float] = field(default_factory=dict)  # Fooocus's sampling controls the mode sets (off)
     step_cache: int = 0  # CPU Turbo's approximations (pipelines/speed); every mode sets them, off unless named
+    token_merging: float = 0.0
     fast_decode: bool = False
 
     @property
@@ -107,7 +108,7 @@ class PerformanceTable:
         for name in ("steps", "cfg_scale", "sampler", "scheduler"):
             if getattr(mode, name) is not None:
                 changes[name] = getattr(mode, name)
-        changes.update(step_cache=mode.step_cache, fast_decode=mode.fast_decode)
+        changes.update(step_cache=mode.step_cache, token_merging=mode.token_merging, fast_decode=mode.fast_decode)
         return request.replace(**changes, **mode.controls)
 
     # -- the acceleration LoRA ------------------------------------------------------------------------
@@ -265,11 +266,12 @@ def _mode(name: str, entry: dict[str, Any], samplers: SamplerTable | None) -> Pe
         "input_steps",
         "controls",
         "step_cache",
+        "token_merging",
         "fast_decode",
     }
     if set(entry) - known:
         raise ValueError(f"{where} has unknown fields {sorted(set(entry) - known)}")
-    for key in ("steps", "cfg_scale", "input_steps", "step_cache"):
+    for key in ("steps", "cfg_scale", "input_steps", "step_cache", "token_merging"):
         if key in entry:
             low, high = LIMITS["steps" if key == "input_steps" else key]
             if not low <= float(entry[key]) <= high:
@@ -305,5 +307,6 @@ def _mode(name: str, entry: dict[str, Any], samplers: SamplerTable | None) -> Pe
         input_steps=int(entry["input_steps"]) if "input_steps" in entry else None,
         controls={key: float(value) for key, value in controls.items()},
         step_cache=int(entry.get("step_cache", 0)),
+        token_merging=float(entry.get("token_merging", 0.0)),
         fast_decode=bool(entry.get("fast_decode", False)),
     )

@@ -200,6 +200,7 @@ class GenerationRequest:
     hires: HiresFix | None = None  # txt2img's hires fix; None: off
     # CPU Turbo's approximations (pipelines/speed): named switches, recorded in the metadata
     step_cache: int = 0  # reuse the UNet's deep features on all but every Nth step (0 or 1: off)
+    token_merging: float = 0.0  # merge this share of the highest-resolution tokens before self-attention (0: off)
     fast_decode: bool = False  # decode the final image with the tiny TAESD decoder when one is installed
 
     def replace(self, **changes: Any) -> GenerationRequest:
@@ -303,6 +304,7 @@ class ImageParams:
     prompt_expansion: str = ""  # the expanded prompt, as Fooocus records it ("Fooocus V2 Expansion")
     expansion_model: str | None = None
     step_cache: int = 0  # step caching interval used (0: off)
+    token_merging: float = 0.0  # token merging ratio used (0: off)
     fast_decode: bool = False  # True when the final image was decoded by TAESD, not the full VAE
     mask_image: str | None = None  # sha256 of the inpainting mask (white = changed) in the input store
     mask_blur_x: int | None = None  # A1111's Mask blur (x and y)

@@ -11,6 +11,7 @@ import math
 from pipelines.errors import InvalidRequest
 from pipelines.generation.quality import check_controls, control_limits
 from pipelines.samplers import SamplerTable
+from pipelines.speed.token_merging import MAX_RATIO
 from pipelines.types import GenerationRequest
 
 # field: (lowest, highest)
@@ -25,6 +26,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "refiner_switch": (0.0, 1.0),
     **control_limits(),  # Fooocus's sampling controls (tables/quality.yaml)
     "step_cache": (0, 10),
+    "token_merging": (0.0, MAX_RATIO),
 }
 OUTPUT_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
 MAX_LORAS = 5
@@ -75,5 +77,6 @@ def validate(request: GenerationRequest, samplers: SamplerTable) -> GenerationRe
         height=int(request.height),
         cfg_scale=float(request.cfg_scale),
         step_cache=int(request.step_cache),
+        token_merging=float(request.token_merging),
         fast_decode=bool(request.fast_decode),
     )

@@ -139,3 +139,18 @@ def test_fooocus_controls_in_advanced_reach_the_engine_and_the_expansion_entry_s
     assert wait_state(page, "done", "failed").startswith("Done")
     [entry] = services.history.list("sharpened fox")
     assert entry.params.sharpness == 6 and entry.params.adaptive_cfg == 0  # the tiny preset's CFG 5 is below 7
+
+
+def test_token_merging_in_advanced_reaches_the_engine_and_switches_the_mode_to_custom(app, open_page):  # noqa: F811
+    services, _url = app
+    page = open_page()
+    open_tab(page, "Advanced")
+    expect(page.locator("#token-merging input[type=number]")).to_have_value("0")
+    set_number(page, "#token-merging", 0.5)
+    open_tab(page, "Setting")
+    page.wait_for_function("document.querySelector('#performance input:checked').value === 'Custom'")
+    textbox(page, "prompt").fill("a merged fox")
+    page.click("#generate")
+    assert wait_state(page, "done", "failed").startswith("Done")
+    [entry] = services.history.list("merged fox")
+    assert entry.params.token_merging == 0.5 and entry.request.token_merging == 0.5

@@ -125,6 +125,7 @@ def test_infotext_round_trip(params):
         "model": params.model,
         "clip_skip": params.clip_skip,
         "step_cache": 0,  # CPU Turbo's switches: off unless the infotext names them
+        "token_merging": 0.0,
         "fast_decode": False,
     }
 

@@ -133,7 +133,7 @@ def test_cpu_turbo_sets_few_steps_no_guidance_and_the_approximations(engine):
     assert info.error is None, info.error
     params = info.result.images[0].params
     assert (params.steps, params.cfg_scale, params.sampler) == (4, 1.0, "LCM")
-    assert params.step_cache == 2 and params.fast_decode and params.performance == "CPU Turbo"
+    assert params.step_cache == 2 and params.token_merging == 0.5 and params.fast_decode and params.performance == "CPU Turbo"
     assert [lo.name for lo in params.loras] == ["lcm-lora-sdv1-5"]
 
 

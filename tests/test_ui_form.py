@@ -336,11 +336,11 @@ def test_modes_are_the_engines(tables):
     marked = modes.choices(table, {"Lightning": "Lightning needs an SDXL model."})
     assert ("Lightning (unavailable)", "Lightning") in marked and ("Speed", "Speed") in marked
     # every mode sets CPU Turbo's approximations too (off unless it names them), so leaving Turbo turns them off
-    assert modes.mode_fields(table, "Quality") == {"steps": 60, "step_cache": 0, "fast_decode": False}
+    assert modes.mode_fields(table, "Quality") == {"steps": 60, "step_cache": 0, "token_merging": 0.0, "fast_decode": False}
     assert modes.mode_fields(table, CUSTOM) == {}
     assert modes.mode_fields(table, "lightning") == {
         **{"steps": 4, "cfg_scale": 1.0, "sampler": "Euler", "scheduler": "SGM Uniform"},
-        **{"step_cache": 0, "fast_decode": False},
+        **{"step_cache": 0, "token_merging": 0.0, "fast_decode": False},
     }
     assert modes.canonical(table, "extreme speed") == "Extreme Speed" and modes.canonical(table, "Turbo") is None
     assert modes.matching(table, "Speed", {"steps": 30}) == "Speed"

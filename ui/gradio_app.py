@@ -29,7 +29,7 @@ QUIET = dict(show_progress="hidden", api_visibility="private")
 # the fields that change how long a job takes
 ESTIMATE_FIELDS = (
     *("model", "performance", "steps", "cfg_scale", "image_count"),
-    *("aspect_ratio", "custom_size", "width", "height", "step_cache"),
+    *("aspect_ratio", "custom_size", "width", "height", "step_cache", "token_merging"),
 )
 COMPILE_POLL = 3.0  # seconds between looks at the background compile
 

@@ -29,7 +29,7 @@ from pipelines.loading.vae import LoadedVae, swapped_vae
 from pipelines.prompts.conditioning import Conditioning, PromptEncoder
 from pipelines.prompts.switching import ConditioningSchedule, PromptSwitch, encode_schedule, tensor_inputs
 from pipelines.samplers import SamplerChoice, SamplerTable
-from pipelines.speed.approximations import step_caching
+from pipelines.speed.approximations import step_caching, token_merging
 from pipelines.types import GenerationRequest, ModelRecord
 
 
@@ -124,9 +124,14 @@ def make_image(ctx: ImageContext) -> tuple[Image.Image, tuple[ModelRecord, ...]]
     elif ctx.input_plan is not None or ctx.hires is not None:
         task = img2img_pipe(ctx.model)
     pipes = [ctx.model.pipe, task, ctx.refiner.pipe if ctx.refiner else None]
-    # The VAE override is swapped in for this image only, step caching (CPU Turbo) is on for it only; the
-    # checkpoint's own state comes back whatever happens.
-    with swapped_vae(ctx.vae, pipes), step_caching(ctx.model.pipe, ctx.request.step_cache), torch.inference_mode():
+    # The VAE override is swapped in for this image only, step caching and token merging (CPU Turbo) are on for
+    # it only; the checkpoint's own state comes back whatever happens.
+    with (
+        swapped_vae(ctx.vae, pipes),
+        step_caching(ctx.model.pipe, ctx.request.step_cache),
+        token_merging(ctx.model.pipe, ctx.request.token_merging, ctx.seed),
+        torch.inference_mode(),
+    ):
         if ctx.input_plan is not None:
             return from_image(ctx, task, generator)
         schedule = ctx.schedule(ctx.prompt, ctx.negative)

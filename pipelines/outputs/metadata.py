@@ -103,6 +103,8 @@ def infotext_fields(params: ImageParams) -> dict[str, str]:
     fields.update(control_fields(params))  # Fooocus's sampling controls, in Fooocus's words
     if params.step_cache > 1:  # CPU Turbo's approximations, so the image is made again the same way
         fields["Step cache"] = _num(params.step_cache)
+    if params.token_merging > 0:  # A1111's name for the same switch
+        fields["Token merging ratio"] = _num(params.token_merging)
     if params.fast_decode:
         fields["Decoder"] = "TAESD"
     if params.prompt_template:  # what the user typed, before styles and wildcards (sd-dynamic-prompts' labels)

@@ -17,6 +17,7 @@ from typing import Any
 
 from PIL import Image
 
+from pipelines.speed.token_merging import MAX_RATIO
 from pipelines.about import APP_NAME
 from pipelines.errors import InvalidRequest
 from pipelines.outputs.metadata import EASEL_KEY, EXIF_IFD, IMAGE_DESCRIPTION, MAKER_NOTE, SOFTWARE, UNICODE_PREFIX, USER_COMMENT
@@ -193,6 +194,8 @@ def request_fields_from_params(params: dict[str, Any]) -> dict[str, Any]:
             out[name] = value
     if any(k in params for k in _PARAM_LINE_KEYS):  # CPU Turbo's switches: missing means off, as A1111 images have them
         out["step_cache"] = _number(params.get("Step cache"), integer=True) or 0
+        # A1111 allows up to 0.9; with one destination per 2x2 cell, more than 0.75 merges the same tokens
+        out["token_merging"] = min(float(_number(params.get("Token merging ratio")) or 0.0), MAX_RATIO)
         out["fast_decode"] = str(params.get("Decoder", "")).upper() == "TAESD"
     switch = _number(params.get("Refiner switch at"))
     if "refiner" in out and switch is not None and 0 < switch <= 1:

@@ -135,6 +135,7 @@ class UNetRunner:
         self.seen: dict[str, CallSpec] = {}  # every call shape met, for the compiler
         self.on_new_spec: Callable[[CallSpec], None] | None = None
         self.cache: step_cache.StepCache | None = None
+        self.eager_only = False  # token merging's hooks are on: a compiled graph would not have them
         self.deep: torch.Tensor | None = None  # input of the last up block in the last full call
         self.calls = {"compiled": 0, "eager": 0, "shallow": 0}
         self.raise_errors = False  # warmup.py: a failing compile is the answer, not a reason to run eager
@@ -187,7 +188,7 @@ class UNetRunner:
             if self.on_new_spec is not None:
                 self.on_new_spec(spec)
         compiled = self.compiled
-        if compiled is not None and key in self.ready and key not in self.failed:
+        if compiled is not None and not self.eager_only and key in self.ready and key not in self.failed:
             for name, dims in DYNAMIC.items():
                 if isinstance(kwargs.get(name), torch.Tensor):
                     # "maybe": a model whose deepest feature map is 1 pixel (tiny test models) specializes instead of failing

@@ -26,8 +26,9 @@ class Measured:
     extra: float  # seconds per image outside the steps (decode, encode, save)
 
 
-def key(architecture: str, width: int, height: int, guidance: bool, step_cache: int) -> str:
-    return f"{architecture}:{width}x{height}:{'cfg' if guidance else 'nocfg'}:cache{max(step_cache, 1)}"
+def key(architecture: str, width: int, height: int, guidance: bool, step_cache: int, token_merging: float = 0.0) -> str:
+    merging = f":merge{token_merging:g}" if token_merging > 0 else ""
+    return f"{architecture}:{width}x{height}:{'cfg' if guidance else 'nocfg'}:cache{max(step_cache, 1)}{merging}"
 
 
 class StepTimes:
@@ -62,7 +63,8 @@ class StepTimes:
         """One finished image: seconds per step (first step's start to the last one's end) and after the steps."""
         if not steps or started is None or last_step is None:
             return
-        name = key(architecture, request.width, request.height, request.cfg_scale > 1.0, request.step_cache)
+        guidance = request.cfg_scale > 1.0
+        name = key(architecture, request.width, request.height, guidance, request.step_cache, request.token_merging)
         self.record(name, (last_step - started) / steps, time.perf_counter() - last_step)
 
     def measured(self, name: str) -> Measured | None:
@@ -71,10 +73,18 @@ class StepTimes:
         return Measured(entry["step"], entry["extra"]) if entry else None
 
     def estimate(
-        self, architecture: str, width: int, height: int, steps: int, images: int, guidance: bool, step_cache: int = 0
+        self,
+        architecture: str,
+        width: int,
+        height: int,
+        steps: int,
+        images: int,
+        guidance: bool,
+        step_cache: int = 0,
+        token_merging: float = 0.0,
     ) -> float | None:
         """Seconds for the job, or None when this architecture was never measured here."""
-        exact = self.measured(key(architecture, width, height, guidance, step_cache))
+        exact = self.measured(key(architecture, width, height, guidance, step_cache, token_merging))
         if exact is not None:
             return images * (steps * exact.step + exact.extra)
         with self._lock:

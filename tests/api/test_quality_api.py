@@ -75,3 +75,15 @@ def test_the_page_endpoint_takes_the_controls_and_the_expansion(page):
     meta = read_metadata(file)
     assert meta.request["prompt_expansion"] == "free-expansion" and meta.request["sharpness"] == 4.0
     assert meta.params["Fooocus V2 Expansion"].startswith("a red fox, ") and meta.params["Sharpness"] == 4
+
+
+def test_token_merging_as_a1111_clients_ask_for_it(client):
+    small = {"prompt": "a fox", "steps": 2, "sampler_name": "Euler", "seed": 5, **SMALL}
+    plain, _ = txt2img(client, **small)
+    merged, info = txt2img(client, override_settings={"token_merging_ratio": 0.5}, **small)
+    assert "Token merging ratio: 0.5" in info["infotexts"][0]
+    assert not np.array_equal(pixels(decode(plain["images"][0])), pixels(decode(merged["images"][0])))
+    _same, easel = txt2img(client, token_merging=0.5, **small)  # Easel's own field
+    assert "Token merging ratio: 0.5" in easel["infotexts"][0]
+    bad = client.post(f"{PREFIX}/txt2img", json={**small, "token_merging": 0.9})
+    assert bad.status_code == 422 and "token_merging" in bad.text

@@ -70,7 +70,10 @@ class ProcessingRequest(A1111Model):
     s_noise: Float | None = None
     override_settings: dict[str, Any] = Field(
         default_factory=dict,
-        description="Options for this request only: sd_model_checkpoint, sd_vae, CLIP_stop_at_last_layers, samples_format.",
+        description=(
+            "Options for this request only: sd_model_checkpoint, sd_vae, CLIP_stop_at_last_layers, samples_format, "
+            "token_merging_ratio."
+        ),
     )
     override_settings_restore_afterwards: bool = True
     refiner_checkpoint: str | None = Field(None, description="An SDXL refiner (or SDXL model) to finish the image.")
@@ -122,6 +125,9 @@ class ProcessingRequest(A1111Model):
         None, description="Easel: a performance mode (Speed, Quality, CPU Turbo...) setting steps, guidance, sampler, LoRA."
     )
     step_cache: Int = Field(0, description="Easel: step caching, only every Nth step runs the whole UNet (0: off).")
+    token_merging: Float = Field(
+        0.0, description="Easel: token merging ratio, 0 to 0.75 (A1111's override_settings.token_merging_ratio also works)."
+    )
     fast_decode: bool = Field(False, description="Easel: decode the final image with TAESD when installed.")
 
 

@@ -304,6 +304,7 @@ def fields_from_record(params: ImageParams, request: GenerationRequest | None) -
             "performance": params.performance,
             **record_request_fields(params),
             "step_cache": params.step_cache,
+            "token_merging": params.token_merging,
             "fast_decode": params.fast_decode,
         }
     fields["seed"] = params.seed  # image i of a batch: its own seed, so a re-run starts with it

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from pipelines import Architecture, InvalidRequest, PerformanceTable
 
 CUSTOM = "Custom"
-MODE_FIELDS = ("steps", "cfg_scale", "sampler", "scheduler", "step_cache", "fast_decode")  # the fields a mode sets
+MODE_FIELDS = ("steps", "cfg_scale", "sampler", "scheduler", "step_cache", "token_merging", "fast_decode")  # a mode sets
 UNAVAILABLE = "unavailable"  # marks a mode's label in the list; page.js disables such choices
 
 

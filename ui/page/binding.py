@@ -31,6 +31,7 @@ MODEL_DEPENDENT = frozenset(
         "sampler",
         "scheduler",
         "step_cache",
+        "token_merging",
         "fast_decode",
         "refiner",
         "refiner_switch",
@@ -54,6 +55,7 @@ MODE_DEPENDENT = frozenset(
         "adaptive_cfg",
         *ADM_FIELDS,
         "step_cache",
+        "token_merging",
         "fast_decode",
     }
 )

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines import SeedBehavior
+from pipelines import LIMITS, SeedBehavior
 from ui.context import UIContext
 from ui.page.render import schedule_choices
 from ui.tabs import image_settings, quality
@@ -37,6 +37,7 @@ class AdvancedTab:
     images: ImageSettings
     controls: quality.ControlsPanel  # Fooocus's sampling controls
     step_cache: gr.Slider
+    token_merging: gr.Slider
     fast_decode: gr.Checkbox
 
     def fields(self) -> dict[str, Any]:
@@ -54,6 +55,7 @@ class AdvancedTab:
                 "width",
                 "height",
                 "step_cache",
+                "token_merging",
                 "fast_decode",
             )
         }
@@ -138,6 +140,14 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
             elem_id="step-cache",
             info="Reuse the UNet's deep features: only every Nth step runs the whole UNet (2: every other; 0: off).",
         )
+        token_merging = gr.Slider(
+            *LIMITS["token_merging"],
+            initial.get("token_merging", 0.0),
+            step=0.05,
+            label="Token merging ratio",
+            elem_id="token-merging",
+            info="Merge this share of similar neighbouring tokens before the largest self-attention (ToMe; 0: off).",
+        )
         fast_decode = gr.Checkbox(
             bool(initial.get("fast_decode", False)),
             label="Fast final decode (TAESD, when installed in models/vae_approx)",
@@ -166,5 +176,6 @@ def build(ctx: UIContext, initial: dict[str, Any]) -> AdvancedTab:
         images,
         controls,
         step_cache,
+        token_merging,
         fast_decode,
     )
