@@ -115,3 +115,21 @@ def test_the_ratio_is_checked_at_submit(engine):
     with pytest.raises(InvalidRequest) as error:
         engine.queue.submit(GenerationRequest(**JOB, token_merging=0.8))
     assert error.value.field == "token_merging"
+
+
+def test_sdxl_merges_at_its_highest_attention_resolution(engine):
+    """SDXL's first down block has no attention: the merged level is the next one, at half the latent's size."""
+    job = {**JOB, "model": "tiny-sdxl"}
+    plain = run(engine, **job).result.images[0]
+    [model] = [m for m in engine.cache.loaded() if m.name == "tiny-sdxl"]
+    unet = model.pipe.unet
+    assert not getattr(unet.down_blocks[0], "attentions", None), "the tiny SDXL has SDXL's layout"
+    query = top_transformers(unet)[0].transformer_blocks[0].attn1.to_q
+    seen: list[int] = []
+    hook = query.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1]))
+    try:
+        merged = run(engine, **job, token_merging=0.5).result.images[0]
+    finally:
+        hook.remove()
+    assert set(seen) == {8}, "4x4 tokens at half of the 8x8 latent, half merged"
+    assert not np.array_equal(np.asarray(plain.image), np.asarray(merged.image))
