@@ -21,7 +21,7 @@ slightly different pictures depending on the file they came from. Aligned, a che
 same bits as the diffusers folder or in-memory model it was written from.
 
 And on the CPU the VAE decoder's upsamplers (nearest 2x, then a 3x3 convolution) run as one transposed
-convolution with 4/9 of the multiply-adds (pipelines/speed/upsampling.py): a tenth of the decode.
+convolution with 4/9 of the multiply-adds (pipelines/speed/upsampling.py): a decode took 0.68x the time.
 """
 
 from __future__ import annotations

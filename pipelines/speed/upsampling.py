@@ -4,7 +4,8 @@ Each upsampler repeats every pixel 2x2, then convolves the 4x larger image. An o
 sees only 2x2 distinct input pixels, so the pair is exactly a stride-2 transposed convolution whose 4x4
 kernel sums the taps that land on the same input pixel: 16 multiply-adds per output pixel group instead of
 36, and no upsampled copy. The three upsamplers hold 28 % of a 512x512 SD decode's multiply-adds; on this
-project's 2-core AMX Xeon each ran 2.1-2.2x faster (bf16 and fp32), about a tenth of the decode.
+project's 2-core AMX Xeon each ran 2.1-2.2x faster (bf16 and fp32), and a whole decode took 0.68-0.69x
+plain diffusers' time (0.97x before; bench/cpu_full_size.py).
 
 Only the rounding differs: the summed taps are rounded once to the weights' dtype (fp32: 1e-6 of the
 output's standard deviation; bf16: 0.13 % per layer, below bf16's own step). The UNet keeps its upsamplers:
