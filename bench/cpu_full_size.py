@@ -399,59 +399,20 @@ def main() -> None:
         return info.result.seconds, np.asarray(info.result.images[0].image)
 
     all_on = image(**turbo)
-    no_cache = image(
-        **{
-            **turbo,
-            "performance": None,
-            "steps": 4,
-            "cfg_scale": 1.0,
-            "sampler": "LCM",
-            "scheduler": "Automatic",
-            "step_cache": 0,
-            "fast_decode": True,
-            "loras": (),
-        }
-    )
-    same_on = image(
-        **{
-            **turbo,
-            "performance": None,
-            "steps": 4,
-            "cfg_scale": 1.0,
-            "sampler": "LCM",
-            "scheduler": "Automatic",
-            "step_cache": 2,
-            "fast_decode": True,
-            "loras": (),
-        }
-    )
-    merged = image(
-        **{
-            **turbo,
-            "performance": None,
-            "steps": 4,
-            "cfg_scale": 1.0,
-            "sampler": "LCM",
-            "scheduler": "Automatic",
-            "step_cache": 2,
-            "token_merging": MERGE_RATIO,
-            "fast_decode": True,
-            "loras": (),
-        }
-    )
-    full_vae = image(
-        **{
-            **turbo,
-            "performance": None,
-            "steps": 4,
-            "cfg_scale": 1.0,
-            "sampler": "LCM",
-            "scheduler": "Automatic",
-            "step_cache": 2,
-            "fast_decode": False,
-            "loras": (),
-        }
-    )
+    # the Turbo mode's settings named one by one (the LCM LoRA left out), so that each switch can be set alone
+    explicit = {
+        **turbo,
+        "performance": None,
+        "steps": 4,
+        "cfg_scale": 1.0,
+        "sampler": "LCM",
+        "scheduler": "Automatic",
+        "loras": (),
+    }
+    no_cache = image(**explicit, step_cache=0, fast_decode=True)
+    same_on = image(**explicit, step_cache=2, fast_decode=True)
+    merged = image(**explicit, step_cache=2, token_merging=MERGE_RATIO, fast_decode=True)
+    full_vae = image(**explicit, step_cache=2, fast_decode=False)
     print("\nCPU Turbo switches               saving            deviation (image, of its std)")
     print(f"  CFG 1 (no-CFG batch)        step {t_step:.2f} -> {t_step1:.2f} s    needs the LCM LoRA (the model changes)")
     print(
