@@ -121,6 +121,7 @@ def test_options_get_and_post_switch_the_default_model(client, live):
     options = client.get(f"{PREFIX}/options").json()
     assert options["sd_model_checkpoint"].startswith("tiny-sd15.safetensors")
     assert options["samples_format"] == "png" and options["CLIP_stop_at_last_layers"] == 1
+    assert options["token_merging_ratio"] == 0
     assert options["outdir_samples"] == str(live.services.config.output_dir)
     try:
         # a title as A1111 clients send it back, with unknown options beside it (ignored)
@@ -128,6 +129,7 @@ def test_options_get_and_post_switch_the_default_model(client, live):
             "sd_model_checkpoint": "tiny-sdxl.safetensors [0123456789]",
             "samples_format": "webp",
             "CLIP_stop_at_last_layers": 2,
+            "token_merging_ratio": 0.5,
             "show_progressbar": True,
         }
         answer = client.post(f"{PREFIX}/options", json=sent)
@@ -139,7 +141,9 @@ def test_options_get_and_post_switch_the_default_model(client, live):
         answer = client.post(f"{PREFIX}/txt2img", json={"prompt": "x", "steps": 1, "width": 64, "height": 64})
         info = json.loads(answer.json()["info"])
         assert info["sd_model_name"] == "tiny-sdxl" and info["clip_skip"] == 2
-        assert "Clip skip: 2" in info["infotexts"][0]
+        assert "Clip skip: 2" in info["infotexts"][0] and "Token merging ratio: 0.5" in info["infotexts"][0]
+        answer = client.post(f"{PREFIX}/txt2img", json={"prompt": "x", "steps": 1, "width": 64, "height": 64, "token_merging": 0})
+        assert "Token merging ratio" not in json.loads(answer.json()["info"])["infotexts"][0]  # the request's own 0 wins
         assert Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0]))).format == "WEBP"
         # a bad value changes nothing, not even the valid ones sent with it
         bad = client.post(f"{PREFIX}/options", json={"samples_format": "png", "sd_model_checkpoint": "missing"})
@@ -148,11 +152,19 @@ def test_options_get_and_post_switch_the_default_model(client, live):
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "samples_format"]
         bad = client.post(f"{PREFIX}/options", json={"CLIP_stop_at_last_layers": 99})
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "CLIP_stop_at_last_layers"]
+        bad = client.post(f"{PREFIX}/options", json={"token_merging_ratio": 0.9})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "token_merging_ratio"]
         assert client.get(f"{PREFIX}/options").json()["samples_format"] == "webp"
         assert live.services.manager.default_record().name == "tiny-sdxl"
     finally:
         client.post(
-            f"{PREFIX}/options", json={"sd_model_checkpoint": "tiny-sd15", "samples_format": "png", "CLIP_stop_at_last_layers": 1}
+            f"{PREFIX}/options",
+            json={
+                "sd_model_checkpoint": "tiny-sd15",
+                "samples_format": "png",
+                "CLIP_stop_at_last_layers": 1,
+                "token_merging_ratio": 0,
+            },
         )
     assert client.get(f"{PREFIX}/options").json()["sd_model_checkpoint"].startswith("tiny-sd15.safetensors")
 

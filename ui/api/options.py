@@ -1,7 +1,7 @@
 """A1111's `options`: the few settings Easel has under A1111's names, read and changed through the API.
 
 The default checkpoint lives on the pipeline manager (the page shows and changes the same one); the
-others are API-only defaults for requests that do not say (VAE, image format, clip skip), kept in
+others are API-only defaults for requests that do not say (VAE, image format, clip skip, token merging), kept in
 memory until the app restarts. Every value is checked before any is applied, so a bad POST changes nothing.
 """
 
@@ -25,6 +25,7 @@ class ApiOptions:
         self._format = normalize_format(samples_format)
         self._clip_skip = clip_skip
         self._vae = "Automatic"
+        self._token_merging = 0.0
 
     @property
     def vae(self) -> str:
@@ -41,6 +42,11 @@ class ApiOptions:
         with self._lock:
             return self._clip_skip
 
+    @property
+    def token_merging(self) -> float:
+        with self._lock:
+            return self._token_merging
+
     def current(self) -> Options:
         manager = self._services.manager
         title = sha256 = None
@@ -52,13 +58,14 @@ class ApiOptions:
             sha256 = manager.known_hash(record)
             title = model_title(record, sha256)
         with self._lock:
-            fmt, clip_skip, vae = self._format, self._clip_skip, self._vae
+            fmt, clip_skip, vae, merging = self._format, self._clip_skip, self._vae, self._token_merging
         return Options(
             sd_vae=vae,
             sd_model_checkpoint=title,
             sd_checkpoint_hash=sha256,
             samples_format=A1111_FORMAT[fmt],
             CLIP_stop_at_last_layers=clip_skip,
+            token_merging_ratio=merging,
             outdir_samples=str(self._services.config.output_dir),
         )
 
@@ -88,6 +95,8 @@ class ApiOptions:
                 self._vae = vae
             if sent.get("CLIP_stop_at_last_layers") is not None:
                 self._clip_skip = int(sent["CLIP_stop_at_last_layers"])
+            if sent.get("token_merging_ratio") is not None:
+                self._token_merging = float(sent["token_merging_ratio"])
 
 
 def vae_option(services: Services, text: str) -> str:

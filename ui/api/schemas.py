@@ -352,6 +352,7 @@ class Options(A1111Model):
     )
     samples_format: str = Field("png", description="Format of API images: png, jpg or webp.")
     CLIP_stop_at_last_layers: int = Field(1, description="Clip skip used when a request does not say.")
+    token_merging_ratio: float = Field(0.0, description="Token merging ratio used when a request does not say (0: off).")
     outdir_samples: str = Field("", description="Read-only: where images are saved.")
 
 
@@ -360,3 +361,4 @@ class OptionsUpdate(A1111Model):
     sd_vae: str | None = None
     samples_format: str | None = None
     CLIP_stop_at_last_layers: Int | None = Field(None, **_range("clip_skip"))
+    token_merging_ratio: Float | None = Field(None, **_range("token_merging"))

@@ -242,7 +242,11 @@ def base_request(payload: ProcessingRequest, services: Services, options: ApiOpt
         prompt_expansion=expansion_model(payload.prompt_expansion, FOOOCUS_V2 in styles),
         performance=payload.performance or None,
         step_cache=payload.step_cache,
-        token_merging=override_setting(overrides, "token_merging_ratio", payload.token_merging),
+        token_merging=override_setting(
+            overrides,
+            "token_merging_ratio",
+            payload.token_merging if "token_merging" in payload.model_fields_set else options.token_merging,
+        ),
         fast_decode=payload.fast_decode,
     )
     return request
