@@ -49,7 +49,7 @@ def test_copies_merge_first_into_the_token_they_copy():
     copies = first.sources[:3]
     x[0, copies] = x[0, first.destinations[[4, 9, 1]]]  # three sources made equal to three destinations
     plan = plan_merge(x, 8, 8, 3 / 64, generator(7))  # the same draw of destinations
-    assert sorted(plan.sources[plan.moved[0]].tolist()) == sorted(copies.tolist())
+    assert sorted(plan.moved[0].tolist()) == sorted(copies.tolist())
     assert sorted(plan.into[0].tolist()) == [1, 4, 9]
 
 

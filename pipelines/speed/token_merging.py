@@ -31,16 +31,15 @@ class MergePlan:
     tokens: int
     destinations: torch.Tensor  # (D,) token positions that receive merges
     sources: torch.Tensor  # (S,) the other positions
-    kept: torch.Tensor  # (B, S - r) indices into `sources` that stay as they are
-    moved: torch.Tensor  # (B, r) indices into `sources` merged away
+    kept: torch.Tensor  # (B, S - r) positions of the sources that stay as they are
+    moved: torch.Tensor  # (B, r) positions of the sources merged away
     into: torch.Tensor  # (B, r) the destination (index into `destinations`) each moved token joins
 
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, C) -> (B, N - r, C): the kept sources, then the destinations averaged with what joined them."""
-        sources, destinations = x[:, self.sources], x[:, self.destinations]
-        kept = sources.gather(1, _rows(self.kept, x))
-        joining = sources.gather(1, _rows(self.moved, x))
-        destinations = destinations.scatter_reduce(1, _rows(self.into, x), joining, reduce="mean", include_self=True)
+        kept = x.gather(1, _rows(self.kept, x))
+        joining = x.gather(1, _rows(self.moved, x))
+        destinations = x[:, self.destinations].scatter_reduce(1, _rows(self.into, x), joining, reduce="mean", include_self=True)
         return torch.cat([kept, destinations], dim=1)
 
     def unmerge(self, y: torch.Tensor) -> torch.Tensor:
@@ -49,8 +48,8 @@ class MergePlan:
         kept, destinations = y[:, :count], y[:, count:]
         out = y.new_empty(y.shape[0], self.tokens, y.shape[2])
         out[:, self.destinations] = destinations
-        out.scatter_(1, _rows(self.sources[self.kept], y), kept)
-        out.scatter_(1, _rows(self.sources[self.moved], y), destinations.gather(1, _rows(self.into, y)))
+        out.scatter_(1, _rows(self.kept, y), kept)
+        out.scatter_(1, _rows(self.moved, y), destinations.gather(1, _rows(self.into, y)))
         return out
 
 
@@ -78,8 +77,8 @@ def plan_merge(x: torch.Tensor, height: int, width: int, ratio: float, generator
     similarity = metric[:, sources] @ metric[:, destinations].transpose(1, 2)  # (B, S, D)
     best, into = similarity.max(dim=-1)
     ranked = best.argsort(dim=-1, descending=True, stable=True)
-    moved, kept = ranked[:, :merged], ranked[:, merged:]
-    return MergePlan(tokens, destinations, sources, kept, moved, into.gather(1, moved))
+    moved, kept = ranked[:, :merged], ranked[:, merged:]  # indices into `sources`, most similar first
+    return MergePlan(tokens, destinations, sources, sources[kept], sources[moved], into.gather(1, moved))
 
 
 def top_transformers(unet: torch.nn.Module) -> list[torch.nn.Module]:
@@ -97,7 +96,6 @@ class TokenMerging:
         self.ratio = ratio
         self.generator = torch.Generator("cpu").manual_seed(seed)
         self.size: tuple[int, int] | None = None
-        self.merges = 0
         self._plans: dict[int, MergePlan] = {}
         self._handles = []
         for transformer in top_transformers(unet):
@@ -122,7 +120,6 @@ class TokenMerging:
         if plan is None:
             return None
         self._plans[id(module)] = plan
-        self.merges += 1
         merged = plan.merge(hidden)
         return ((merged, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": merged})
 

@@ -71,7 +71,7 @@ def _forward(self: Upsample2D, hidden_states: torch.Tensor, output_size: Any = N
     conv = _conv_of(self)
     height, width = hidden_states.shape[-2:]
     doubled = output_size is None or tuple(output_size) == (2 * height, 2 * width)
-    if args or kwargs or not doubled or hidden_states.device.type != "cpu" or torch.compiler.is_compiling():
+    if args or kwargs or not doubled or hidden_states.device.type != "cpu":
         return Upsample2D.forward(self, hidden_states, output_size, *args, **kwargs)
     return F.conv_transpose2d(hidden_states, _kernel_for(self, conv), conv.bias, stride=2, padding=1)
 
