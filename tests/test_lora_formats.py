@@ -79,7 +79,7 @@ def test_locon_conv_layer_delta_has_the_kernel_shape(tmp_path, sd15):
     assert lora.format == "LyCORIS LoCon"
     [conv] = [p for p in _targets(lora, sd15, Architecture.SD1).values() if p.weight.ndim == 4 and p.weight.shape[-1] == 3]
     down, up, alpha = written[(conv.component, conv.path)]
-    delta = conv.delta(1.5)
+    delta = conv.change(conv.weight.detach().float(), 1.5)
     assert delta.shape == conv.weight.shape
     # the reference: a 1x1 conv applied after the 3x3 one is one 3x3 conv with kernel up @ down
     expected = torch.einsum("or,rikl->oikl", up.float()[:, :, 0, 0], down.float()) * (1.5 * alpha / down.shape[0])
@@ -125,20 +125,30 @@ def test_old_diffusers_spellings_map_to_the_same_layers(tmp_path, sd15):
 @pytest.mark.parametrize(
     "keys,expected",
     [
-        ({"lora_unet_x.hada_w1_a": [4, 8], "lora_unet_x.hada_w1_b": [4, 8]}, "LoHa"),
-        ({"lora_unet_x.lokr_w1": [4, 4], "lora_unet_x.lokr_w2": [4, 4]}, "LoKr"),
+        ({"lora_unet_x.oft_blocks": [4, 2, 2], "lora_unet_x.alpha": []}, "a LyCORIS OFT"),
+        ({"lora_unet_x.diff": [8, 8], "lora_unet_x.diff_b": [8]}, "full-weight difference"),
+        ({"lora_unet_x.weight": [8], "lora_unet_x.on_input": []}, "IA3"),
+        # LyCORIS layers with a part missing or not fitting: damaged, naming the layer
+        ({"lora_unet_x.hada_w1_a": [4, 8], "lora_unet_x.hada_w1_b": [8, 4]}, "'lora_unet_x': a LoHa layer needs hada_w2_a"),
+        ({"lora_unet_x.lokr_w1": [4, 4], "lora_unet_x.lokr_w2_a": [4, 2]}, "a LoKr layer needs lokr_w2_b"),
         (
-            {"lora_unet_x.lora_down.weight": [4, 8], "lora_unet_x.lora_up.weight": [8, 4], "lora_unet_x.dora_scale": [1, 8]},
-            "DoRA",
+            {
+                "lora_unet_x.hada_w1_a": [8, 4],
+                "lora_unet_x.hada_w1_b": [4, 6],
+                "lora_unet_x.hada_w2_a": [8, 4],
+                "lora_unet_x.hada_w2_b": [3, 6],
+            },
+            "factors that do not multiply",
         ),
         (
             {
-                "lora_unet_x.lora_down.weight": [4, 8, 3, 3],
+                "lora_unet_x.lora_down.weight": [4, 8, 1, 1],
                 "lora_unet_x.lora_up.weight": [8, 4, 1, 1],
-                "lora_unet_x.lora_mid.weight": [4, 4, 3, 3],
+                "lora_unet_x.lora_mid.weight": [2, 4, 3, 3],
             },
-            "CP decomposition",
+            "lora_mid (2, 4, 3, 3) does not fit",
         ),
+        ({"lora_unet_x.dora_scale": [1, 8], "lora_unet_x.alpha": []}, "DoRA magnitudes but no weights"),
         ({"foo.bar": [3, 3], "model.weight": [2]}, "not a LoRA this app understands"),
         ({"lora_unet_x.lora_down.weight": [4, 8]}, "has no up weight"),
     ],

@@ -63,7 +63,7 @@ def lora_models(tmp_path_factory, tiny_sd15_file, tiny_sdxl_file, tiny_sd15_refe
     # a file with no LoRA (or any model) layout, and a LoRA layout this app does not apply
     save_file({"foo.bar": torch.ones(3)}, str(root / "loras" / "junk.safetensors"))
     save_file(
-        {"lora_unet_x.hada_w1_a": torch.ones(2, 2), "lora_unet_x.hada_w1_b": torch.ones(2, 2)},
+        {"lora_unet_x.oft_blocks": torch.ones(4, 2, 2), "lora_unet_x.alpha": torch.tensor(1.0)},
         str(root / "loras" / "broken.safetensors"),
     )
     return root, written
@@ -310,7 +310,7 @@ def test_unusable_loras_fail_naming_the_file_unless_skipping_was_asked_for(engin
     cases = {
         "xl-a": ("xl-a.safetensors", "SDXL"),  # made for another architecture
         "junk": ("junk.safetensors", "cannot be used as a LoRA"),  # no LoRA layout at all
-        "broken": ("broken.safetensors", "LoHa"),  # a layout that is not applied
+        "broken": ("broken.safetensors", "a LyCORIS OFT"),  # a layout that is not applied
         "no-such-lora": ("no-such-lora", "No lora named"),
     }
     for name, (file, reason) in cases.items():

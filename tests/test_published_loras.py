@@ -49,8 +49,14 @@ def test_every_layer_maps_onto_the_module_its_published_name_means(request, tmp_
     expected = {id(published_module(pipe, c, p).weight): layer for (c, p), layer in written.items()}
     assert len(patches) == len(written) and patches.keys() == expected.keys()
     for key, patch in patches.items():
-        assert torch.equal(patch.pair.down, expected[key].down) and torch.equal(patch.pair.up, expected[key].up)
-        assert patch.pair.scale == pytest.approx(expected[key].scale)
+        layer = expected[key]
+        shape = tuple(patch.weight.shape)
+        torch.testing.assert_close(patch.pair.delta().reshape(shape), layer.product(shape), rtol=1e-5, atol=1e-6)
+        assert patch.pair.scale == pytest.approx(layer.scale)
+        if layer.magnitude is None:
+            assert patch.pair.magnitude is None
+        else:
+            assert torch.equal(patch.pair.magnitude, layer.magnitude)
 
 
 def test_a_partly_fitting_lora_says_which_part_does_not_fit(tmp_path, tiny_sd15_reference):
@@ -251,8 +257,7 @@ def test_published_lora_changes_the_image_by_exactly_its_weights(engine, lora_mo
         for (component, path), layer in written.items():
             weight = published_module(model.pipe, component, path).weight
             base = published_module(reference, component, path).weight.detach().float()
-            product = (layer.up.float().flatten(1) @ layer.down.float().flatten(1)).reshape(base.shape)
-            torch.testing.assert_close(weight, base + WEIGHT * layer.scale * product, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(weight, layer.expected(base, WEIGHT), rtol=1e-5, atol=1e-6)
             touched.add(id(weight))
         for component in ("unet", "text_encoder", "text_encoder_2"):  # nothing else moved
             if getattr(reference, component, None) is None:
@@ -268,3 +273,24 @@ def test_published_lora_changes_the_image_by_exactly_its_weights(engine, lora_mo
         if getattr(reference, component, None) is not None:
             theirs = getattr(reference, component).state_dict()
             assert all(torch.equal(v, theirs[k]) for k, v in getattr(model.pipe, component).state_dict().items())
+
+
+def test_lycoris_dora_and_kohya_files_on_the_same_layers_add_up(engine, lora_models, tiny_sd15_reference):
+    """A LoKr, a DoRA LoCon and a kohya LoRA at once: each layer gets the sum of what each adds to the loaded weight
+    (DoRA's renormalised difference included), rounded once; afterwards the loaded weights come back bit for bit."""
+    names = {"lycoris-lokr-sd1": 0.7, "lycoris-locon-dora-sd1": -0.5, "kohya-sd1": 1.2}
+    picture(engine, "tiny-sd15")
+    [model] = [m for m in engine.cache.loaded() if m.name == "tiny-sd15"]
+    refs = [LoraRef(lora_models[1][name][0], weight) for name, weight in names.items()]
+    with engine.loras.activate(model, refs):
+        for (component, path), _ in lora_models[1]["kohya-sd1"][1].items():
+            base = published_module(tiny_sd15_reference, component, path).weight.detach().float()
+            expected = base.clone()
+            for name, weight in names.items():
+                layer = lora_models[1][name][1].get((component, path))
+                if layer is not None:
+                    expected += layer.expected(base, weight) - base
+            weight = published_module(model.pipe, component, path).weight
+            torch.testing.assert_close(weight, expected, rtol=1e-5, atol=1e-5)
+    theirs = tiny_sd15_reference.unet.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in model.pipe.unet.state_dict().items())

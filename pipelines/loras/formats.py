@@ -1,10 +1,11 @@
-"""Reading a LoRA file: which format it is, its low-rank pairs, alphas and training metadata.
+"""Reading a LoRA file: which format it is, its adapted layers, alphas and training metadata.
 
-LoRAs come in several key layouts, all holding the same thing: for each adapted layer a `down` (rank x in)
-and an `up` (out x rank) matrix, and optionally an `alpha` that sets the scale alpha/rank:
+LoRAs come in several key layouts. Most hold, for each adapted layer, a `down` (rank x in) and an `up`
+(out x rank) matrix, and optionally an `alpha` that sets the scale alpha/rank:
 
 - kohya / A1111: `lora_unet_<flat name>.lora_down.weight`, `lora_te_…` (SD1), `lora_te1_…`/`lora_te2_…` (SDXL),
-  with `<flat name>.alpha`. LyCORIS LoCon uses the same keys and adds convolution layers (4-D down/up).
+  with `<flat name>.alpha`. LyCORIS LoCon uses the same keys and adds convolution layers (4-D down/up), with
+  an optional `lora_mid` core (CP decomposition) for the kernel.
 - PEFT (diffusers >= 0.22): `unet.<module path>.lora_A.weight` / `.lora_B.weight`, the scale in the
   `lora_adapter_metadata` header (r, lora_alpha, alpha_pattern, use_rslora) or 1. PEFT's own
   `save_pretrained` writes `base_model.model.<module path>.lora_A.weight` to `adapter_model.safetensors`
@@ -12,8 +13,12 @@ and an `up` (out x rank) matrix, and optionally an `alpha` that sets the scale a
 - older diffusers: `unet.<path>.lora.down.weight`, `text_encoder.<path>.lora_linear_layer.up.weight`, and the
   attention-processor style `…attn1.processor.to_q_lora.down.weight`.
 
-This module only reads and groups; mapping the groups onto a loaded pipeline's modules is targets.py.
-Layouts that are not a plain low-rank product (LoHa, LoKr, DoRA, CP-decomposed LoCon) are refused by name
+LyCORIS's other layer types use kohya's names with their own tensors (layer_changes.py builds each one's
+full-size change): LoHa (`hada_w1_a` …, a Hadamard product of two low-rank products) and LoKr (`lokr_w1` …,
+a Kronecker product). Any of them may carry DoRA's magnitude (`dora_scale`; PEFT's `lora_magnitude_vector`).
+
+This module only reads and groups; mapping the layers onto a loaded pipeline's modules is targets.py.
+Layouts that are none of these (OFT, IA3, full-weight differences, norm layers) are refused by name
 rather than applied approximately.
 """
 
@@ -29,13 +34,14 @@ import torch
 
 from pipelines.errors import LoraError, UnsafeCheckpoint
 from pipelines.loading.probe import SAFETENSORS_SUFFIXES, load_pickle_state_dict, probe_keys
+from pipelines.loras.layer_changes import HadamardPair, KroneckerPair, LayerChange, LoraPair
 from pipelines.loras.names import KOHYA_PREFIXES
 from pipelines.types import Architecture
 
 KOHYA_STARTS = tuple(sorted({prefix for prefixes in KOHYA_PREFIXES.values() for prefix in prefixes}))  # lora_unet_, lora_te_, …
 PEFT_WEIGHTS, PEFT_CONFIG = "adapter_model", "adapter_config.json"  # the files of PEFT's save_pretrained
 
-# key ending -> role; the longest matching ending wins (".lora_up.weight" before ".weight" forms).
+# key ending -> role; the first matching ending wins (".lora_up.weight" before shorter forms).
 _ROLES: tuple[tuple[str, str], ...] = (
     (".lora_linear_layer.down.weight", "down"),
     (".lora_linear_layer.up.weight", "up"),
@@ -45,23 +51,28 @@ _ROLES: tuple[tuple[str, str], ...] = (
     (".lora.up.weight", "up"),
     (".lora_down.weight", "down"),
     (".lora_up.weight", "up"),
+    (".lora_mid.weight", "mid"),  # LoCon's CP core
     (".lora_A.weight", "down"),
     (".lora_B.weight", "up"),
     (".alpha", "alpha"),
+    (".dora_scale", "magnitude"),  # LyCORIS DoRA
+    (".lora_magnitude_vector.weight", "magnitude"),  # PEFT DoRA
+    (".lora_magnitude_vector", "magnitude"),
+    *((f".{name}", name) for name in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")),
+    *((f".{name}", name) for name in ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")),
 )
 
 # Layouts we recognize but do not apply, with what to tell the user.
 _UNSUPPORTED: tuple[tuple[str, str], ...] = (
-    ("hada_w1_a", "a LyCORIS LoHa"),
-    ("lokr_w1", "a LyCORIS LoKr"),
-    ("lokr_w2", "a LyCORIS LoKr"),
-    ("dora_scale", "a DoRA LoRA (it has dora_scale weights)"),
-    ("lora_magnitude_vector", "a DoRA LoRA (it has magnitude vectors)"),
-    (".lora_mid.weight", "a LoCon with CP decomposition (lora_mid weights)"),
+    (".oft_blocks", "a LyCORIS OFT"),
+    (".oft_diag", "a LyCORIS OFT"),
     (".diff", "a full-weight difference (LyCORIS 'full')"),
+    (".w_norm", "a LyCORIS file with norm layers"),
     ("ia3_", "an IA3 adapter"),
+    (".on_input", "an IA3 adapter"),
+    (".a1.weight", "a LyCORIS GLoRA"),
 )
-SUPPORTED_TEXT = "kohya/A1111 LoRA, LyCORIS LoCon, diffusers or PEFT LoRA"
+SUPPORTED_TEXT = "kohya/A1111 LoRA, LyCORIS LoCon, LoHa or LoKr (DoRA too), diffusers or PEFT LoRA"
 
 _ARCH_HINTS = (  # training metadata -> architecture, for files whose keys do not tell
     (re.compile(r"sdxl|stable-diffusion-xl", re.I), Architecture.SDXL),
@@ -71,52 +82,16 @@ _ARCH_HINTS = (  # training metadata -> architecture, for files whose keys do no
 
 
 @dataclass
-class LoraPair:
-    """One adapted layer as the file names it: delta = scale * (up @ down)."""
-
-    stem: str  # the key without its role ending, e.g. "lora_unet_down_blocks_0_…_to_q" or "unet.down_blocks.0…to_q"
-    down: torch.Tensor
-    up: torch.Tensor
-    alpha: float | None = None
-    scale_override: float | None = None  # from PEFT metadata, when the file carries no alpha
-
-    @property
-    def rank(self) -> int:
-        return int(self.down.shape[0])
-
-    @property
-    def scale(self) -> float:
-        """alpha/rank, as kohya and diffusers define it; 1 when the file gives no alpha."""
-        if self.alpha is not None:
-            return self.alpha / self.rank
-        return 1.0 if self.scale_override is None else self.scale_override
-
-    def delta(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        """up @ down in float32 with the layer's own kernel shape still flattened: (out, in*kh*kw)."""
-        up = self.up.to(device=device, dtype=torch.float32).flatten(1)
-        down = self.down.to(device=device, dtype=torch.float32).flatten(1)
-        return up @ down
-
-    @property
-    def nbytes(self) -> int:
-        return self.down.numel() * self.down.element_size() + self.up.numel() * self.up.element_size()
-
-
-@dataclass
 class LoraFile:
     path: Path
-    format: str  # "kohya", "LyCORIS LoCon", "PEFT", "diffusers"
-    pairs: list[LoraPair]
+    format: str  # "kohya", "LyCORIS LoCon", "LyCORIS LoHa", "LyCORIS LoKr", "PEFT", "diffusers"; "… with DoRA"
+    pairs: list[LayerChange]
     architecture: Architecture  # what the file was made for, UNKNOWN when nothing tells
     metadata: dict[str, str] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
         return sum(p.nbytes for p in self.pairs)
-
-    @property
-    def is_kohya(self) -> bool:
-        return self.format in ("kohya", "LyCORIS LoCon")
 
 
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -178,28 +153,75 @@ def parse_lora(
             f"LoRA role, e.g. {', '.join(repr(k) for k in unknown[:3])}. Supported: {SUPPORTED_TEXT}."
         )
     scales = _peft_scales(metadata) or ({"": adapter_config} if adapter_config else {})
-    pairs: list[LoraPair] = []
+    pairs: list[LayerChange] = []
     for stem, parts in groups.items():
-        if "down" not in parts and "up" not in parts:
-            continue  # an alpha without weights: kohya writes these for layers it did not train
-        if "down" not in parts or "up" not in parts:
-            missing = "down" if "down" not in parts else "up"
-            raise LoraError(f"{name} is damaged: layer {stem!r} has no {missing} weight.")
-        down, up = parts["down"], parts["up"]
-        if down.ndim not in (2, 4) or up.ndim not in (2, 4) or up.shape[1] != down.shape[0]:
-            raise LoraError(
-                f"{name} is damaged: layer {stem!r} has down {tuple(down.shape)} and up {tuple(up.shape)}, which do not multiply."
-            )
         alpha = float(parts["alpha"].float().item()) if "alpha" in parts else None
         if alpha is not None and not math.isfinite(alpha):
             raise LoraError(f"{name} is damaged: layer {stem!r} has alpha {alpha}.")
-        pair = LoraPair(stem, down, up, alpha)
-        if alpha is None and scales:
-            pair.scale_override = _peft_scale(scales, stem, pair.rank)
-        pairs.append(pair)
+        change = _layer_change(name, stem, parts, alpha)
+        if change is None:
+            continue  # an alpha without weights: kohya writes these for layers it did not train
+        if isinstance(change, LoraPair) and alpha is None and scales:
+            change.scale_override = _peft_scale(scales, stem, change.rank)
+        pairs.append(change)
     if not pairs:
         raise LoraError(f"{name} holds no LoRA layers (only alphas).")
     return LoraFile(path, _format(list(tensors), pairs), pairs, _architecture(tensors, metadata), metadata)
+
+
+_LOHA_FACTORS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
+
+
+def _layer_change(name: str, stem: str, parts: dict[str, torch.Tensor], alpha: float | None) -> LayerChange | None:
+    """The layer a group of tensors describes; LoraError (naming file and layer) when they do not make one."""
+    magnitude = parts.get("magnitude")
+    try:
+        if any(role.startswith("hada_") for role in parts):
+            _require(parts, _LOHA_FACTORS, "LoHa")
+            if ("hada_t1" in parts) != ("hada_t2" in parts):
+                raise _Damaged("a LoHa layer needs both Tucker cores hada_t1 and hada_t2")
+            change: LayerChange = HadamardPair(
+                stem, *(parts[r] for r in _LOHA_FACTORS), parts.get("hada_t1"), parts.get("hada_t2"), alpha, magnitude
+            )
+        elif any(role.startswith("lokr_") for role in parts):
+            if "lokr_w1" not in parts:
+                _require(parts, ("lokr_w1_a", "lokr_w1_b"), "LoKr")
+            if "lokr_w2" not in parts:
+                _require(parts, ("lokr_w2_a", "lokr_w2_b"), "LoKr")
+            fields = {role.removeprefix("lokr_"): t for role, t in parts.items() if role.startswith("lokr_")}
+            change = KroneckerPair(stem, **fields, alpha=alpha, magnitude=magnitude)
+        elif "down" in parts or "up" in parts:
+            if "down" not in parts or "up" not in parts:
+                raise _Damaged(f"it has no {'down' if 'down' not in parts else 'up'} weight")
+            down, up = parts["down"], parts["up"]
+            if down.ndim not in (2, 4) or up.ndim not in (2, 4) or up.shape[1] != down.shape[0]:
+                raise _Damaged(f"it has down {tuple(down.shape)} and up {tuple(up.shape)}, which do not multiply")
+            if "mid" in parts:  # CP decomposition: (up, mid, down) -> (up, mid·down)
+                mid = parts["mid"]
+                if mid.ndim != 4 or mid.shape[1] != down.shape[0] or up.shape[1] != mid.shape[0]:
+                    raise _Damaged(f"its lora_mid {tuple(mid.shape)} does not fit down {tuple(down.shape)}")
+                down = torch.einsum("a b h w, b i -> a i h w", mid.float(), down.float().flatten(1))
+            change = LoraPair(stem, down, up, alpha, magnitude=magnitude)
+        elif magnitude is not None:
+            raise _Damaged("it has DoRA magnitudes but no weights")
+        else:
+            return None
+        change.delta("meta")  # the factors multiply (shapes only, no arithmetic)
+    except _Damaged as exc:
+        raise LoraError(f"{name} is damaged: layer {stem!r}: {exc}.") from None
+    except RuntimeError as exc:  # torch's own shape errors
+        raise LoraError(f"{name} is damaged: layer {stem!r} has factors that do not multiply ({exc}).") from None
+    return change
+
+
+class _Damaged(Exception):
+    pass
+
+
+def _require(parts: dict[str, torch.Tensor], roles: tuple[str, ...], kind: str) -> None:
+    missing = [r for r in roles if r not in parts]
+    if missing:
+        raise _Damaged(f"a {kind} layer needs {', '.join(missing)}")
 
 
 def _role(key: str) -> tuple[str, str] | None:
@@ -209,13 +231,18 @@ def _role(key: str) -> tuple[str, str] | None:
     return None
 
 
-def _format(keys: list[str], pairs: list[LoraPair]) -> str:
-    if any(k.startswith(KOHYA_STARTS) for k in keys):
-        conv = any(p.down.ndim == 4 and tuple(p.down.shape[2:]) != (1, 1) for p in pairs)
-        return "LyCORIS LoCon" if conv else "kohya"
-    if any(".lora_A." in k for k in keys):
-        return "PEFT"
-    return "diffusers"
+def _format(keys: list[str], pairs: list[LayerChange]) -> str:
+    kinds = {p.kind for p in pairs}
+    if kinds - {"LoRA"}:
+        name = "LyCORIS " + "/".join(sorted(kinds - {"LoRA"}))
+    elif any(k.startswith(KOHYA_STARTS) for k in keys):
+        conv = any(isinstance(p, LoraPair) and p.down.ndim == 4 and tuple(p.down.shape[2:]) != (1, 1) for p in pairs)
+        name = "LyCORIS LoCon" if conv else "kohya"
+    elif any(".lora_A." in k for k in keys):
+        name = "PEFT"
+    else:
+        name = "diffusers"
+    return f"{name} with DoRA" if any(p.magnitude is not None for p in pairs) else name
 
 
 def _architecture(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Architecture:

@@ -6,7 +6,8 @@ extra matmuls to every adapted layer at every step (bench/lora_switch.py measure
 back. Here each touched weight is copied once before it changes and copied back on exit, so:
 
 - a job with LoRAs runs at exactly the speed of one without (the weights in effect are plain tensors);
-- the weights in effect are W + Σ weightᵢ·scaleᵢ·(upᵢ·downᵢ), summed in float32 and rounded once;
+- the weights in effect are W + Σ weightᵢ·scaleᵢ·(upᵢ·downᵢ), summed in float32 and rounded once (LoHa, LoKr
+  and DoRA layers add their own full-size change, layer_changes.py, in the same sum);
 - the weights in effect are restored bit for bit whenever they change: the model a job runs on is exactly
   the loaded one plus that job's LoRAs, whatever ran before (finished, failed or cancelled mid-step);
 - switching LoRA sets costs a few matmuls and copies, never a checkpoint read; and as in A1111, jobs that
@@ -35,7 +36,15 @@ from pipelines.loading.loader import LoadedModel
 from pipelines.loading.registry import ModelRegistry
 from pipelines.loras.formats import LoraFile, read_lora
 from pipelines.loras.info import LoraInfo, lora_info
-from pipelines.loras.targets import LayerPatch, ModuleIndex, add_low_rank_, group_by_parameter, resolve, stacked_factors
+from pipelines.loras.targets import (
+    LayerPatch,
+    ModuleIndex,
+    add_changes_,
+    add_low_rank_,
+    group_by_parameter,
+    resolve,
+    stacked_factors,
+)
 from pipelines.types import AppliedLora, LoraRef, ModelKind, ModelRecord
 
 log = logging.getLogger(__name__)
@@ -202,9 +211,11 @@ class LoraManager:
     def _patch(planned: list[tuple[LayerPatch, float]], saved: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
         for group in group_by_parameter(planned).values():
             param = group[0][0].weight
-            up, down = stacked_factors(group, param.device)
             saved.append((param, param.detach().to("cpu", copy=True)))  # before the first change
-            add_low_rank_(param.data, up, down)
+            if all(patch.low_rank for patch, _ in group):
+                add_low_rank_(param.data, *stacked_factors(group, param.device))
+            else:  # LoHa, LoKr, DoRA: full-size changes
+                add_changes_(param.data, group)
 
     @staticmethod
     @torch.no_grad()

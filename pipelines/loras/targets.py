@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from pipelines.errors import LoraError
-from pipelines.loras.formats import LoraFile, LoraPair
+from pipelines.loras.formats import LoraFile
+from pipelines.loras.layer_changes import LayerChange, LoraPair, decomposed_change, magnitude_axis
 from pipelines.loras.names import (
     COMPONENTS,
     DOTTED_PREFIXES,
@@ -88,17 +89,24 @@ class ModuleIndex:
 
 @dataclass
 class LayerPatch:
-    """One pair of one file, resolved: which parameter it changes and by how much per unit weight."""
+    """One layer of one file, resolved: which parameter it changes and by how much per unit weight."""
 
     component: str
     path: str
     weight: torch.nn.Parameter
-    pair: LoraPair
+    pair: LayerChange
 
-    def delta(self, lora_weight: float) -> torch.Tensor:
-        """lora_weight * scale * (up @ down), float32, in the parameter's shape and on its device."""
-        product = self.pair.delta(self.weight.device)
-        return (product * (self.pair.scale * lora_weight)).reshape(self.weight.shape)
+    @property
+    def low_rank(self) -> bool:
+        """A plain low-rank product: its factors can be stacked with others' (no full-size temporary)."""
+        return isinstance(self.pair, LoraPair) and self.pair.magnitude is None
+
+    def change(self, original: torch.Tensor, lora_weight: float) -> torch.Tensor:
+        """What this layer adds to `original` (float32, the parameter's shape) at `lora_weight`."""
+        delta = (self.pair.delta(original.device) * self.pair.scale).reshape(original.shape)
+        if self.pair.magnitude is not None:
+            delta = decomposed_change(original, delta, self.pair.magnitude)
+        return delta * lora_weight
 
 
 def resolve(lora: LoraFile, index: ModuleIndex, model_name: str) -> list[LayerPatch]:
@@ -150,19 +158,23 @@ def misfit_message(name: str, model: str, pairs: list[LoraPair], unknown: list[s
     return f"{name} does not fit {model}: {what} ({'; '.join(details)}). It may be made for another model type."
 
 
-def _fits(pair: LoraPair, weight: torch.Tensor) -> bool:
-    out_ok = pair.up.shape[0] == weight.shape[0]
-    in_ok = math.prod(pair.down.shape[1:]) == math.prod(weight.shape[1:])
-    kernel_ok = pair.down.ndim < 4 or weight.ndim < 4 or tuple(pair.down.shape[2:]) == tuple(weight.shape[2:])
-    return out_ok and in_ok and kernel_ok
+def _fits(pair: LayerChange, weight: torch.Tensor) -> bool:
+    out_ch, *rest = pair.shape
+    out_ok = out_ch == weight.shape[0]
+    in_ok = math.prod(rest) == math.prod(weight.shape[1:])
+    kernel_ok = len(rest) < 3 or weight.ndim < 4 or tuple(rest[1:]) == tuple(weight.shape[2:])
+    magnitude_ok = pair.magnitude is None or magnitude_axis(pair.magnitude, tuple(weight.shape)) is not None
+    return out_ok and in_ok and kernel_ok and magnitude_ok
 
 
-def _check_shape(name: str, model_name: str, pair: LoraPair, target: tuple[str, str], weight: torch.Tensor) -> None:
+def _check_shape(name: str, model_name: str, pair: LayerChange, target: tuple[str, str], weight: torch.Tensor) -> None:
     if not _fits(pair, weight):
+        gives = f"{tuple(pair.shape)}" + (
+            f" with DoRA magnitudes {tuple(pair.magnitude.shape)}" if pair.magnitude is not None else ""
+        )
         raise LoraError(
             f"{name} does not fit the model {model_name}: layer {target[0]}.{target[1]} has weights of shape "
-            f"{tuple(weight.shape)}, the LoRA gives {tuple(pair.up.shape[:1]) + tuple(pair.down.shape[1:])}. "
-            f"It was probably made for another model type."
+            f"{tuple(weight.shape)}, the {pair.kind} gives {gives}. It was probably made for another model type."
         )
 
 
@@ -175,11 +187,13 @@ def group_by_parameter(patches: list[tuple[LayerPatch, float]]) -> dict[int, lis
 
 
 def stacked_factors(group: list[tuple[LayerPatch, float]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(U, D) in float32 with U @ D = Σ weightᵢ·scaleᵢ·(upᵢ @ downᵢ): the ranks side by side, scales folded into U.
+    """(U, D) in float32 with U @ D = Σ weightᵢ·scaleᵢ·(upᵢ @ downᵢ) over the group's plain low-rank pairs: the
+    ranks side by side, scales folded into U.
 
     One product of the stacked factors sums every LoRA on the layer in the float32 accumulator of a single
     matrix multiply, instead of one full-size temporary per LoRA.
     """
+    group = [(p, w) for p, w in group if p.low_rank]
     ups = [p.pair.up.to(device, torch.float32).flatten(1) * (p.pair.scale * w) for p, w in group]
     downs = [p.pair.down.to(device, torch.float32).flatten(1) for p, _ in group]
     return torch.cat(ups, dim=1), torch.cat(downs, dim=0)
@@ -212,3 +226,19 @@ def add_low_rank_(weight: torch.Tensor, up: torch.Tensor, down: torch.Tensor) ->
     for start in range(0, rows, step):
         block = flat[start : start + step]
         block.copy_(block.float().addmm_(up[start : start + step], down))
+
+
+@torch.no_grad()
+def add_changes_(weight: torch.Tensor, group: list[tuple[LayerPatch, float]]) -> None:
+    """weight += every change of `group` (LoHa, LoKr, DoRA and plain pairs together), summed in float32 against
+    the weight as it is now and rounded once. The full-size temporaries these kinds need anyway make the
+    block-wise path of add_low_rank_ pointless here."""
+    original = weight.detach().float()
+    total = torch.zeros_like(original)
+    for patch, lora_weight in group:
+        if not patch.low_rank:
+            total += patch.change(original, lora_weight)
+    if any(patch.low_rank for patch, _ in group):
+        up, down = stacked_factors(group, weight.device)
+        total += (up @ down).reshape(original.shape)
+    weight.copy_(original + total)

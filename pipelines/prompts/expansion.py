@@ -34,7 +34,7 @@ FOOOCUS_V2 = "Fooocus V2"  # Fooocus's name for its expansion; as a model name: 
 TOP_K = 100
 WORD_LISTS = ("positive.txt", "words.txt")
 _CAUSAL_LM = ("ForCausalLM", "LMHeadModel")
-_LORA_TAG = re.compile(r"<lora:[^>]*>", re.IGNORECASE)
+_LORA_TAG = re.compile(r"<(?:lora|lyco):[^>]*>", re.IGNORECASE)
 
 
 def probe_expansion_folder(path: Path, filenames: Iterable[str]) -> ProbeResult | None:

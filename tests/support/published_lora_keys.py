@@ -8,7 +8,14 @@ configs. Each format then spells a layer as its trainer does:
 - kohya sd-scripts (networks/lora.py): `lora_unet_` / `lora_te_` (SD1) / `lora_te1_`, `lora_te2_` (SDXL) +
   the module path with dots as underscores, `.lora_down.weight`, `.lora_up.weight`, `.alpha`. SD1 UNet paths
   are diffusers', SDXL's are LDM's (`input_blocks_4_1_…`); files of either spelling exist for both models.
-- LyCORIS LoCon: kohya's keys, with resnet and sampler convolutions too (3x3 down, 1x1 up).
+- LyCORIS LoCon: kohya's keys, with resnet and sampler convolutions too (3x3 down, 1x1 up); with CP
+  decomposition a `lora_mid` (rank, rank, 3, 3) core between a 1x1 down and a 1x1 up.
+- LyCORIS LoHa / LoKr (lycoris/modules/loha.py, lokr.py): kohya's stems with `hada_w1_a`, `hada_w1_b`,
+  `hada_w2_a`, `hada_w2_b` (out x rank, rank x in·kh·kw; with Tucker cores `hada_t1`/`hada_t2` (rank, rank, 3, 3)
+  the factors are rank x out and rank x in) or `lokr_w1` (whole) / `lokr_w1_a`, `lokr_w1_b` and `lokr_w2` /
+  `lokr_w2_a` (out₂ x rank), `lokr_w2_b` (rank x in₂ x kh x kw) / `lokr_t2` with rank x out₂, rank x in₂.
+- DoRA: LyCORIS's `dora_scale`, one magnitude per input channel (1, in[, 1, 1]); PEFT's `lora_magnitude_vector`,
+  one per output channel (out,).
 - diffusers `train_dreambooth_lora` 0.14–0.16 (attention processors): `unet.…attn1.processor.to_q_lora.down.weight`,
   `text_encoder.text_model.….self_attn.to_q_lora.down.weight`; `unet.save_attn_procs` the same without `unet.`,
   in `pytorch_lora_weights.bin`.
@@ -300,10 +307,16 @@ class Format:
     config_alpha: float | None = None  # PEFT save_pretrained: adapter_config.json beside the file
     file: str = "{name}.safetensors"  # the file name trainers give it
     dtype: torch.dtype = torch.float16
+    algo: str = "lora"  # a key of ALGOS: how each layer's tensors are shaped and multiplied
+    dora: str | None = None  # "input" (LyCORIS dora_scale) or "output" (PEFT lora_magnitude_vector) magnitudes
 
     def scale(self, rank: int) -> float:
         alpha = next((a for a in (self.alpha, self.header_alpha, self.config_alpha) if a is not None), None)
         return 1.0 if alpha is None else alpha / rank
+
+    @property
+    def magnitude_ending(self) -> str:
+        return ".dora_scale" if self.dora == "input" else ".lora_magnitude_vector"
 
 
 def _kohya_keys(arch: Architecture, ldm: bool) -> dict[str, Keys]:
@@ -412,17 +425,176 @@ FORMATS: tuple[Format, ...] = (
         file="{name}/adapter_model.safetensors",
         dtype=torch.float32,
     ),
+    # LyCORIS's other algorithms and DoRA, on kohya's stems (LyCORIS writes the same names)
+    Format("lycoris-locon-cp-sd1", SD1, _kohya_keys(SD1, ldm=False), ALL_UNET + ("conv",), alpha=2.0, algo="locon-cp"),
+    Format("lycoris-loha-sd1", SD1, _kohya_keys(SD1, ldm=False), ALL_UNET + ("conv",) + TEXT, alpha=2.0, algo="loha"),
+    Format("lycoris-loha-tucker-sdxl", SDXL, _kohya_keys(SDXL, ldm=True), ALL_UNET + ("conv",), alpha=4.0, algo="loha-tucker"),
+    Format("lycoris-lokr-sd1", SD1, _kohya_keys(SD1, ldm=False), ALL_UNET + ("conv",) + TEXT, alpha=1.0, algo="lokr"),
+    Format(
+        "lycoris-lokr-tucker-sdxl",
+        SDXL,
+        _kohya_keys(SDXL, ldm=True),
+        ALL_UNET + ("conv",) + TEXT,
+        alpha=2.0,
+        algo="lokr-tucker",
+        dtype=torch.bfloat16,
+    ),
+    Format("lycoris-locon-dora-sd1", SD1, _kohya_keys(SD1, ldm=False), ALL_UNET + ("conv",) + TEXT, alpha=2.0, dora="input"),
+    Format(
+        "lycoris-loha-dora-sdxl", SDXL, _kohya_keys(SDXL, ldm=True), ALL_UNET + ("conv",), alpha=2.0, algo="loha", dora="input"
+    ),
+    Format(
+        "diffusers-peft-dora-sd1",
+        SD1,
+        _dotted_keys(SD1_PARTS, {"unet": PEFT_ENDINGS, "text": PEFT_ENDINGS}),
+        ("attn", "te_attn"),
+        header_alpha=4.0,
+        dora="output",
+    ),
 )
 FORMATS_BY_NAME = {f.name: f for f in FORMATS}
 
 # -- writing ---------------------------------------------------------------------------------------------
 
 
+def _randn(gen: torch.Generator, *shape: int, fan: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=gen) / math.sqrt(fan)
+
+
+def _factor_pair(n: int) -> tuple[int, int]:
+    """n = small * large with small the largest divisor of n not above its square root (LoKr's split)."""
+    small = max(d for d in range(1, int(math.isqrt(n)) + 1) if n % d == 0)
+    return small, n // small
+
+
+# Each algorithm's tensors for one layer of `shape`, by role: "down"/"up" (spelled as the format's Keys say),
+# else the LyCORIS name, written `<stem>.<name>` ("lora_mid" as `<stem>.lora_mid.weight`).
+
+
+def _lora(shape, rank, gen):  # kohya/LoCon: a conv's kernel in down, a 1x1 up
+    out_dim, fan_in = shape[0], math.prod(shape[1:])
+    if len(shape) == 4:
+        return {"down": _randn(gen, rank, *shape[1:], fan=fan_in), "up": _randn(gen, out_dim, rank, 1, 1, fan=rank)}
+    return {"down": _randn(gen, rank, fan_in, fan=fan_in), "up": _randn(gen, out_dim, rank, fan=rank)}
+
+
+def _locon_cp(shape, rank, gen):  # LoCon with use_tucker: 1x1 down, (rank, rank, k, k) mid, 1x1 up
+    if len(shape) < 4 or shape[2:] == (1, 1):
+        return _lora(shape, rank, gen)
+    out_dim, in_dim = shape[:2]
+    return {
+        "down": _randn(gen, rank, in_dim, 1, 1, fan=in_dim),
+        "lora_mid": _randn(gen, rank, rank, *shape[2:], fan=rank * 9),
+        "up": _randn(gen, out_dim, rank, 1, 1, fan=rank),
+    }
+
+
+def _loha(shape, rank, gen, tucker=False):
+    out_dim, fan_in = shape[0], math.prod(shape[1:])
+    if tucker and len(shape) == 4 and shape[2:] != (1, 1):
+        return {
+            f"hada_{w}": t
+            for n in ("1", "2")
+            for w, t in (
+                (f"t{n}", _randn(gen, rank, rank, *shape[2:], fan=rank)),
+                (f"w{n}_a", _randn(gen, rank, out_dim, fan=rank)),
+                (f"w{n}_b", _randn(gen, rank, shape[1], fan=shape[1])),
+            )
+        }
+    return {
+        f"hada_{w}": t
+        for n in ("1", "2")
+        for w, t in ((f"w{n}_a", _randn(gen, out_dim, rank, fan=rank)), (f"w{n}_b", _randn(gen, rank, fan_in, fan=fan_in)))
+    }
+
+
+def _lokr(shape, rank, gen, tucker=False):
+    (a, b), (c, d) = _factor_pair(shape[0]), _factor_pair(shape[1])
+    kernel = tuple(shape[2:])
+    if not tucker:  # lokr_w1 whole, w2 a low-rank product keeping the kernel in w2_b
+        return {
+            "lokr_w1": _randn(gen, a, c, fan=c),
+            "lokr_w2_a": _randn(gen, b, rank, fan=rank),
+            "lokr_w2_b": _randn(gen, rank, d, *kernel, fan=d * math.prod(kernel)),
+        }
+    out = {"lokr_w1_a": _randn(gen, a, rank, fan=rank), "lokr_w1_b": _randn(gen, rank, c, fan=c)}
+    if kernel and kernel != (1, 1):  # decompose_both with a Tucker core for the kernel
+        out |= {
+            "lokr_t2": _randn(gen, rank, rank, *kernel, fan=rank),
+            "lokr_w2_a": _randn(gen, rank, b, fan=rank),
+            "lokr_w2_b": _randn(gen, rank, d, fan=d),
+        }
+    else:
+        out["lokr_w2"] = _randn(gen, b, d, *kernel, fan=d)
+    return out
+
+
+ALGOS: dict[str, Callable[..., dict[str, torch.Tensor]]] = {
+    "lora": _lora,
+    "locon-cp": _locon_cp,
+    "loha": _loha,
+    "loha-tucker": lambda *a: _loha(*a, tucker=True),
+    "lokr": _lokr,
+    "lokr-tucker": lambda *a: _lokr(*a, tucker=True),
+}
+
+
 @dataclass(frozen=True)
 class WrittenLayer:
-    down: torch.Tensor
-    up: torch.Tensor
+    """One layer as written: its tensors by role (see ALGOS), the scale its format gives, and DoRA's magnitudes."""
+
+    tensors: dict[str, torch.Tensor]
     scale: float  # what the format says the product is multiplied by (alpha/rank, header, or 1)
+    magnitude: torch.Tensor | None = None
+
+    @property
+    def down(self) -> torch.Tensor:
+        return self.tensors["down"]
+
+    @property
+    def up(self) -> torch.Tensor:
+        return self.tensors["up"]
+
+    def product(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """The unscaled change in `shape`, float32, worked out from LyCORIS's definitions of each algorithm."""
+        t = {role: v.double() for role, v in self.tensors.items()}
+        if "hada_w1_a" in t:
+            return (self._hada(t, "1", shape) * self._hada(t, "2", shape)).float()
+        if any(k.startswith("lokr") for k in t):
+            w1 = t["lokr_w1"] if "lokr_w1" in t else t["lokr_w1_a"] @ t["lokr_w1_b"]
+            if "lokr_w2" in t:
+                w2 = t["lokr_w2"]
+            elif "lokr_t2" in t:
+                w2 = torch.einsum("rsij,ro,sn->onij", t["lokr_t2"], t["lokr_w2_a"], t["lokr_w2_b"])
+            else:
+                w2 = torch.tensordot(t["lokr_w2_a"], t["lokr_w2_b"], dims=1)
+            # Kronecker product written out: block (i, j) of the result is w1[i, j] * w2
+            (a, c), (b, d) = w1.shape, w2.shape[:2]
+            blocks = w1[:, None, :, None, None, None] * w2.reshape(1, b, 1, d, *w2.shape[2:], *[1] * (4 - w2.ndim))
+            return blocks.reshape(a * b, c * d, *shape[2:]).reshape(shape).float()
+        up, down = self.up.double(), self.down.double()
+        if "lora_mid" in t:  # x -> down (1x1) -> mid (kxk) -> up (1x1)
+            return torch.einsum("or,rskl,sn->onkl", up[:, :, 0, 0], t["lora_mid"], down[:, :, 0, 0]).reshape(shape).float()
+        return (up.flatten(1) @ down.flatten(1)).reshape(shape).float()
+
+    @staticmethod
+    def _hada(t: dict[str, torch.Tensor], n: str, shape: tuple[int, ...]) -> torch.Tensor:
+        a, b = t[f"hada_w{n}_a"], t[f"hada_w{n}_b"]
+        if f"hada_t{n}" in t:  # core (r, s, k, k) times a (r, out) along r and b (s, in) along s
+            return torch.einsum("rsij,ro,sn->onij", t[f"hada_t{n}"], a, b)
+        return (a @ b).reshape(shape)
+
+    def expected(self, base: torch.Tensor, weight: float) -> torch.Tensor:
+        """base (float32) with this layer at `weight`; DoRA as A1111 and LyCORIS merge it: base + w·(m·V/|V| − base)."""
+        change = self.scale * self.product(tuple(base.shape))
+        if self.magnitude is None:
+            return base + weight * change
+        merged = (base + change).double()
+        per_input = self.magnitude.ndim >= 2 and self.magnitude.shape[0] == 1
+        dims = [d for d in range(merged.ndim) if d != (1 if per_input else 0)]
+        norm = torch.linalg.vector_norm(merged, dim=dims, keepdim=True)
+        magnitude = self.magnitude.double().reshape(norm.shape)
+        return (base + weight * (merged * magnitude / norm - base)).float()
 
 
 def layers_of(fmt: Format) -> list[Layer]:
@@ -436,24 +608,26 @@ def write_lora(fmt: Format, folder: Path, rank: int = 4, seed: int = 0) -> tuple
     written: dict[tuple[str, str], WrittenLayer] = {}
     for layer in layers_of(fmt):
         keys = fmt.keys[layer.component]
-        out_dim, fan_in = layer.shape[0], math.prod(layer.shape[1:])
-        if len(layer.shape) == 4:  # kohya/LyCORIS convolutions: the kernel in down, a 1x1 up
-            down = torch.randn(rank, *layer.shape[1:], generator=gen) / math.sqrt(fan_in)
-            up = torch.randn(out_dim, rank, 1, 1, generator=gen) / math.sqrt(rank)
-        else:
-            down = torch.randn(rank, fan_in, generator=gen) / math.sqrt(fan_in)
-            up = torch.randn(out_dim, rank, generator=gen) / math.sqrt(rank)
-        down, up = down.to(fmt.dtype), up.to(fmt.dtype)
+        parts = {role: t.to(fmt.dtype) for role, t in ALGOS[fmt.algo](layer.shape, rank, gen).items()}
+        magnitude = None
+        if fmt.dora == "input":  # LyCORIS: (1, in, 1, 1) for a convolution, (1, in) for a linear layer
+            magnitude = (0.5 + torch.rand(1, layer.shape[1], *[1] * (len(layer.shape) - 2), generator=gen)).to(fmt.dtype)
+        elif fmt.dora == "output":  # PEFT: one per output channel
+            magnitude = (0.5 + torch.rand(layer.shape[0], generator=gen)).to(fmt.dtype)
         stem = keys.stem(layer)
-        tensors[stem + keys.down], tensors[stem + keys.up] = down, up
+        endings = {"down": keys.down, "up": keys.up, "lora_mid": ".lora_mid.weight"}
+        tensors |= {stem + endings.get(role, f".{role}"): t for role, t in parts.items()}
+        if magnitude is not None:
+            tensors[stem + fmt.magnitude_ending] = magnitude
         if fmt.alpha is not None:
             tensors[stem + ".alpha"] = torch.tensor(fmt.alpha, dtype=fmt.dtype)
-        written[(layer.component, layer.path)] = WrittenLayer(down, up, fmt.scale(rank))
+        written[(layer.component, layer.path)] = WrittenLayer(parts, fmt.scale(rank), magnitude)
     path = folder / fmt.file.format(name=fmt.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt"}
     if fmt.header_alpha is not None:  # diffusers' own header: "<component>.<LoraConfig field>"
         fields = {f"{c}.{k}": v for c in fmt.keys for k, v in (("r", rank), ("lora_alpha", fmt.header_alpha))}
+        fields |= {f"{c}.use_dora": True for c in fmt.keys} if fmt.dora else {}
         metadata["lora_adapter_metadata"] = json.dumps(fields)
     if fmt.config_alpha is not None:
         config = {"peft_type": "LORA", "r": rank, "lora_alpha": fmt.config_alpha, "target_modules": ["to_q", "q_proj"]}
