@@ -167,6 +167,13 @@ FULL_SIZE_NAMES = [
         "unet",
         "down_blocks.2.attentions.1.transformer_blocks.3.attn1.to_out.0",
     ),
+    (  # SimpleTuner's LyCORIS files
+        Architecture.SDXL,
+        "lycoris_down_blocks_2_attentions_1_transformer_blocks_9_attn2_to_k",
+        "unet",
+        "down_blocks.2.attentions.1.transformer_blocks.9.attn2.to_k",
+    ),
+    (Architecture.SD1, "lycoris_up_blocks_1_attentions_2_proj_out", "unet", "up_blocks.1.attentions.2.proj_out"),
     (
         Architecture.SDXL,
         "text_encoder_2.text_model.encoder.layers.31.mlp.fc2",

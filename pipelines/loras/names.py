@@ -26,10 +26,11 @@ PART_LABELS = {"unet": "UNet", "text_encoder": "text encoder", "text_encoder_2":
 # component -> a root level of its published paths that the installed library may lack (or have where files do not)
 OPTIONAL_ROOTS = {"text_encoder": "text_model.", "text_encoder_2": "text_model."}
 
-# kohya/A1111 key prefix -> component, per architecture (SD1 has one text encoder, SDXL two)
+# kohya/A1111 key prefix -> component, per architecture (SD1 has one text encoder, SDXL two). SimpleTuner's
+# LyCORIS files flatten the UNet's diffusers paths the same way under `lycoris_`.
 KOHYA_PREFIXES: dict[Architecture, dict[str, str]] = {
-    Architecture.SD1: {"lora_unet_": "unet", "lora_te_": "text_encoder"},
-    Architecture.SDXL: {"lora_unet_": "unet", "lora_te1_": "text_encoder", "lora_te2_": "text_encoder_2"},
+    Architecture.SD1: {"lora_unet_": "unet", "lycoris_": "unet", "lora_te_": "text_encoder"},
+    Architecture.SDXL: {"lora_unet_": "unet", "lycoris_": "unet", "lora_te1_": "text_encoder", "lora_te2_": "text_encoder_2"},
 }
 
 # diffusers/PEFT key prefix -> the components it may mean. PEFT's `save_pretrained` of one model writes

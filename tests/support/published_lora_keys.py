@@ -14,6 +14,7 @@ configs. Each format then spells a layer as its trainer does:
   `hada_w2_a`, `hada_w2_b` (out x rank, rank x in·kh·kw; with Tucker cores `hada_t1`/`hada_t2` (rank, rank, 3, 3)
   the factors are rank x out and rank x in) or `lokr_w1` (whole) / `lokr_w1_a`, `lokr_w1_b` and `lokr_w2` /
   `lokr_w2_a` (out₂ x rank), `lokr_w2_b` (rank x in₂ x kh x kw) / `lokr_t2` with rank x out₂, rank x in₂.
+- SimpleTuner's LyCORIS files: the UNet's diffusers paths flattened under `lycoris_` (`lycoris_down_blocks_1_…`).
 - DoRA: LyCORIS's `dora_scale`, one magnitude per input channel (1, in[, 1, 1]); PEFT's `lora_magnitude_vector`,
   one per output channel (out,).
 - diffusers `train_dreambooth_lora` 0.14–0.16 (attention processors): `unet.…attn1.processor.to_q_lora.down.weight`,
@@ -442,6 +443,15 @@ FORMATS: tuple[Format, ...] = (
     Format("lycoris-locon-dora-sd1", SD1, _kohya_keys(SD1, ldm=False), ALL_UNET + ("conv",) + TEXT, alpha=2.0, dora="input"),
     Format(
         "lycoris-loha-dora-sdxl", SDXL, _kohya_keys(SDXL, ldm=True), ALL_UNET + ("conv",), alpha=2.0, algo="loha", dora="input"
+    ),
+    Format(
+        "simpletuner-lycoris-lokr-sdxl",
+        SDXL,
+        {"unet": Keys(kohya("lycoris_"), *KOHYA_ENDINGS)},
+        ALL_UNET + ("conv",),
+        alpha=1.0,
+        algo="lokr",
+        dtype=torch.bfloat16,
     ),
     Format(
         "diffusers-peft-dora-sd1",
