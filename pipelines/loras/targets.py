@@ -134,7 +134,7 @@ def resolve(lora: LoraFile, index: ModuleIndex, model_name: str) -> list[LayerPa
     return patches
 
 
-def misfit_message(name: str, model: str, pairs: list[LoraPair], unknown: list[str]) -> str:
+def misfit_message(name: str, model: str, pairs: list[LayerChange], unknown: list[str]) -> str:
     """Which parts of a LoRA (UNet, text encoders) are not in the model, with counts and examples."""
     total = Counter(claimed_component(pair.stem) for pair in pairs)
     missing: dict[str | None, list[str]] = {}
