@@ -9,6 +9,7 @@ tested in test_published_loras.py.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -238,3 +239,36 @@ def test_half_precision_weights_get_the_float32_sum_rounded_once(dtype):
     # and closer to the exact sum than adding a half-precision delta would be
     naive = base + (up @ down).to(dtype)
     assert (weight.float() - exact).abs().sum() < (naive.float() - exact).abs().sum()
+
+
+@pytest.mark.parametrize("algo", ["loha", "loha-tucker", "lokr", "lokr-tucker", "locon-cp"])
+@pytest.mark.parametrize("dora", [None, "input", "output"])
+@pytest.mark.parametrize("shape", [(36, 20, 3, 3), (36, 20)], ids=["conv", "linear"])
+def test_lycoris_changes_patched_a_few_rows_at_a_time_equal_the_whole(monkeypatch, algo, dora, shape):
+    """add_changes_ on the CPU goes through a layer in blocks of rows; with blocks of 5 rows (not a multiple of
+    LoKr's 6-row w2 blocks) a channels-last convolution and a linear layer get what LyCORIS's definitions give."""
+    from pipelines.loras import targets
+    from pipelines.loras.formats import parse_lora
+    from tests.support.published_lora_keys import ALGOS, WrittenLayer
+
+    gen = torch.Generator().manual_seed(3)
+    parts = ALGOS[algo](shape, 4, gen)
+    endings = {"down": ".lora_down.weight", "up": ".lora_up.weight", "lora_mid": ".lora_mid.weight"}
+    tensors = {f"lora_unet_x{endings.get(role, '.' + role)}": t for role, t in parts.items()}
+    tensors["lora_unet_x.alpha"] = torch.tensor(2.0)
+    magnitude = None
+    if dora == "input":
+        magnitude = 0.5 + torch.rand(1, shape[1], *[1] * (len(shape) - 2), generator=gen)
+    elif dora == "output":
+        magnitude = 0.5 + torch.rand(shape[0], generator=gen)
+    if magnitude is not None:
+        tensors["lora_unet_x.dora_scale"] = magnitude
+    [change] = parse_lora(Path("x.safetensors"), tensors).pairs
+    base = torch.randn(*shape, generator=gen)
+    weight = torch.nn.Parameter(base.clone().contiguous(memory_format=torch.channels_last) if len(shape) == 4 else base.clone())
+    patch = targets.LayerPatch("unet", "x", weight, change)
+    monkeypatch.setattr(targets, "CHUNK_ELEMENTS", 5 * weight[0].numel())
+    targets.add_changes_(weight.data, [(patch, 0.7)])
+    rank = 4
+    expected = WrittenLayer(parts, 2.0 / rank, magnitude).expected(base, 0.7)
+    torch.testing.assert_close(weight.detach(), expected, rtol=1e-5, atol=1e-5)

@@ -1,8 +1,9 @@
 """One adapted layer of a LoRA file and the full-size weight change it stands for.
 
 Every kind gives `shape` (what its change has: (out, in) or (out, in, kh, kw), or (out, in*kh*kw) where the
-file keeps the kernel flattened), `scale` (alpha/rank, or 1) and `delta()`: the unscaled change in float32,
-flattened to (out, rest). The kinds, as LyCORIS defines them:
+file keeps the kernel flattened), `scale` (alpha/rank, or 1) and `rows(start, stop)`: the unscaled change of
+those output rows in float32, flattened to (rows, rest), so that a large layer can be patched a block of
+rows at a time (`delta()` is all of them). The kinds, as LyCORIS defines them:
 
 - LoraPair (LoRA, LoCon, PEFT): up @ down; a CP core `lora_mid` is folded into `down` when the file is read.
 - HadamardPair (LoHa): (w1_a @ w1_b) ⊙ (w2_a @ w2_b); with Tucker cores t1/t2, each factor is the core
@@ -65,9 +66,12 @@ class LoraPair:
     def shape(self) -> tuple[int, ...]:
         return (int(self.up.shape[0]), *self.down.shape[1:])
 
+    def rows(self, start: int, stop: int, device: torch.device | str = "cpu") -> Tensor:
+        """up @ down in float32 with the layer's own kernel shape still flattened: (rows, in*kh*kw)."""
+        return _f32(self.up[start:stop], device).flatten(1) @ _f32(self.down, device).flatten(1)
+
     def delta(self, device: torch.device | str = "cpu") -> Tensor:
-        """up @ down in float32 with the layer's own kernel shape still flattened: (out, in*kh*kw)."""
-        return _f32(self.up, device).flatten(1) @ _f32(self.down, device).flatten(1)
+        return self.rows(0, self.shape[0], device)
 
     @property
     def nbytes(self) -> int:
@@ -104,13 +108,18 @@ class HadamardPair:
             return (int(self.w1_a.shape[1]), int(self.w1_b.shape[1]), *self.t1.shape[2:])
         return (int(self.w1_a.shape[0]), *self.w1_b.shape[1:])
 
-    def _factor(self, a: Tensor, b: Tensor, core: Tensor | None, device) -> Tensor:
+    @staticmethod
+    def _factor(a: Tensor, b: Tensor, core: Tensor | None, start: int, stop: int, device) -> Tensor:
         if core is None:
-            return _f32(a, device).flatten(1) @ _f32(b, device).flatten(1)
-        return _tucker(_f32(core, device), _f32(a, device), _f32(b, device)).flatten(1)
+            return _f32(a[start:stop], device).flatten(1) @ _f32(b, device).flatten(1)
+        return _tucker(_f32(core, device), _f32(a[:, start:stop], device), _f32(b, device)).flatten(1)
+
+    def rows(self, start: int, stop: int, device: torch.device | str = "cpu") -> Tensor:
+        first = self._factor(self.w1_a, self.w1_b, self.t1, start, stop, device)
+        return first.mul_(self._factor(self.w2_a, self.w2_b, self.t2, start, stop, device))
 
     def delta(self, device: torch.device | str = "cpu") -> Tensor:
-        return self._factor(self.w1_a, self.w1_b, self.t1, device) * self._factor(self.w2_a, self.w2_b, self.t2, device)
+        return self.rows(0, self.shape[0], device)
 
     @property
     def nbytes(self) -> int:
@@ -169,11 +178,23 @@ class KroneckerPair:
         product = _f32(self.w2_a, device) @ _f32(self.w2_b, device).flatten(1)
         return product.reshape(self._w2_shape())
 
-    def delta(self, device: torch.device | str = "cpu") -> Tensor:
-        w1 = _f32(self.w1, device) if self.w1 is not None else _f32(self.w1_a, device) @ _f32(self.w1_b, device)
+    def rows(self, start: int, stop: int, device: torch.device | str = "cpu") -> Tensor:
+        """Row r of w1 ⊗ w2 is row r // b of w1 times row r % b of w2 (b: w2's rows): the w1 rows the block
+        touches, their product, and the block cut out of it."""
         w2 = self._w2(device)
+        b = w2.shape[0]
+        first, last = start // b, -(-stop // b)
+        w1 = (
+            _f32(self.w1[first:last], device)
+            if self.w1 is not None
+            else _f32(self.w1_a[first:last], device) @ _f32(self.w1_b, device)
+        )
         w1 = w1.reshape(*w1.shape, *[1] * (w2.ndim - w1.ndim))  # a kernel: w1 scales whole (kh, kw) blocks
-        return torch.kron(w1.contiguous(), w2.contiguous()).flatten(1)  # kron views its inputs: dense ones
+        product = torch.kron(w1.contiguous(), w2.contiguous())  # kron views its inputs: dense ones
+        return product[start - first * b : stop - first * b].flatten(1)
+
+    def delta(self, device: torch.device | str = "cpu") -> Tensor:
+        return self.rows(0, self.shape[0], device)
 
     @property
     def nbytes(self) -> int:
@@ -194,19 +215,19 @@ def magnitude_axis(magnitude: Tensor, weight_shape: tuple[int, ...]) -> int | No
     return None
 
 
-def decomposed_change(original: Tensor, delta: Tensor, magnitude: Tensor) -> Tensor:
-    """DoRA: the change that renormalises original + delta (float32, the weight's shape) to `magnitude`.
+def decomposed_change(original: Tensor, delta: Tensor, magnitude: Tensor, axis: int, start: int = 0) -> Tensor:
+    """DoRA: the change that renormalises original + delta (float32, in the weight's shape) to `magnitude`.
 
-    The norm runs over every axis but the magnitude's (output or input channels), plus float32's epsilon
-    as LyCORIS adds it, so a zero column cannot divide by zero.
+    `axis` is magnitude_axis's for the whole weight. The norm runs over every other axis, plus float32's
+    epsilon as LyCORIS adds it, so a zero column cannot divide by zero. Per output channel (axis 0) a block
+    of rows from `start` on is enough; per input channel the norms need all rows.
     """
     merged = original + delta
-    axis = magnitude_axis(magnitude, tuple(original.shape))
-    if axis is None:
-        raise ValueError(f"DoRA magnitudes of shape {tuple(magnitude.shape)} fit no axis of {tuple(original.shape)}")
+    if axis == 0:
+        magnitude = magnitude.reshape(-1)[start : start + merged.shape[0]]
     moved = merged.movedim(axis, 0)
     norm = moved.reshape(moved.shape[0], -1).norm(dim=1) + torch.finfo(torch.float32).eps
     view = [1] * merged.ndim
     view[axis] = merged.shape[axis]
     scale = magnitude.to(device=merged.device, dtype=torch.float32).reshape(view) / norm.reshape(view)
-    return merged * scale - original
+    return merged.mul_(scale).sub_(original)

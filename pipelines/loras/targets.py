@@ -101,12 +101,20 @@ class LayerPatch:
         """A plain low-rank product: its factors can be stacked with others' (no full-size temporary)."""
         return isinstance(self.pair, LoraPair) and self.pair.magnitude is None
 
-    def change(self, original: torch.Tensor, lora_weight: float) -> torch.Tensor:
-        """What this layer adds to `original` (float32, the parameter's shape) at `lora_weight`."""
-        delta = (self.pair.delta(original.device) * self.pair.scale).reshape(original.shape)
+    @property
+    def magnitude_axis(self) -> int | None:
+        """DoRA's axis for this weight (0: per output channel, 1: per input channel); None without DoRA."""
+        magnitude = self.pair.magnitude
+        return None if magnitude is None else magnitude_axis(magnitude, tuple(self.weight.shape))
+
+    def change(self, original: torch.Tensor, lora_weight: float, start: int = 0) -> torch.Tensor:
+        """What this layer adds to `original` at `lora_weight`: float32, the parameter's rows from `start` on
+        (all of them, or a block of them; DoRA per input channel needs all)."""
+        rows = original.shape[0]
+        delta = self.pair.rows(start, start + rows, original.device).reshape(original.shape).mul_(self.pair.scale)
         if self.pair.magnitude is not None:
-            delta = decomposed_change(original, delta, self.pair.magnitude)
-        return delta * lora_weight
+            delta = decomposed_change(original, delta, self.pair.magnitude, self.magnitude_axis, start)
+        return delta.mul_(lora_weight)
 
 
 def resolve(lora: LoraFile, index: ModuleIndex, model_name: str) -> list[LayerPatch]:
@@ -231,14 +239,23 @@ def add_low_rank_(weight: torch.Tensor, up: torch.Tensor, down: torch.Tensor) ->
 @torch.no_grad()
 def add_changes_(weight: torch.Tensor, group: list[tuple[LayerPatch, float]]) -> None:
     """weight += every change of `group` (LoHa, LoKr, DoRA and plain pairs together), summed in float32 against
-    the weight as it is now and rounded once. The full-size temporaries these kinds need anyway make the
-    block-wise path of add_low_rank_ pointless here."""
-    original = weight.detach().float()
-    total = torch.zeros_like(original)
-    for patch, lora_weight in group:
-        if not patch.low_rank:
-            total += patch.change(original, lora_weight)
-    if any(patch.low_rank for patch, _ in group):
-        up, down = stacked_factors(group, weight.device)
-        total += (up @ down).reshape(original.shape)
-    weight.copy_(original + total)
+    the weight as it is now and rounded once.
+
+    As in add_low_rank_, a block of rows at a time on the CPU, so the float32 copies stay in the cache and
+    the weight is read and written once; all rows at once on a GPU, or where DoRA normalises per input
+    channel (its norms run over all rows).
+    """
+    rows = weight.shape[0]
+    whole = weight.device.type != "cpu" or any(patch.magnitude_axis == 1 for patch, _ in group)
+    step = rows if whole else max(1, CHUNK_ELEMENTS // max(1, weight[0].numel()))
+    up, down = stacked_factors(group, weight.device) if any(patch.low_rank for patch, _ in group) else (None, None)
+    for start in range(0, rows, step):
+        block = weight[start : start + step]
+        original = block.float()
+        total = original.clone()
+        for patch, lora_weight in group:
+            if not patch.low_rank:
+                total += patch.change(original, lora_weight, start)
+        if up is not None:
+            total += (up[start : start + step] @ down).reshape(original.shape)
+        block.copy_(total)
