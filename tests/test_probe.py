@@ -75,6 +75,25 @@ def test_malicious_ckpt_never_executes(tmp_path):
             ModelKind.LORA,
             Architecture.SD1,
         ),
+        # LyCORIS LoHa and LoKr: the width from w_b, or from the two Kronecker factors' widths (48 x 16 = 768)
+        (
+            {"lora_unet_output_blocks_0_1_transformer_blocks_0_attn2_to_k.hada_w1_b": [8, 2048]},
+            ModelKind.LORA,
+            Architecture.SDXL,
+        ),
+        (
+            {
+                "lora_unet_up_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k.lokr_w1": [16, 48],
+                "lora_unet_up_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k.lokr_w2_b": [4, 16],
+            },
+            ModelKind.LORA,
+            Architecture.SD1,
+        ),
+        (
+            {"lycoris_mid_block_attentions_0_transformer_blocks_0_attn2_to_k.lokr_w1_b": [4, 32], "x.lokr_w2": [40, 32]},
+            ModelKind.LORA,
+            Architecture.UNKNOWN,  # no w2 of that layer: the width is not known
+        ),
         # names only one architecture has, where no cross-attention key tells the width
         ({"lora_unet_input_blocks_1_1_proj_in.lora_down.weight": [4, 320, 1, 1]}, ModelKind.LORA, Architecture.SD1),
         ({"lora_unet_output_blocks_9_1_proj_out.lora_down.weight": [4, 320]}, ModelKind.LORA, Architecture.SD1),

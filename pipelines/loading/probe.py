@@ -219,18 +219,31 @@ _LORA_NAME_HINTS: tuple[tuple[re.Pattern[str], Architecture], ...] = (
 )
 
 
+_CROSS_WIDTHS = {768: Architecture.SD1, 1024: Architecture.SD2, 2048: Architecture.SDXL}
+
+
+def _cross_attention_width(key: str, shapes: Mapping[str, object]) -> int | None:
+    """The input width of a cross-attention key projection a LoRA key adapts (LoRA's down, LoHa's w_b, LoKr's
+    two factors' widths multiplied), or None when the key tells none."""
+    if "attn2" not in key or "to_k" not in key:
+        return None
+    if "down" in key.rsplit(".", 2)[-2] or "lora_A" in key or key.endswith((".hada_w1_b", ".hada_w2_b")):
+        shape = _shape(shapes, key)
+        return shape[1] if len(shape) >= 2 else None
+    if key.endswith((".lokr_w1", ".lokr_w1_b")):
+        stem = key.rsplit(".", 1)[0]
+        second = next((_shape(shapes, f"{stem}.{n}") for n in ("lokr_w2", "lokr_w2_b") if f"{stem}.{n}" in shapes), ())
+        first = _shape(shapes, key)
+        return first[1] * second[1] if len(first) >= 2 and len(second) >= 2 else None
+    return None
+
+
 def _lora_architecture(keys: list[str], shapes: Mapping[str, object]) -> Architecture:
     # The cross-attention width is the surest sign; names decide otherwise.
     for key in keys:
-        if "attn2" in key and "to_k" in key and ("down" in key.rsplit(".", 2)[-2] or "lora_A" in key):
-            shape = _shape(shapes, key)
-            width = (
-                {768: Architecture.SD1, 1024: Architecture.SD2, 2048: Architecture.SDXL}.get(shape[1])
-                if len(shape) >= 2
-                else None
-            )
-            if width is not None:
-                return width
+        width = _CROSS_WIDTHS.get(_cross_attention_width(key, shapes))
+        if width is not None:
+            return width
     for pattern, arch in _LORA_NAME_HINTS:
         if any(pattern.search(k) for k in keys):
             return arch
