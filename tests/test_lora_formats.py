@@ -127,7 +127,9 @@ def test_old_diffusers_spellings_map_to_the_same_layers(tmp_path, sd15):
     "keys,expected",
     [
         ({"lora_unet_x.oft_blocks": [4, 2, 2], "lora_unet_x.alpha": []}, "a LyCORIS OFT"),
-        ({"lora_unet_x.diff": [8, 8], "lora_unet_x.diff_b": [8]}, "full-weight difference"),
+        ({"lora_unet_x.a1.weight": [4, 8], "lora_unet_x.a2.weight": [8, 4]}, "a LyCORIS GLoRA"),
+        ({"lora_unet_x.diff_b": [8]}, "a LyCORIS full layer needs diff"),
+        ({"lora_unet_x.w_norm": [8], "lora_unet_x.b_norm": [6]}, "bias difference (6,) does not fit (8,)"),
         ({"lora_unet_x.weight": [8], "lora_unet_x.on_input": []}, "IA3"),
         # LyCORIS layers with a part missing or not fitting: damaged, naming the layer
         ({"lora_unet_x.hada_w1_a": [4, 8], "lora_unet_x.hada_w1_b": [8, 4]}, "'lora_unet_x': a LoHa layer needs hada_w2_a"),

@@ -45,9 +45,19 @@ def test_every_layer_maps_onto_the_module_its_published_name_means(request, tmp_
     assert probe_file(path).kind is ModelKind.LORA
     lora = read_lora(path)
     assert lora.architecture in (fmt.arch, Architecture.UNKNOWN)
-    patches = {id(p.weight): p for p in resolve(lora, ModuleIndex.build(pipe, fmt.arch), "tiny")}
+    resolved = resolve(lora, ModuleIndex.build(pipe, fmt.arch), "tiny")
+    patches = {id(p.weight): p for p in resolved if not p.path.endswith(".bias")}
     expected = {id(published_module(pipe, c, p).weight): layer for (c, p), layer in written.items()}
     assert len(patches) == len(written) and patches.keys() == expected.keys()
+    biases = {id(p.weight): p for p in resolved if p.path.endswith(".bias")}  # LyCORIS full / norm: bias differences
+    expected_biases = {
+        id(published_module(pipe, c, p).bias): layer.bias_change
+        for (c, p), layer in written.items()
+        if layer.bias_change is not None
+    }
+    assert biases.keys() == expected_biases.keys()
+    for key, patch in biases.items():
+        torch.testing.assert_close(patch.pair.delta().reshape(-1), expected_biases[key])
     for key, patch in patches.items():
         layer = expected[key]
         shape = tuple(patch.weight.shape)
@@ -266,6 +276,11 @@ def test_published_lora_changes_the_image_by_exactly_its_weights(engine, lora_mo
             base = published_module(reference, component, path).weight.detach().float()
             torch.testing.assert_close(weight, layer.expected(base, WEIGHT), rtol=1e-5, atol=1e-6)
             touched.add(id(weight))
+            if layer.bias_change is not None:
+                bias = published_module(model.pipe, component, path).bias
+                base_bias = published_module(reference, component, path).bias.detach().float()
+                torch.testing.assert_close(bias, base_bias + WEIGHT * layer.bias_change, rtol=1e-5, atol=1e-6)
+                touched.add(id(bias))
         for component in ("unet", "text_encoder", "text_encoder_2"):  # nothing else moved
             if getattr(reference, component, None) is None:
                 continue

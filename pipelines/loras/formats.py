@@ -14,11 +14,13 @@ LoRAs come in several key layouts. Most hold, for each adapted layer, a `down` (
   attention-processor style `…attn1.processor.to_q_lora.down.weight`.
 
 LyCORIS's other layer types use kohya's names with their own tensors (layer_changes.py builds each one's
-full-size change): LoHa (`hada_w1_a` …, a Hadamard product of two low-rank products) and LoKr (`lokr_w1` …,
-a Kronecker product). Any of them may carry DoRA's magnitude (`dora_scale`; PEFT's `lora_magnitude_vector`).
+full-size change): LoHa (`hada_w1_a` …, a Hadamard product of two low-rank products), LoKr (`lokr_w1` …,
+a Kronecker product), full (`diff`, `diff_b`: the differences themselves) and norm layers (`w_norm`,
+`b_norm`). LoRA, LoHa and LoKr layers may carry DoRA's magnitude (`dora_scale`; PEFT's
+`lora_magnitude_vector`).
 
 This module only reads and groups; mapping the layers onto a loaded pipeline's modules is targets.py.
-Layouts that are none of these (OFT, IA3, full-weight differences, norm layers) are refused by name
+Layouts that are none of these (OFT, IA3, GLoRA) are refused by name
 rather than applied approximately.
 """
 
@@ -34,7 +36,7 @@ import torch
 
 from pipelines.errors import LoraError, UnsafeCheckpoint
 from pipelines.loading.probe import SAFETENSORS_SUFFIXES, load_pickle_state_dict, probe_keys
-from pipelines.loras.layer_changes import HadamardPair, KroneckerPair, LayerChange, LoraPair
+from pipelines.loras.layer_changes import FullDiff, HadamardPair, KroneckerPair, LayerChange, LoraPair
 from pipelines.loras.names import KOHYA_PREFIXES
 from pipelines.types import Architecture
 
@@ -60,19 +62,18 @@ _ROLES: tuple[tuple[str, str], ...] = (
     (".lora_magnitude_vector", "magnitude"),
     *((f".{name}", name) for name in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")),
     *((f".{name}", name) for name in ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")),
+    *((f".{name}", name) for name in ("diff", "diff_b", "w_norm", "b_norm")),  # LyCORIS full, norm layers
 )
 
 # Layouts we recognize but do not apply, with what to tell the user.
 _UNSUPPORTED: tuple[tuple[str, str], ...] = (
     (".oft_blocks", "a LyCORIS OFT"),
     (".oft_diag", "a LyCORIS OFT"),
-    (".diff", "a full-weight difference (LyCORIS 'full')"),
-    (".w_norm", "a LyCORIS file with norm layers"),
     ("ia3_", "an IA3 adapter"),
     (".on_input", "an IA3 adapter"),
     (".a1.weight", "a LyCORIS GLoRA"),
 )
-SUPPORTED_TEXT = "kohya/A1111 LoRA, LyCORIS LoCon, LoHa or LoKr (DoRA too), diffusers or PEFT LoRA"
+SUPPORTED_TEXT = "kohya/A1111 LoRA, LyCORIS LoCon, LoHa, LoKr, full or norm (DoRA too), diffusers or PEFT LoRA"
 
 _ARCH_HINTS = (  # training metadata -> architecture, for files whose keys do not tell
     (re.compile(r"sdxl|stable-diffusion-xl", re.I), Architecture.SDXL),
@@ -190,6 +191,16 @@ def _layer_change(name: str, stem: str, parts: dict[str, torch.Tensor], alpha: f
                 _require(parts, ("lokr_w2_a", "lokr_w2_b"), "LoKr")
             fields = {role.removeprefix("lokr_"): t for role, t in parts.items() if role.startswith("lokr_")}
             change = KroneckerPair(stem, **fields, alpha=alpha, magnitude=magnitude)
+        elif any(role in parts for role in ("diff", "diff_b", "w_norm", "b_norm")):
+            kind = "norm" if "w_norm" in parts or "b_norm" in parts else "full"
+            weight, bias = parts.get("diff", parts.get("w_norm")), parts.get("diff_b", parts.get("b_norm"))
+            if weight is None:
+                raise _Damaged(f"a LyCORIS {kind} layer needs {'w_norm' if kind == 'norm' else 'diff'}")
+            if bias is not None and tuple(bias.shape) != tuple(weight.shape[:1]):
+                raise _Damaged(f"its bias difference {tuple(bias.shape)} does not fit {tuple(weight.shape)}")
+            if magnitude is not None:
+                raise _Damaged(f"DoRA magnitudes on a {kind} layer")
+            change = FullDiff(stem, weight, bias, kind)
         elif "down" in parts or "up" in parts:
             if "down" not in parts or "up" not in parts:
                 raise _Damaged(f"it has no {'down' if 'down' not in parts else 'up'} weight")

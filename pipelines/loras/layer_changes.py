@@ -9,6 +9,7 @@ rows at a time (`delta()` is all of them). The kinds, as LyCORIS defines them:
 - HadamardPair (LoHa): (w1_a @ w1_b) ⊙ (w2_a @ w2_b); with Tucker cores t1/t2, each factor is the core
   multiplied by a (rank x out) and a (rank x in) matrix along its first two axes.
 - KroneckerPair (LoKr): w1 ⊗ w2, each given whole or as a low-rank product (w2 also with a Tucker core).
+- FullDiff (LyCORIS full, norm layers): the difference itself, for the weight and the bias.
 
 DoRA (`magnitude`, any kind): the merged weight W + s·ΔW is renormalised to the trained magnitudes, per
 input channel (LyCORIS's `dora_scale` of shape (1, in, …)) or per output channel (shape (out, …), PEFT's
@@ -201,7 +202,35 @@ class KroneckerPair:
         return _nbytes(self.w1, self.w1_a, self.w1_b, self.w2, self.w2_a, self.w2_b, self.t2, self.magnitude)
 
 
-LayerChange = LoraPair | HadamardPair | KroneckerPair
+@dataclass
+class FullDiff:
+    """A change given whole: LyCORIS's full-weight difference (`diff`, and `diff_b` for the bias) or its norm-layer
+    change (`w_norm`, `b_norm`). No alpha scales it (LyCORIS writes none); the LoRA weight does."""
+
+    stem: str
+    diff: Tensor
+    bias: Tensor | None = None  # the bias's difference, patched as a layer of its own (targets.resolve)
+    kind: str = "full"  # "full" or "norm"
+    magnitude: Tensor | None = None  # never: DoRA is not defined for these
+
+    scale = 1.0
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.diff.shape)
+
+    def rows(self, start: int, stop: int, device: torch.device | str = "cpu") -> Tensor:
+        return _f32(self.diff[start:stop], device).reshape(stop - start, -1)
+
+    def delta(self, device: torch.device | str = "cpu") -> Tensor:
+        return self.rows(0, self.shape[0], device)
+
+    @property
+    def nbytes(self) -> int:
+        return _nbytes(self.diff, self.bias)
+
+
+LayerChange = LoraPair | HadamardPair | KroneckerPair | FullDiff
 
 
 def magnitude_axis(magnitude: Tensor, weight_shape: tuple[int, ...]) -> int | None:

@@ -21,7 +21,7 @@ import torch
 
 from pipelines.errors import LoraError
 from pipelines.loras.formats import LoraFile
-from pipelines.loras.layer_changes import LayerChange, LoraPair, decomposed_change, magnitude_axis
+from pipelines.loras.layer_changes import FullDiff, LayerChange, LoraPair, decomposed_change, magnitude_axis
 from pipelines.loras.names import (
     COMPONENTS,
     DOTTED_PREFIXES,
@@ -36,7 +36,7 @@ from pipelines.loras.names import (
 )
 from pipelines.types import Architecture
 
-TARGET_TYPES = (torch.nn.Linear, torch.nn.Conv2d)
+TARGET_TYPES = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.LayerNorm, torch.nn.GroupNorm)  # norms: LyCORIS norm layers
 
 
 @dataclass
@@ -57,7 +57,7 @@ class ModuleIndex:
                 continue
             ldm = unet_ldm_prefixes(model) if component == "unet" else {}
             for path, module in model.named_modules():
-                if not isinstance(module, TARGET_TYPES):
+                if not isinstance(module, TARGET_TYPES) or getattr(module, "weight", None) is None:  # affine-free norms
                     continue
                 modules[(component, path)] = module
                 spellings = published_paths(component, path)
@@ -137,6 +137,11 @@ def resolve(lora: LoraFile, index: ModuleIndex, model_name: str) -> list[LayerPa
         module = index.modules[target]
         _check_shape(name, model_name, pair, target, module.weight)
         patches.append(LayerPatch(target[0], target[1], module.weight, pair))
+        bias = getattr(pair, "bias", None)
+        if bias is not None:  # LyCORIS full / norm: the bias's difference, patched like any other weight
+            if module.bias is None:
+                raise LoraError(f"{name} changes the bias of {target[0]}.{target[1]}, which has none in the model {model_name}.")
+            patches.append(LayerPatch(target[0], f"{target[1]}.bias", module.bias, FullDiff(pair.stem, bias, kind=pair.kind)))
     if unknown:
         raise LoraError(misfit_message(name, f"the {arch.label} model {model_name}", lora.pairs, unknown))
     return patches

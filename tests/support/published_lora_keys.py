@@ -14,6 +14,8 @@ configs. Each format then spells a layer as its trainer does:
   `hada_w2_a`, `hada_w2_b` (out x rank, rank x in·kh·kw; with Tucker cores `hada_t1`/`hada_t2` (rank, rank, 3, 3)
   the factors are rank x out and rank x in) or `lokr_w1` (whole) / `lokr_w1_a`, `lokr_w1_b` and `lokr_w2` /
   `lokr_w2_a` (out₂ x rank), `lokr_w2_b` (rank x in₂ x kh x kw) / `lokr_t2` with rank x out₂, rank x in₂.
+- LyCORIS full: `diff` (the weight's difference) and `diff_b` where the layer has a bias; norm layers
+  (train_norm, any algorithm): `w_norm`, `b_norm`.
 - SimpleTuner's LyCORIS files: the UNet's diffusers paths flattened under `lycoris_` (`lycoris_down_blocks_1_…`).
 - DoRA: LyCORIS's `dora_scale`, one magnitude per input channel (1, in[, 1, 1]); PEFT's `lora_magnitude_vector`,
   one per output channel (out,).
@@ -159,7 +161,17 @@ SD1_LAYERS: tuple[Layer, ...] = (
     _unet("conv", "mid_block.resnets.1.conv2", "middle_block.2.out_layers.3", (64, 64, 3, 3)),
     _unet("conv", "up_blocks.0.upsamplers.0.conv", "output_blocks.1.1.conv", (64, 64, 3, 3)),
     _unet("conv", "up_blocks.1.upsamplers.0.conv", "output_blocks.3.2.conv", (64, 64, 3, 3)),
+    _unet("norm", "down_blocks.0.resnets.0.norm1", "input_blocks.1.0.in_layers.0", (32,)),
+    _unet(
+        "norm",
+        "down_blocks.0.attentions.0.transformer_blocks.0.norm1",
+        "input_blocks.1.1.transformer_blocks.0.norm1",
+        (32,),
+    ),
+    _unet("norm", "up_blocks.1.attentions.1.norm", "output_blocks.3.1.norm", (64,)),
     *_clip("text_encoder", width=32, inner=64),
+    Layer("text_encoder", "text_model.encoder.layers.0.layer_norm1", (32,), "te_norm"),
+    Layer("text_encoder", "text_model.final_layer_norm", (32,), "te_norm"),
 )
 
 # Tiny SDXL: channels 32/32/64, two resnets (+ attentions) per level, no attention at the first level,
@@ -240,8 +252,16 @@ SDXL_LAYERS: tuple[Layer, ...] = (
     _unet("conv", "mid_block.resnets.0.time_emb_proj", "middle_block.0.emb_layers.1", (64, 128)),
     _unet("conv", "up_blocks.0.upsamplers.0.conv", "output_blocks.2.2.conv", (64, 64, 3, 3)),
     _unet("conv", "up_blocks.2.resnets.2.conv2", "output_blocks.8.0.out_layers.3", (32, 32, 3, 3)),
+    _unet(
+        "norm",
+        "down_blocks.1.attentions.0.transformer_blocks.0.norm2",
+        "input_blocks.4.1.transformer_blocks.0.norm2",
+        (32,),
+    ),
+    _unet("norm", "mid_block.resnets.0.norm1", "middle_block.0.in_layers.0", (64,)),
     *_clip("text_encoder", width=32, inner=64),
     *_clip("text_encoder_2", width=64, inner=128),
+    Layer("text_encoder_2", "text_model.encoder.layers.1.layer_norm2", (64,), "te_norm"),
 )
 
 LAYERS = {Architecture.SD1: SD1_LAYERS, Architecture.SDXL: SDXL_LAYERS}
@@ -333,6 +353,7 @@ def _dotted_keys(components: tuple[str, ...], endings: dict[str, tuple[str, str]
 
 ALL_UNET = ("attn", "unet_linear")
 TEXT = ("te_attn", "te_mlp")
+NORMS = ("norm", "te_norm")  # LyCORIS's norm layers (train_norm): w_norm / b_norm
 SD1, SDXL = Architecture.SD1, Architecture.SDXL
 SD1_PARTS, SDXL_PARTS = ("unet", "text_encoder"), ("unet", "text_encoder", "text_encoder_2")
 
@@ -453,6 +474,10 @@ FORMATS: tuple[Format, ...] = (
         algo="lokr",
         dtype=torch.bfloat16,
     ),
+    Format("lycoris-full-sd1", SD1, _kohya_keys(SD1, ldm=False), ALL_UNET + ("conv",) + TEXT + NORMS, algo="full"),
+    Format(
+        "lycoris-loha-norms-sdxl", SDXL, _kohya_keys(SDXL, ldm=True), ALL_UNET + ("conv",) + TEXT + NORMS, alpha=2.0, algo="loha"
+    ),
     Format(
         "diffusers-peft-dora-sd1",
         SD1,
@@ -539,7 +564,18 @@ def _lokr(shape, rank, gen, tucker=False):
     return out
 
 
+def _full(shape, rank, gen):  # LyCORIS full: the difference itself (diff_b added by write_lora where there is a bias)
+    return {"diff": _randn(gen, *shape, fan=math.prod(shape[1:]) * 4)}
+
+
+def has_bias(layer: Layer) -> bool:
+    """Whether the layer has a bias in SD's models: CLIP's linears, the UNet's convolutions and linears, but of the
+    attention projections only to_out."""
+    return layer.component != "unet" or layer.kind != "attn" or layer.path.endswith("to_out.0")
+
+
 ALGOS: dict[str, Callable[..., dict[str, torch.Tensor]]] = {
+    "full": _full,
     "lora": _lora,
     "locon-cp": _locon_cp,
     "loha": _loha,
@@ -568,6 +604,8 @@ class WrittenLayer:
     def product(self, shape: tuple[int, ...]) -> torch.Tensor:
         """The unscaled change in `shape`, float32, worked out from LyCORIS's definitions of each algorithm."""
         t = {role: v.double() for role, v in self.tensors.items()}
+        if "diff" in t or "w_norm" in t:
+            return t.get("diff", t.get("w_norm")).reshape(shape).float()
         if "hada_w1_a" in t:
             return (self._hada(t, "1", shape) * self._hada(t, "2", shape)).float()
         if any(k.startswith("lokr") for k in t):
@@ -586,6 +624,12 @@ class WrittenLayer:
         if "lora_mid" in t:  # x -> down (1x1) -> mid (kxk) -> up (1x1)
             return torch.einsum("or,rskl,sn->onkl", up[:, :, 0, 0], t["lora_mid"], down[:, :, 0, 0]).reshape(shape).float()
         return (up.flatten(1) @ down.flatten(1)).reshape(shape).float()
+
+    @property
+    def bias_change(self) -> torch.Tensor | None:
+        """LyCORIS full / norm: the bias's difference."""
+        bias = self.tensors.get("diff_b", self.tensors.get("b_norm"))
+        return None if bias is None else bias.float()
 
     @staticmethod
     def _hada(t: dict[str, torch.Tensor], n: str, shape: tuple[int, ...]) -> torch.Tensor:
@@ -618,7 +662,16 @@ def write_lora(fmt: Format, folder: Path, rank: int = 4, seed: int = 0) -> tuple
     written: dict[tuple[str, str], WrittenLayer] = {}
     for layer in layers_of(fmt):
         keys = fmt.keys[layer.component]
-        parts = {role: t.to(fmt.dtype) for role, t in ALGOS[fmt.algo](layer.shape, rank, gen).items()}
+        if layer.kind in NORMS:  # LyCORIS's NormModule, whatever the algorithm of the other layers
+            parts = {
+                "w_norm": 0.1 * torch.randn(layer.shape, generator=gen),
+                "b_norm": 0.1 * torch.randn(layer.shape, generator=gen),
+            }
+        else:
+            parts = ALGOS[fmt.algo](layer.shape, rank, gen)
+            if fmt.algo == "full" and has_bias(layer):
+                parts["diff_b"] = 0.1 * torch.randn(layer.shape[0], generator=gen)
+        parts = {role: t.to(fmt.dtype) for role, t in parts.items()}
         magnitude = None
         if fmt.dora == "input":  # LyCORIS: (1, in, 1, 1) for a convolution, (1, in) for a linear layer
             magnitude = (0.5 + torch.rand(1, layer.shape[1], *[1] * (len(layer.shape) - 2), generator=gen)).to(fmt.dtype)
@@ -629,9 +682,10 @@ def write_lora(fmt: Format, folder: Path, rank: int = 4, seed: int = 0) -> tuple
         tensors |= {stem + endings.get(role, f".{role}"): t for role, t in parts.items()}
         if magnitude is not None:
             tensors[stem + fmt.magnitude_ending] = magnitude
-        if fmt.alpha is not None:
+        whole = "diff" in parts or "w_norm" in parts  # LyCORIS full / norm: no alpha, nothing scales them
+        if fmt.alpha is not None and not whole:
             tensors[stem + ".alpha"] = torch.tensor(fmt.alpha, dtype=fmt.dtype)
-        written[(layer.component, layer.path)] = WrittenLayer(parts, fmt.scale(rank), magnitude)
+        written[(layer.component, layer.path)] = WrittenLayer(parts, 1.0 if whole else fmt.scale(rank), magnitude)
     path = folder / fmt.file.format(name=fmt.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt"}
