@@ -20,8 +20,7 @@ a Kronecker product), full (`diff`, `diff_b`: the differences themselves) and no
 `lora_magnitude_vector`).
 
 This module only reads and groups; mapping the layers onto a loaded pipeline's modules is targets.py.
-Layouts that are none of these (OFT, IA3, GLoRA) are refused by name
-rather than applied approximately.
+Layouts that are none of these (OFT, IA3, GLoRA) are refused by name rather than applied approximately.
 """
 
 from __future__ import annotations

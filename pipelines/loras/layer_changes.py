@@ -11,7 +11,7 @@ rows at a time (`delta()` is all of them). The kinds, as LyCORIS defines them:
 - KroneckerPair (LoKr): w1 ⊗ w2, each given whole or as a low-rank product (w2 also with a Tucker core).
 - FullDiff (LyCORIS full, norm layers): the difference itself, for the weight and the bias.
 
-DoRA (`magnitude`, any kind): the merged weight W + s·ΔW is renormalised to the trained magnitudes, per
+DoRA (`magnitude`, on LoRA, LoHa and LoKr layers): the merged weight W + s·ΔW is renormalised to the trained magnitudes, per
 input channel (LyCORIS's `dora_scale` of shape (1, in, …)) or per output channel (shape (out, …), PEFT's
 `lora_magnitude_vector`). As in A1111, ComfyUI and LyCORIS's own merge, a LoRA weight w scales the
 difference this makes: W + w·(DoRA(W + s·ΔW) − W).
