@@ -8,6 +8,8 @@ Measured, in seconds:
 - our approach (pipelines/loras.py, weights patched in place, restored from a copy): time to go from LoRA
   set A to set B between two jobs (restore A + patch B, files already in memory), the first use of a set
   (reading the files), and the step time with LoRAs patched in;
+- the same switch to a LyCORIS LoHa over the same layers at the same rank (two low-rank products per layer,
+  multiplied element-wise: pipelines/loras/layer_changes.py), for comparison with a LoRA's one product;
 - diffusers' PEFT adapters, the alternative: load_lora_weights per file, set_adapters to switch, and the step
   time with the adapters active (unfused).
 
@@ -29,6 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 
 from pipelines.loading.hashing import HashCache  # noqa: E402
 from pipelines.loading.loader import LoadedModel  # noqa: E402
@@ -86,6 +89,7 @@ def main() -> int:
                 seed=seed,
                 dtype=torch.float16,
             )
+        write_loha_like(root / "loras" / "lora-a.safetensors", root / "loras" / "loha-a.safetensors")
         size_mb = sum((root / "loras" / f"{n}.safetensors").stat().st_size for n in names) / 1e6 / len(names)
         print(f"wrote {len(names)} kohya LoRAs, {size_mb:.0f} MB each")
         registry = ModelRegistry(root, root / "cache")
@@ -123,10 +127,39 @@ def main() -> int:
             f"(overhead {100 * (patched_step / step - 1):+.1f}%)"
         )
         print(f"  RATIO switch / step: {switch / step:.2f}")
+        loha = []
+        for _ in range(3):
+            a = manager.activate(model, set_a)
+            a.__enter__()
+            start = time.perf_counter()
+            a.__exit__(None, None, None)
+            with manager.activate(model, [LoraRef("loha-a", 0.8)]):
+                loha.append(time.perf_counter() - start)
+        print(
+            f"  switch set A -> a LoHa of lora-a's layers:    {min(loha):.2f}s (RATIO to the LoRA switch {min(loha) / switch:.2f})"
+        )
 
         if not args.no_peft:
             peft_compare(pipe, root, names, step, args)
     return 0
+
+
+def write_loha_like(lora: Path, out: Path) -> None:
+    """A LyCORIS LoHa over the layers of a kohya file, at its rank: hada_w1_a/w2_a (out, rank) and hada_w1_b/w2_b
+    (rank, in·kh·kw), as LyCORIS writes them without Tucker cores."""
+    gen = torch.Generator().manual_seed(7)
+    source = load_file(str(lora))
+    tensors = {}
+    for key, down in source.items():
+        if not key.endswith(".lora_down.weight"):
+            continue
+        stem = key.removesuffix(".lora_down.weight")
+        rank, fan_in, out_dim = down.shape[0], down[0].numel(), source[f"{stem}.lora_up.weight"].shape[0]
+        for n in ("1", "2"):
+            tensors[f"{stem}.hada_w{n}_a"] = (torch.randn(out_dim, rank, generator=gen) * 0.1).half()
+            tensors[f"{stem}.hada_w{n}_b"] = (torch.randn(rank, fan_in, generator=gen) / fan_in**0.5).half()
+        tensors[f"{stem}.alpha"] = torch.tensor(float(rank) / 2)
+    save_file(tensors, str(out))
 
 
 def peft_compare(pipe, root: Path, names: list[str], step: float, args) -> None:
