@@ -106,6 +106,7 @@ class ImageInput:
     mode: str = "img2img"
     denoise: float | None = None  # None: the mode's (A1111's denoising_strength)
     scale: float | None = None  # None: the mode's upscale factor
+    size: tuple[int, int] | None = None  # an upscale without a diffusion pass: the exact (width, height), over scale
     resize_mode: str = "just_resize"  # A1111's four modes (images/resize.py), for modes without a scale
     upscaler: str | None = None  # None: the first upscaler model installed, else Lanczos
     upscaler_2: str | None = None  # A1111 extras' second upscaler, blended in at upscaler_2_visibility
@@ -126,6 +127,8 @@ class ImageInput:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "outpaint", tuple(self.outpaint or ()))  # JSON brings a list back
+        if self.size is not None:
+            object.__setattr__(self, "size", tuple(self.size))
 
     @property
     def masked(self) -> bool:

@@ -80,6 +80,11 @@ def test_upscale_fast_needs_no_model_and_performance_sets_the_steps(engine):
     [item] = info.result.images
     assert_images_equal(item.image, engine.upscalers.upscale(image, 96, 80, "4x-Tiny"))
     assert item.params.model == "" and "Postprocess upscaler: 4x-Tiny" in item.infotext
+    # an exact size (A1111's extras round theirs): the model's passes, then Lanczos to that size, even a smaller one
+    for size in ((72, 40), (24, 16)):
+        info = submit(engine, model="no-such-model-needed", input=ImageInput(stored.sha256, mode="upscale_fast_2", size=size))
+        assert info.state is JobState.FINISHED, info.error
+        assert_images_equal(info.result.images[0].image, engine.upscalers.upscale(image, *size, "4x-Tiny"))
     # Vary (Subtle) in Speed: the steps run are the mode's input_steps (18), the schedule twice that
     plan = engine.manager.input_plan(
         GenerationRequest(performance="Speed", steps=30, input=ImageInput(stored.sha256, mode="vary_subtle"))
@@ -149,6 +154,8 @@ def test_bad_input_settings_are_refused_naming_the_field(engine):
         (ImageInput(stored.sha256, resize_mode="stretchy"), "input.resize_mode"),
         (ImageInput(stored.sha256, mode="upscale_2", upscaler="Nope"), "input.upscaler"),
         (ImageInput(stored.sha256, mode="upscale_2", scale=200.0), "input.scale"),
+        (ImageInput(stored.sha256, mode="upscale_2", size=(64, 64)), "input.size"),  # only without a diffusion pass
+        (ImageInput(stored.sha256, mode="upscale_fast_2", size=(0, 64)), "input.size"),
     ):
         with pytest.raises(InvalidRequest) as info:
             engine.queue.submit(GenerationRequest(**{**SIZE, "model": "tiny-sd15", "input": part}))

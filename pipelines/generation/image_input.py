@@ -135,6 +135,11 @@ def plan_input(
             raise InvalidRequest(
                 f"The outpaint would make {width}x{height}; the largest side is {LIMITS['width'][1]:g}.", field="input.outpaint"
             )
+    elif part.size is not None:  # A1111's extras: a size of their own rounding, for an upscale without a pass
+        if denoise > 0 or len(part.size) != 2:
+            raise InvalidRequest("input.size is for an upscale without a diffusion pass (strength 0).", field="input.size")
+        width, height = (int(_number(side, "input.size", 1, MAX_PLAIN_UPSCALE)) for side in part.size)
+        scale = width / image_size[0]
     elif scale is None:
         width, height = request.width, request.height
     else:  # a diffusion pass needs multiples of 8 within the model's limits; a plain upscale does not

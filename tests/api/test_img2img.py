@@ -183,9 +183,41 @@ def test_extras_single_and_batch(client, live):
             "upscaling_resize": 1.5,
         },
     ).json()
-    assert [decoded(i).size for i in batch["images"]] == [(60, 36), (96, 96)]
+    assert [decoded(i).size for i in batch["images"]] == [(56, 32), (96, 96)]  # A1111: sides down to multiples of 8
     bad = client.post(f"{PREFIX}/extra-single-image", json={"image": b64(encoded(image)), "upscaler_1": "Nope"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "upscaler_1"]
+
+
+def test_extras_match_a1111s_sizes_downscale_and_canvas(client, live):
+    image = picture(40, 24, seed=6)
+
+    def single(**fields) -> Image.Image:
+        answer = client.post(
+            f"{PREFIX}/extra-single-image", json={"image": b64(encoded(image)), "upscaler_1": "4x-Tiny", **fields}
+        )
+        assert answer.status_code == 200, answer.text
+        return decoded(answer.json()["image"])
+
+    # by 1.5: 60x36 rounds down to 56x32; the model runs once (40x24 -> 160x96), then Lanczos to 56x32
+    once = live.services.upscalers.run_model(
+        live.services.upscalers.loader.get(live.services.upscalers.resolve("4x-Tiny").record), image
+    )
+    assert once.size == (160, 96)
+    expected = once.resize((56, 32), Image.Resampling.LANCZOS)
+    assert np.array_equal(np.asarray(single(upscaling_resize=1.5)), np.asarray(expected))
+    # below 1: no model pass, a plain Lanczos downscale (20x12 rounds down to 16x8)
+    expected = image.resize((16, 8), Image.Resampling.LANCZOS)
+    assert np.array_equal(np.asarray(single(upscaling_resize=0.5)), np.asarray(expected))
+    # to a size: the larger ratio (41/40, 30/24 -> 1.25: 50x30 rounds to 48x24), centred on a black 41x30 canvas
+    made = single(resize_mode=1, upscaling_resize_w=41, upscaling_resize_h=30, upscaling_crop=True)
+    assert made.size == (41, 30)
+    pixels = np.asarray(made)
+    assert pixels[:3].max() == 0 and pixels[-3:].max() == 0 and pixels[3:27].max() > 0  # 24 rows pasted at row 3
+    kept = single(resize_mode=1, upscaling_resize_w=41, upscaling_resize_h=30, upscaling_crop=False)
+    assert kept.size == (48, 24)  # without crop A1111 keeps the upscaled size
+    small = client.post(f"{PREFIX}/extra-single-image", json={"image": b64(encoded(image)), "upscaling_resize": 0.1})
+    assert small.status_code == 422 and small.json()["detail"][0]["loc"] == ["body", "upscaling_resize"]
+    assert "rounds down to 0x0" in small.json()["detail"][0]["msg"]
 
 
 def test_webuiapi_img2img_extras_and_hires_unchanged(live):

@@ -238,7 +238,7 @@ def build_api_router(services: Services, credentials: Credentials = ()) -> APIRo
         job, _ = await wait_for_job(queue, job_id, request, False)
         if job.state is not JobState.FINISHED or job.result is None or not job.result.images:
             raise failure(job) if job.state is JobState.FAILED else HTTPException(500, detail="The upscale was interrupted.")
-        return png_b64(finish(job.result.images[0].image, after)), html_info(request)
+        return png_b64(finish(job.result.images[0].image, after)), html_info(request, after)
 
     @router.post("/extra-single-image", response_model=ExtrasSingleImageResponse)
     async def extra_single_image(payload: ExtrasSingleImageRequest) -> ExtrasSingleImageResponse:
