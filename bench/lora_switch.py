@@ -59,6 +59,19 @@ def best_step(pipe, size: int, repeats: int) -> float:
     return min(unet_step(pipe, size) for _ in range(repeats))
 
 
+def best_switch(manager: LoraManager, model: LoadedModel, before: list[LoraRef], after: list[LoraRef], rounds: int = 3) -> float:
+    """Best seconds from the end of a job with `before` patched in to the start of one with `after` (restore + patch)."""
+    times = []
+    for _ in range(rounds):
+        job = manager.activate(model, before)
+        job.__enter__()
+        start = time.perf_counter()
+        job.__exit__(None, None, None)
+        with manager.activate(model, after):
+            times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=list(DTYPES), default="bf16")
@@ -110,15 +123,7 @@ def main() -> int:
             stack.enter_context(manager.activate(model, set_a))
             first_use = time.perf_counter() - start
             patched_step = best_step(pipe, args.size, args.steps)
-        switches = []
-        for _ in range(3):
-            a = manager.activate(model, set_a)
-            a.__enter__()
-            start = time.perf_counter()
-            a.__exit__(None, None, None)
-            with manager.activate(model, set_b):
-                switches.append(time.perf_counter() - start)
-        switch = min(switches)
+        switch = best_switch(manager, model, set_a, set_b)
         print("\npatch in place, restore from a copy (pipelines/loras.py):")
         print(f"  first use of a 2-LoRA set (reads the files): {first_use:.2f}s")
         print(f"  switch set A -> set B between jobs:           {switch:.2f}s")
@@ -127,17 +132,8 @@ def main() -> int:
             f"(overhead {100 * (patched_step / step - 1):+.1f}%)"
         )
         print(f"  RATIO switch / step: {switch / step:.2f}")
-        loha = []
-        for _ in range(3):
-            a = manager.activate(model, set_a)
-            a.__enter__()
-            start = time.perf_counter()
-            a.__exit__(None, None, None)
-            with manager.activate(model, [LoraRef("loha-a", 0.8)]):
-                loha.append(time.perf_counter() - start)
-        print(
-            f"  switch set A -> a LoHa of lora-a's layers:    {min(loha):.2f}s (RATIO to the LoRA switch {min(loha) / switch:.2f})"
-        )
+        loha = best_switch(manager, model, set_a, [LoraRef("loha-a", 0.8)])
+        print(f"  switch set A -> a LoHa of lora-a's layers:    {loha:.2f}s (RATIO to the LoRA switch {loha / switch:.2f})")
 
         if not args.no_peft:
             peft_compare(pipe, root, names, step, args)

@@ -251,7 +251,7 @@ def test_lycoris_changes_patched_a_few_rows_at_a_time_equal_the_whole(monkeypatc
     LoKr's 6-row w2 blocks) a channels-last convolution and a linear layer get what LyCORIS's definitions give."""
     from pipelines.loras import targets
     from pipelines.loras.formats import parse_lora
-    from tests.support.published_lora_keys import ALGOS, WrittenLayer
+    from tests.support.lycoris_layers import ALGOS, WrittenLayer
 
     gen = torch.Generator().manual_seed(3)
     parts = ALGOS[algo](shape, 4, gen)
